@@ -1,0 +1,147 @@
+"""Local-disk backend: atomic, durable writes (temp file, fsync, rename, fsync dir)."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+from haeedge.backends.base import NAMESPACES, ObjectInfo
+from haeedge.errors import BackendError, ObjectNotFound
+
+
+class LocalBackend:
+    def __init__(self, path: str):
+        self.root = os.path.abspath(os.path.expanduser(path))
+        self.location = self.root
+
+    def _path(self, name: str) -> str:
+        if not name or name.startswith("/") or ".." in name.split("/"):
+            raise BackendError(f"invalid object name {name!r}")
+        return os.path.join(self.root, name)
+
+    def create(self) -> None:
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            if os.listdir(self.root):
+                raise BackendError(f"{self.root}: directory is not empty")
+            for ns in NAMESPACES:
+                os.makedirs(os.path.join(self.root, ns), mode=0o700, exist_ok=True)
+            for i in range(256):
+                os.makedirs(os.path.join(self.root, "data", f"{i:02x}"), mode=0o700, exist_ok=True)
+            _fsync_dir(self.root)
+        except OSError as e:
+            raise BackendError(f"{self.root}: cannot create repository: {e.strerror}") from e
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, f".tmp-{os.path.basename(path)}-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(directory)
+        except OSError as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise BackendError(f"{self.location}: cannot write {name}: {e.strerror}",
+                               transient=e.errno in (errno.EINTR, errno.EAGAIN)) from e
+
+    def get(self, name: str) -> bytes:
+        try:
+            with open(self._path(name), "rb") as f:
+                return f.read()
+        except FileNotFoundError as e:
+            raise ObjectNotFound(f"{self.location}: {name} does not exist") from e
+        except OSError as e:
+            raise BackendError(f"{self.location}: cannot read {name}: {e.strerror}") from e
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY)
+        except FileNotFoundError as e:
+            raise ObjectNotFound(f"{self.location}: {name} does not exist") from e
+        except OSError as e:
+            raise BackendError(f"{self.location}: cannot read {name}: {e.strerror}") from e
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def list(self, namespace: str) -> Iterator[ObjectInfo]:
+        base = os.path.join(self.root, namespace)
+        if not os.path.isdir(base):
+            return
+        stack = [base]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if e.name.startswith(".tmp-"):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    rel = os.path.relpath(e.path, self.root).replace(os.sep, "/")
+                    try:
+                        yield ObjectInfo(rel, e.stat(follow_symlinks=False).st_size)
+                    except FileNotFoundError:
+                        continue
+
+    def delete(self, name: str) -> None:
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise BackendError(f"{self.location}: cannot delete {name}: {e.strerror}") from e
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(name, os.stat(self._path(name)).st_size)
+        except FileNotFoundError as e:
+            raise ObjectNotFound(f"{self.location}: {name} does not exist") from e
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self._path(name))
+
+    def close(self) -> None:
+        pass
+
+    def remove_temporaries(self) -> int:
+        """Delete leftovers of interrupted writes; returns how many."""
+        n = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                if f.startswith(".tmp-"):
+                    try:
+                        os.unlink(os.path.join(dirpath, f))
+                        n += 1
+                    except OSError:
+                        pass
+        return n
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

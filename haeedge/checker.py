@@ -1,0 +1,253 @@
+"""Verify: find every problem and say what it affects. Returns findings, prints nothing.
+
+Structure (default): every object's bytes match its name, index and packs
+agree (presence, sizes), every snapshot decrypts and parses, every chain is
+intact, every tree is readable and every blob a snapshot needs is indexed.
+
+``read_data``: every selected pack is read whole, its hash, header and every
+blob (decrypt, MDC, decompress, keyed id) are checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from haeedge.backends.base import data_name
+from haeedge.errors import BackendError, HaeedgeError, ObjectNotFound, UsageError
+from haeedge.progress import ProgressSink, SilentProgress
+from haeedge.repo.index import BlobLocation, decode_index
+from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer
+from haeedge.repo.repository import Repository, hex_id, object_id_of
+from haeedge.repo.snapshot import Snapshot
+from haeedge.repo.tree import path_bytes
+
+
+@dataclass
+class Finding:
+    severity: str  # "error" or "warning"
+    object: str
+    message: str
+    snapshots: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"severity": self.severity, "object": self.object, "message": self.message,
+                "snapshots": self.snapshots, "files": self.files}
+
+
+@dataclass
+class VerifyReport:
+    findings: list[Finding] = field(default_factory=list)
+    snapshots: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    blobs_checked: int = 0
+    bytes_read: int = 0
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def parse_subset(spec: str | None) -> Callable[[str], bool] | None:
+    """``N/M`` (the N-th of M deterministic parts) or ``P%`` (a random share)."""
+    if not spec:
+        return None
+    try:
+        if spec.endswith("%"):
+            share = float(spec[:-1]) / 100
+            if not 0 < share <= 1:
+                raise ValueError
+            rng = random.SystemRandom()
+            return lambda pack_id: rng.random() < share
+        n, m = (int(x) for x in spec.split("/"))
+        if not 1 <= n <= m:
+            raise ValueError
+        return lambda pack_id: int(pack_id[:8], 16) % m == n - 1
+    except ValueError:
+        raise UsageError(f"--read-data-subset: {spec!r} is not N/M (1 <= N <= M) or P% (0 < P <= 100)") from None
+
+
+class Checker:
+    def __init__(self, repo: Repository, progress: ProgressSink | None = None):
+        self.repo = repo
+        self.progress = progress or SilentProgress()
+        self.report = VerifyReport()
+        self._bad_blobs: dict[bytes, str] = {}
+
+    def error(self, obj: str, msg: str, **kw) -> Finding:
+        f = Finding("error", obj, msg, **kw)
+        self.report.findings.append(f)
+        self.progress.warning(f"{obj}: {msg}")
+        return f
+
+    def warn(self, obj: str, msg: str) -> None:
+        self.report.findings.append(Finding("warning", obj, msg))
+
+    def run(self, read_data: bool = False, subset: str | None = None) -> VerifyReport:
+        selector = parse_subset(subset)
+        if selector is not None:
+            read_data = True
+        self._check_keys()
+        self._check_index()
+        snaps = self._check_snapshots()
+        if read_data:
+            self._read_packs(selector)
+        if self._bad_blobs:
+            self._attribute(snaps)
+        return self.report
+
+    # ------------------------------------------------------------------ objects
+
+    def _check_keys(self) -> None:
+        for info in self.repo.backend.list("keys"):
+            try:
+                self.repo.get_object(info.name)
+            except HaeedgeError as e:
+                self.error(info.name, str(e))
+
+    def _check_index(self) -> None:
+        repo = self.repo
+        index_names = [i.name for i in repo.backend.list("index")]
+        docs = []
+        for name in index_names:
+            try:
+                data = repo.get_object(name)
+                docs.append((name, *decode_index(repo.open_sealed("meta", data))))
+            except HaeedgeError as e:
+                self.error(name, f"index object unreadable: {e}")
+        superseded = {s for _n, _p, sup in docs for s in sup}
+        stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
+        self.report.packs = len(stored)
+        indexed: dict[str, int] = {}
+        for name, packs, _sup in docs:
+            if object_id_of(name) in superseded:
+                continue
+            for p in packs:
+                indexed[p.pack_id] = p.size
+        for pack_id, size in indexed.items():
+            if pack_id not in stored:
+                self.error(data_name(pack_id), "pack is listed in the index but missing")
+                self._mark_pack_bad(pack_id, "pack is missing")
+            elif stored[pack_id] != size:
+                self.error(data_name(pack_id), f"pack size {stored[pack_id]} differs from the index ({size})")
+                self._mark_pack_bad(pack_id, "pack has the wrong size")
+        for pack_id in stored:
+            if pack_id not in indexed:
+                self.warn(data_name(pack_id), "pack is not in any index (left by an interrupted run; "
+                          "'haeedge prune' removes it, 'haeedge repair index' adopts it)")
+        self._stored_packs = stored
+
+    def _mark_pack_bad(self, pack_id: str, why: str) -> None:
+        for bid, loc in self.repo.index.iter_entries():
+            if loc.pack_id == pack_id:
+                self._bad_blobs[bid] = why
+
+    def _check_snapshots(self) -> list[Snapshot]:
+        repo = self.repo
+        snaps = repo.list_snapshots(on_error=lambda sid, e: self.error(f"snapshots/{sid}", str(e)))
+        self.report.snapshots = len(snaps)
+        for snap in snaps:
+            obj = f"snapshots/{snap.id}"
+            try:
+                repo.chain_of(snap)
+            except HaeedgeError as e:
+                self.error(obj, str(e), snapshots=[snap.id])
+                continue
+            try:
+                for entry in repo.iter_tree(snap.tree):
+                    for chunk_id, _length in entry.get("chunks") or ():
+                        bid = hex_id(chunk_id)
+                        if repo.lookup_blob(bid) is None and bid not in self._bad_blobs:
+                            self._bad_blobs[bid] = "blob is missing from the index"
+            except HaeedgeError as e:
+                self.error(obj, f"file list unreadable: {e}", snapshots=[snap.id])
+        return snaps
+
+    # ------------------------------------------------------------------ data
+
+    def _read_packs(self, selector: Callable[[str], bool] | None) -> None:
+        repo = self.repo
+        by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
+        for bid, loc in repo.index.iter_entries():
+            by_pack.setdefault(loc.pack_id, []).append((bid, loc))
+        packs = [p for p in sorted(self._stored_packs) if selector is None or selector(p)]
+        self.progress.start("read-data", sum(self._stored_packs[p] for p in packs))
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="verify") as pool:
+            for _ in pool.map(lambda p: self._read_pack(p, by_pack.get(p, [])), packs):
+                pass
+        self.progress.finish()
+
+    def _read_pack(self, pack_id: str, blobs: list[tuple[bytes, BlobLocation]]) -> None:
+        repo = self.repo
+        name = data_name(pack_id)
+        try:
+            data = repo.backend.get(name)
+        except (BackendError, ObjectNotFound) as e:
+            self.error(name, f"cannot read pack: {e}")
+            return
+        self.report.packs_read += 1
+        self.report.bytes_read += len(data)
+        self.progress.advance(nbytes=len(data))
+        if hashlib.sha256(data).hexdigest() != pack_id:
+            self.error(name, "pack content does not match its name (damaged or modified)")
+            for bid, _loc in blobs:
+                self._bad_blobs.setdefault(bid, "pack is damaged")
+        try:
+            hlen = split_pack_trailer(len(data), data[-4:])
+            header = repo.decode_pack_header(pack_id, memoryview(data)[len(data) - 4 - hlen : len(data) - 4],
+                                             len(data) - 4 - hlen)
+            in_header = {(e.blob_id, e.offset, e.length) for e in header}
+            for bid, loc in blobs:
+                if (bid, loc.offset, loc.length) not in in_header:
+                    self.error(name, f"blob {bid.hex()[:16]} is in the index but not in the pack header")
+        except HaeedgeError as e:
+            self.error(name, f"pack header unreadable: {e}")
+        mv = memoryview(data)
+        for bid, loc in blobs:
+            try:
+                repo.decode_blob(bid, loc, mv[loc.offset : loc.offset + loc.length])
+                self.report.blobs_checked += 1
+            except HaeedgeError as e:
+                self.error(name, str(e))
+                self._bad_blobs[bid] = str(e)
+
+    # ------------------------------------------------------------------ blame
+
+    def _attribute(self, snaps: list[Snapshot]) -> None:
+        """Name every snapshot and file that a bad or missing blob affects."""
+        repo = self.repo
+        affected: dict[bytes, tuple[set[str], list[str]]] = {}
+        for snap in snaps:
+            try:
+                for entry in repo.iter_entries(snap):
+                    for chunk_id, _l in entry.get("chunks") or ():
+                        bid = hex_id(chunk_id)
+                        if bid in self._bad_blobs:
+                            s, files = affected.setdefault(bid, (set(), []))
+                            s.add(snap.id)
+                            p = "/" + path_bytes(entry).decode("utf-8", "replace")
+                            if p not in files:
+                                files.append(p)
+            except HaeedgeError:
+                continue
+            for tid in snap.tree:
+                bid = hex_id(tid)
+                if bid in self._bad_blobs:
+                    s, _files = affected.setdefault(bid, (set(), []))
+                    s.add(snap.id)
+        for bid, why in self._bad_blobs.items():
+            s, files = affected.get(bid, (set(), []))
+            loc = repo.lookup_blob(bid)
+            kind = {BLOB_TREE: "tree", BLOB_DATA: "data"}.get(loc.blob_type, "blob") if loc else "blob"
+            if not s:
+                continue
+            self.error(f"{kind} blob {bid.hex()[:16]}", why, snapshots=sorted(s), files=files[:100])

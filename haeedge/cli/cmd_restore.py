@@ -1,0 +1,60 @@
+"""haeedge restore"""
+
+from __future__ import annotations
+
+import click
+
+from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
+from haeedge.errors import ExitCode
+from haeedge.restorer import RestoreOptions, Restorer
+from haeedge.ui.format import human_size
+
+
+@click.command("restore")
+@click.argument("snapshot")
+@click.option("-t", "--target", required=True, type=click.Path(), help="Directory to restore into.")
+@click.option("-i", "--include", "includes", multiple=True, metavar="PATH",
+              help="Restore only PATH (as shown by 'ls') and what is below it (repeatable).")
+@click.option("-e", "--exclude", "excludes", multiple=True, metavar="PATTERN", help="Skip entries matching PATTERN.")
+@click.option("-n", "--dry-run", is_flag=True, help="List what would be restored, write nothing.")
+@click.option("--devices", is_flag=True, help="Create device nodes (needs root). Off by default.")
+@click.option("--host", help="With 'latest': the latest snapshot of this host.")
+@json_option
+@pass_app
+def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devices, host) -> None:
+    """Restore a snapshot (an id, a unique id prefix, or 'latest') into a directory.
+
+    Files are restored under TARGET by their full original path. Exits 4 when
+    some files were damaged (every intact file is still restored).
+
+    \b
+    Examples:
+      haeedge restore latest --target /tmp/restore
+      haeedge restore 1a2b3c4d --target /tmp/r --include /etc/nginx
+    """
+    progress = app.progress()
+    with app.open_repo(lock="shared", command="restore") as repo:
+        snap = repo.resolve_snapshot(snapshot, host=host)
+        result = Restorer(repo, RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
+                                               dry_run=dry_run, devices=devices), progress).run(snap)
+    if app.json:
+        app.emit({"message_type": "summary", "snapshot_id": snap.id, "files": result.files, "dirs": result.dirs,
+                  "others": result.others, "bytes": result.bytes, "damaged": result.damaged,
+                  "skipped": result.skipped, "warnings": result.warnings,
+                  **({"planned": result.planned} if dry_run else {})})
+    else:
+        if dry_run:
+            for p in result.planned:
+                app.out(f"/{p}")
+            app.out(f"would restore {result.files} files, {result.dirs} dirs, {human_size(result.bytes)}")
+        else:
+            app.out(f"restored snapshot {snap.short_id}: {result.files} files, {result.dirs} dirs, "
+                    f"{result.others} other entries, {human_size(result.bytes)}")
+        if result.damaged:
+            click.echo(f"haeedge: {len(result.damaged)} damaged files could not be fully restored:", err=True)
+            for p in result.damaged[:50]:
+                click.echo(f"  /{p}", err=True)
+    if result.damaged:
+        fail_with(ExitCode.INTEGRITY)
+    if result.skipped:
+        fail_with(ExitCode.PARTIAL)

@@ -1,0 +1,48 @@
+"""haeedge snapshots"""
+
+from __future__ import annotations
+
+import click
+
+from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.ui.format import human_size, table
+
+
+def snapshot_json(s) -> dict:
+    return {"id": s.id, "short_id": s.short_id, "time": s.time, "host": s.host, "username": s.username,
+            "paths": s.paths, "tags": s.tags, "kind": s.kind, "parent": s.parent, "chain": s.chain_root,
+            "depth": s.depth, "program": s.program, "summary": s.summary}
+
+
+@click.command("snapshots")
+@click.option("--host", "hosts", multiple=True, help="Only snapshots of this host (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable; any matches).")
+@click.option("--path", "paths", multiple=True, help="Only snapshots that include this path.")
+@json_option
+@pass_app
+def command(app: AppContext, hosts, tags, paths) -> None:
+    """List snapshots with their kind, chain and size.
+
+    \b
+    Example:
+      haeedge snapshots --host web1 --json
+    """
+    with app.open_repo(lock=None, load_index=False) as repo:
+        snaps = repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True))
+    if hosts:
+        snaps = [s for s in snaps if s.host in hosts]
+    if tags:
+        snaps = [s for s in snaps if set(tags) & set(s.tags)]
+    if paths:
+        snaps = [s for s in snaps if set(paths) <= set(s.paths)]
+    if app.json:
+        app.emit([snapshot_json(s) for s in snaps])
+        return
+    rows = []
+    for s in snaps:
+        chain = s.chain_root[:8] if s.kind != "full" else "-"
+        rows.append([s.short_id, s.time[:19].replace("T", " "), s.host, s.kind, chain,
+                     human_size(s.summary.get("bytes_total", 0)), human_size(s.summary.get("bytes_added", 0)),
+                     ",".join(s.tags), " ".join(s.paths)])
+    app.out(table(["ID", "Time (UTC)", "Host", "Kind", "Chain", "Size", "Added", "Tags", "Paths"], rows))
+    app.out(f"{len(snaps)} snapshots")

@@ -1,0 +1,521 @@
+"""OpenPGP message writer and reader (RFC 4880 / RFC 9580), the parts haeedge uses.
+
+Writes: SKESK v4 (salted or iterated+salted S2K, SHA-256, AES-256) or any
+pre-built ESK packets, followed by SEIPD v1 (AES-256 CFB with MDC) holding one
+binary literal data packet. Every object haeedge stores is such a message, so
+``gpg --decrypt`` opens any of them.
+
+Reads: the same, plus what other implementations write for us to accept:
+old- and new-format headers, partial body lengths, compressed data packets
+(ZIP, ZLIB, BZip2), marker packets, PKESK packets (handed to a caller-supplied
+session-key decryptor) and signatures around the literal (skipped).
+
+Input is hostile: every length is checked against what is left, decompression
+is bounded, nesting is bounded, and every failure is an ``OpenPGPError``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from haeedge.errors import OpenPGPError
+
+TAG_PKESK = 1
+TAG_SIGNATURE = 2
+TAG_SKESK = 3
+TAG_ONE_PASS_SIG = 4
+TAG_COMPRESSED = 8
+TAG_SED = 9
+TAG_MARKER = 10
+TAG_LITERAL = 11
+TAG_SEIPD = 18
+TAG_MDC = 19
+TAG_PADDING = 21
+
+SYM_AES128 = 7
+SYM_AES192 = 8
+SYM_AES256 = 9
+SYM_KEY_SIZES = {SYM_AES128: 16, SYM_AES192: 24, SYM_AES256: 32}
+
+HASH_SHA1 = 2
+HASH_SHA256 = 8
+HASH_SHA384 = 9
+HASH_SHA512 = 10
+HASH_SHA224 = 11
+HASH_NAMES = {
+    HASH_SHA1: "sha1",
+    HASH_SHA256: "sha256",
+    HASH_SHA384: "sha384",
+    HASH_SHA512: "sha512",
+    HASH_SHA224: "sha224",
+}
+
+S2K_SIMPLE = 0
+S2K_SALTED = 1
+S2K_ITERATED = 3
+
+#: Largest iteration count OpenPGP can express (coded byte 0xFF): 65,011,712 bytes hashed.
+S2K_MAX_COUNT_BYTE = 0xFF
+
+#: Upper bound on any message we read or any decompressed literal (hostile input).
+DEFAULT_MAX_PLAINTEXT = 1 << 30
+MAX_NESTING = 4
+
+
+def s2k_count(coded: int) -> int:
+    return (16 + (coded & 15)) << ((coded >> 4) + 6)
+
+
+def s2k_derive(passphrase: bytes, spec: S2K, key_size: int) -> bytes:
+    """Derive a symmetric key from a passphrase per RFC 4880 3.7.1."""
+    name = HASH_NAMES.get(spec.hash_algo)
+    if name is None:
+        raise OpenPGPError(f"unsupported S2K hash algorithm {spec.hash_algo}")
+    out = b""
+    preload = 0
+    while len(out) < key_size:
+        h = hashlib.new(name)
+        h.update(b"\0" * preload)
+        if spec.type == S2K_SIMPLE:
+            h.update(passphrase)
+        elif spec.type == S2K_SALTED:
+            h.update(spec.salt + passphrase)
+        elif spec.type == S2K_ITERATED:
+            unit = spec.salt + passphrase
+            total = max(s2k_count(spec.count_byte), len(unit))
+            # Hash a large repeated block many times: the bytes stay in C.
+            reps = max(1, (1 << 20) // len(unit))
+            block = unit * reps
+            full, rest = divmod(total, len(block))
+            for _ in range(full):
+                h.update(block)
+            h.update((unit * (rest // len(unit) + 1))[:rest])
+        else:
+            raise OpenPGPError(f"unsupported S2K type {spec.type}")
+        out += h.digest()
+        preload += 1
+    return out[:key_size]
+
+
+@dataclass(frozen=True)
+class S2K:
+    type: int
+    hash_algo: int = HASH_SHA256
+    salt: bytes = b""
+    count_byte: int = 0
+
+    def encode(self) -> bytes:
+        if self.type == S2K_SIMPLE:
+            return bytes([self.type, self.hash_algo])
+        if self.type == S2K_SALTED:
+            return bytes([self.type, self.hash_algo]) + self.salt
+        return bytes([self.type, self.hash_algo]) + self.salt + bytes([self.count_byte])
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def packet_header(tag: int, length: int) -> bytes:
+    """New-format header with a definite length."""
+    if length < 192:
+        return bytes([0xC0 | tag, length])
+    if length < 8384:
+        length -= 192
+        return bytes([0xC0 | tag, (length >> 8) + 192, length & 0xFF])
+    if length > 0xFFFFFFFF:
+        raise OpenPGPError("packet too large for a definite length")
+    return bytes([0xC0 | tag, 0xFF]) + struct.pack(">I", length)
+
+
+@dataclass
+class Packet:
+    tag: int
+    body: bytes | memoryview
+
+
+def iter_packets(data: bytes | memoryview, limit: int = DEFAULT_MAX_PLAINTEXT) -> Iterable[Packet]:
+    """Split a byte string into packets; partial lengths are joined. Hostile input safe."""
+    mv = memoryview(data)
+    pos = 0
+    n = len(mv)
+    while pos < n:
+        first = mv[pos]
+        pos += 1
+        if not first & 0x80:
+            raise OpenPGPError("not an OpenPGP packet (bit 7 of the header is clear)")
+        if first & 0x40:  # new format
+            tag = first & 0x3F
+            parts: list[memoryview] = []
+            total = 0
+            while True:
+                if pos >= n:
+                    raise OpenPGPError("truncated packet header")
+                l1 = mv[pos]
+                pos += 1
+                if l1 < 192:
+                    length, partial = l1, False
+                elif l1 < 224:
+                    if pos >= n:
+                        raise OpenPGPError("truncated packet header")
+                    length, partial = ((l1 - 192) << 8) + mv[pos] + 192, False
+                    pos += 1
+                elif l1 == 255:
+                    if pos + 4 > n:
+                        raise OpenPGPError("truncated packet header")
+                    length, partial = struct.unpack_from(">I", mv, pos)[0], False
+                    pos += 4
+                else:
+                    length, partial = 1 << (l1 & 0x1F), True
+                if pos + length > n:
+                    raise OpenPGPError("truncated packet body")
+                total += length
+                if total > limit:
+                    raise OpenPGPError("packet larger than the allowed maximum")
+                parts.append(mv[pos : pos + length])
+                pos += length
+                if not partial:
+                    break
+            body: bytes | memoryview = parts[0] if len(parts) == 1 else b"".join(parts)
+        else:  # old format
+            tag = (first >> 2) & 0x0F
+            ltype = first & 3
+            if ltype == 3:  # indeterminate: to the end
+                length = n - pos
+            else:
+                size = 1 << ltype
+                if pos + size > n:
+                    raise OpenPGPError("truncated packet header")
+                length = int.from_bytes(mv[pos : pos + size], "big")
+                pos += size
+            if pos + length > n:
+                raise OpenPGPError("truncated packet body")
+            if length > limit:
+                raise OpenPGPError("packet larger than the allowed maximum")
+            body = mv[pos : pos + length]
+            pos += length
+        yield Packet(tag, body)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def skesk_packet(s2k: S2K, sym_algo: int = SYM_AES256) -> bytes:
+    """SKESK v4 without an encrypted session key: the S2K output is the session key."""
+    body = bytes([4, sym_algo]) + s2k.encode()
+    return packet_header(TAG_SKESK, len(body)) + body
+
+
+def literal_header(data_len: int) -> bytes:
+    """Header + fixed fields of a binary literal packet, no file name, date 0."""
+    fields = b"b\x00\x00\x00\x00\x00"
+    return packet_header(TAG_LITERAL, len(fields) + data_len) + fields
+
+
+_MDC_HEADER = b"\xd3\x14"
+
+
+def seipd_encrypt(session_key: bytes, pieces: Sequence[bytes | memoryview]) -> list[bytes]:
+    """SEIPD v1 over the concatenated inner packet bytes; returns the output pieces."""
+    inner_len = sum(len(p) for p in pieces)
+    prefix = os.urandom(16)
+    prefix += prefix[-2:]
+    sha = hashlib.sha1(prefix)
+    enc = Cipher(algorithms.AES(session_key), CFB(b"\0" * 16)).encryptor()
+    out = [b"", b"\x01", enc.update(prefix)]
+    for p in pieces:
+        sha.update(p)
+        out.append(enc.update(p))
+    sha.update(_MDC_HEADER)
+    out.append(enc.update(_MDC_HEADER + sha.digest()))
+    out.append(enc.finalize())
+    body_len = 1 + 18 + inner_len + 22
+    out[0] = packet_header(TAG_SEIPD, body_len)
+    return out
+
+
+def encrypt_literal(
+    data: bytes | memoryview,
+    session_key: bytes,
+    esk_packets: bytes,
+) -> bytes:
+    """A complete message: ESK packet(s) + SEIPD(literal(data))."""
+    pieces = seipd_encrypt(session_key, [literal_header(len(data)), data])
+    return esk_packets + b"".join(pieces)
+
+
+class PassphraseSealer:
+    """Seals bytes as messages any OpenPGP tool opens with ``passphrase``.
+
+    Each message gets a fresh 8-byte salt, hence its own AES key.
+    ``count_byte=None`` selects salted S2K (cheap: for high-entropy machine
+    passphrases); otherwise iterated+salted with that coded count (for people).
+    """
+
+    def __init__(self, passphrase: bytes, count_byte: int | None = None):
+        self.passphrase = passphrase
+        self.count_byte = count_byte
+
+    def seal(self, data: bytes | memoryview) -> bytes:
+        salt = os.urandom(8)
+        if self.count_byte is None:
+            spec = S2K(S2K_SALTED, HASH_SHA256, salt)
+            key = hashlib.sha256(salt + self.passphrase).digest()
+        else:
+            spec = S2K(S2K_ITERATED, HASH_SHA256, salt, self.count_byte)
+            key = s2k_derive(self.passphrase, spec, 32)
+        return encrypt_literal(data, key, skesk_packet(spec))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+#: Given a PKESK body, return (sym_algo, session_key) or None when it is not for us.
+PKESKDecryptor = Callable[[bytes], "tuple[int, bytes] | None"]
+
+
+@dataclass
+class Keyring:
+    """What a reader may use to open a message."""
+
+    passphrases: Sequence[bytes] = ()
+    pkesk_decryptors: Sequence[PKESKDecryptor] = ()
+    #: Cache S2K results for iterated S2K (costly) by (spec, passphrase index).
+    cache_iterated: bool = True
+
+
+def _parse_s2k(body: bytes | memoryview, pos: int) -> tuple[S2K, int]:
+    if pos + 2 > len(body):
+        raise OpenPGPError("truncated S2K specifier")
+    t, h = body[pos], body[pos + 1]
+    pos += 2
+    if t == S2K_SIMPLE:
+        return S2K(t, h), pos
+    if t == S2K_SALTED:
+        if pos + 8 > len(body):
+            raise OpenPGPError("truncated S2K salt")
+        return S2K(t, h, bytes(body[pos : pos + 8])), pos + 8
+    if t == S2K_ITERATED:
+        if pos + 9 > len(body):
+            raise OpenPGPError("truncated S2K salt")
+        return S2K(t, h, bytes(body[pos : pos + 8]), body[pos + 8]), pos + 9
+    raise OpenPGPError(f"unsupported S2K type {t}")
+
+
+def _skesk_session_keys(body: bytes | memoryview, passphrases: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    if len(body) < 2 or body[0] != 4:
+        raise OpenPGPError("unsupported SKESK version" if len(body) >= 1 else "truncated SKESK")
+    algo = body[1]
+    if algo not in SYM_KEY_SIZES:
+        raise OpenPGPError(f"unsupported symmetric algorithm {algo}")
+    spec, pos = _parse_s2k(body, 2)
+    esk = bytes(body[pos:])
+    out = []
+    for pw in passphrases:
+        key = s2k_derive(pw, spec, SYM_KEY_SIZES[algo])
+        if not esk:
+            out.append((algo, key))
+        else:
+            dec = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor()
+            plain = dec.update(esk) + dec.finalize()
+            if len(plain) < 2 or plain[0] not in SYM_KEY_SIZES or len(plain) - 1 != SYM_KEY_SIZES[plain[0]]:
+                continue
+            out.append((plain[0], plain[1:]))
+    return out
+
+
+def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> bytes | None:
+    """Decrypt a SEIPD v1 body; None when the key is wrong (quick check and MDC)."""
+    if len(body) < 1 or body[0] != 1:
+        raise OpenPGPError("unsupported SEIPD version (only v1 is accepted)")
+    if algo not in SYM_KEY_SIZES or len(key) != SYM_KEY_SIZES[algo]:
+        return None
+    if len(body) < 1 + 18 + 22:
+        raise OpenPGPError("truncated encrypted data packet")
+    dec = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor()
+    plain = dec.update(memoryview(body)[1:]) + dec.finalize()
+    if plain[14:16] != plain[16:18]:
+        return None
+    mv = memoryview(plain)
+    if bytes(mv[-22:-20]) != _MDC_HEADER:
+        return None
+    if hashlib.sha1(mv[:-20]).digest() != bytes(mv[-20:]):
+        return None
+    return plain[18:-22]
+
+
+def _decompress(algo: int, data: bytes | memoryview, limit: int) -> bytes:
+    if algo == 0:
+        return bytes(data)
+    if algo in (1, 2):
+        d = zlib.decompressobj(-15 if algo == 1 else 15)
+        out = d.decompress(data, limit + 1)
+    elif algo == 3:
+        d = bz2.BZ2Decompressor()
+        out = d.decompress(data, max_length=limit + 1)
+    else:
+        raise OpenPGPError(f"unsupported compression algorithm {algo}")
+    if len(out) > limit:
+        raise OpenPGPError("compressed packet expands beyond the allowed maximum")
+    return out
+
+
+def _literal_from_packets(data: bytes | memoryview, limit: int, depth: int) -> bytes:
+    if depth > MAX_NESTING:
+        raise OpenPGPError("packets nested too deeply")
+    literal: bytes | None = None
+    for pkt in iter_packets(data, limit):
+        if pkt.tag == TAG_LITERAL:
+            if literal is not None:
+                raise OpenPGPError("more than one literal data packet")
+            b = pkt.body
+            if len(b) < 6:
+                raise OpenPGPError("truncated literal data packet")
+            nlen = b[1]
+            start = 2 + nlen + 4
+            if start > len(b):
+                raise OpenPGPError("truncated literal data packet")
+            literal = bytes(b[start:])
+        elif pkt.tag == TAG_COMPRESSED:
+            if len(pkt.body) < 1:
+                raise OpenPGPError("truncated compressed data packet")
+            inner = _decompress(pkt.body[0], memoryview(pkt.body)[1:], limit)
+            if literal is not None:
+                raise OpenPGPError("more than one literal data packet")
+            literal = _literal_from_packets(inner, limit, depth + 1)
+        elif pkt.tag in (TAG_ONE_PASS_SIG, TAG_SIGNATURE, TAG_MARKER, TAG_PADDING):
+            continue
+        else:
+            raise OpenPGPError(f"unexpected packet type {pkt.tag} inside encrypted data")
+    if literal is None:
+        raise OpenPGPError("no literal data packet in message")
+    return literal
+
+
+def decrypt_message(
+    data: bytes | memoryview,
+    keyring: Keyring,
+    *,
+    limit: int = DEFAULT_MAX_PLAINTEXT,
+) -> bytes:
+    """Open a complete encrypted message and return the literal data.
+
+    Raises ``OpenPGPError`` on malformed input, and ``NoMatchingKey`` when no
+    ESK packet could be opened with the keyring (the message is well-formed).
+    """
+    if len(data) > limit + (1 << 20):
+        raise OpenPGPError("message larger than the allowed maximum")
+    candidates: list[tuple[int, bytes]] = []
+    saw_esk = False
+    encrypted: Packet | None = None
+    for pkt in iter_packets(data, limit + (1 << 20)):
+        if pkt.tag == TAG_SKESK:
+            saw_esk = True
+            candidates.extend(_skesk_session_keys(pkt.body, keyring.passphrases))
+        elif pkt.tag == TAG_PKESK:
+            saw_esk = True
+            for dec in keyring.pkesk_decryptors:
+                try:
+                    got = dec(bytes(pkt.body))
+                except OpenPGPError:
+                    got = None
+                if got is not None:
+                    candidates.append(got)
+        elif pkt.tag == TAG_MARKER:
+            continue
+        elif pkt.tag == TAG_SEIPD:
+            if encrypted is not None:
+                raise OpenPGPError("more than one encrypted data packet")
+            encrypted = pkt
+        elif pkt.tag == TAG_SED:
+            raise OpenPGPError("refusing encrypted data without integrity protection (no MDC)")
+        else:
+            raise OpenPGPError(f"unexpected packet type {pkt.tag} in encrypted message")
+    if encrypted is None:
+        raise OpenPGPError("no encrypted data packet in message")
+    if not saw_esk:
+        raise OpenPGPError("no session key packet in message")
+    for algo, key in candidates:
+        plain = seipd_decrypt(encrypted.body, algo, key)
+        if plain is not None:
+            return _literal_from_packets(plain, limit, 0)
+    raise NoMatchingKey("no key in the keyring opens this message (wrong passphrase or key, or the data was modified)")
+
+
+class NoMatchingKey(OpenPGPError):
+    pass
+
+
+def esk_summary(data: bytes | memoryview) -> list[tuple[int, bytes]]:
+    """(tag, body) of the ESK packets that open a message; for diagnostics and key checks."""
+    out = []
+    for pkt in iter_packets(data):
+        if pkt.tag in (TAG_SKESK, TAG_PKESK):
+            out.append((pkt.tag, bytes(pkt.body)))
+        elif pkt.tag == TAG_MARKER:
+            continue
+        else:
+            break
+    return out
+
+
+def armor(data: bytes, kind: str = "MESSAGE") -> str:
+    """ASCII armor (RFC 4880 section 6) for messages meant for people to copy."""
+    import base64
+
+    crc = _crc24(data)
+    b64 = base64.b64encode(data).decode()
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    tail = base64.b64encode(crc.to_bytes(3, "big")).decode()
+    return f"-----BEGIN PGP {kind}-----\n\n" + "\n".join(lines) + f"\n={tail}\n-----END PGP {kind}-----\n"
+
+
+def dearmor(text: str | bytes) -> bytes:
+    """Undo ASCII armor; binary input is returned unchanged."""
+    import base64
+
+    if isinstance(text, bytes):
+        if not text.lstrip().startswith(b"-----BEGIN PGP"):
+            return text
+        text = text.decode("ascii", "replace")
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].startswith("-----BEGIN PGP"):
+        raise OpenPGPError("not ASCII-armored OpenPGP data")
+    body: list[str] = []
+    i = 1
+    while i < len(lines) and lines[i].strip():  # armor headers
+        if ":" not in lines[i]:
+            break
+        i += 1
+    for line in lines[i:]:
+        s = line.strip()
+        if not s:
+            continue
+        if s.startswith("-----END PGP"):
+            break
+        if s.startswith("=") and len(s) == 5:
+            continue
+        body.append(s)
+    try:
+        return base64.b64decode("".join(body), validate=True)
+    except ValueError as e:
+        raise OpenPGPError("bad base64 in ASCII armor") from e
+
+
+def _crc24(data: bytes) -> int:
+    crc = 0xB704CE
+    for byte in data:  # armor is only for small key material, never for the data path
+        crc ^= byte << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB
+    return crc & 0xFFFFFF

@@ -1,0 +1,99 @@
+"""Errors that know their exit code.
+
+Every failure a user can cause or meet is a ``HaeedgeError`` subclass; the CLI
+turns any of them into one line on stderr and the documented exit code. The
+table of codes lives here and nowhere else (README "Exit codes" mirrors it).
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    FATAL = 1
+    USAGE = 2
+    PARTIAL = 3  # finished, but some files could not be read / restored
+    INTEGRITY = 4  # verify or restore found damaged or missing data
+    NO_REPOSITORY = 10
+    LOCKED = 11
+    WRONG_PASSWORD = 12
+    INTERRUPTED = 130
+
+
+class HaeedgeError(Exception):
+    """A failure with a one-line message, an exit code and an optional hint."""
+
+    exit_code: int = ExitCode.FATAL
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(HaeedgeError):
+    exit_code = ExitCode.USAGE
+
+
+class RepositoryNotFound(HaeedgeError):
+    exit_code = ExitCode.NO_REPOSITORY
+
+
+class RepositoryExists(HaeedgeError):
+    exit_code = ExitCode.FATAL
+
+
+class WrongPassword(HaeedgeError):
+    exit_code = ExitCode.WRONG_PASSWORD
+
+
+class NoReadAccess(HaeedgeError):
+    """The credential opens the repository but cannot decrypt what was asked."""
+
+    exit_code = ExitCode.WRONG_PASSWORD
+
+
+class RepositoryLocked(HaeedgeError):
+    exit_code = ExitCode.LOCKED
+
+
+class IntegrityError(HaeedgeError):
+    """Stored bytes do not match their name, MDC, keyed id or declared structure."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+class FormatError(IntegrityError):
+    """Repository data is malformed (treated as hostile: never trusted)."""
+
+
+class SnapshotNotFound(HaeedgeError):
+    exit_code = ExitCode.FATAL
+
+
+class BackendError(HaeedgeError):
+    """A storage location failed. ``transient`` tells a retry wrapper it may try again."""
+
+    exit_code = ExitCode.FATAL
+
+    def __init__(self, message: str, *, transient: bool = False, **kw):
+        super().__init__(message, **kw)
+        self.transient = transient
+
+
+class ObjectNotFound(BackendError):
+    def __init__(self, message: str, **kw):
+        super().__init__(message, transient=False, **kw)
+
+
+class OpenPGPError(IntegrityError):
+    """A message could not be parsed or decrypted."""
+
+
+class Interrupted(HaeedgeError):
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,1 @@
+"""The repository: the only package that knows the on-disk format (docs/format.md)."""

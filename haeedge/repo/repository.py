@@ -1,0 +1,598 @@
+"""Repository facade: the one object operations talk to.
+
+It owns sealing and opening of every object, the blob index, pack building
+and upload, snapshots and chains, and locks. Blob saving is thread-safe and
+does its expensive work (HMAC, zstd, AES) outside the lock, so callers can
+feed it from several threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import zstandard
+
+from haeedge.backends.base import Backend, data_name
+from haeedge.crypto.openpgp import Keyring, NoMatchingKey, PassphraseSealer, decrypt_message
+from haeedge.errors import (
+    BackendError,
+    FormatError,
+    HaeedgeError,
+    IntegrityError,
+    NoReadAccess,
+    ObjectNotFound,
+    OpenPGPError,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotNotFound,
+    UsageError,
+)
+from haeedge.repo import lock as locking
+from haeedge.repo.config import RepositoryConfig
+from haeedge.repo.index import BlobIndex, BlobLocation, IndexPack, decode_index, encode_index
+from haeedge.repo.keys import KeySlot, MasterKeys, open_slot, seal_slot_for_passphrase, wrong_password
+from haeedge.repo.pack import (
+    BLOB_DATA,
+    BLOB_TREE,
+    COMPRESSION_NONE,
+    COMPRESSION_ZSTD,
+    MAX_BLOB_RAW,
+    PackBuilder,
+    PackEntry,
+    decode_header,
+    encode_header,
+    split_pack_trailer,
+)
+from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot
+from haeedge.repo.tree import TreeWriter, iter_tree, merge_chain
+
+log = logging.getLogger("haeedge.repository")
+
+#: Which master key seals which kind of object.
+KEY_FOR_BLOB = {BLOB_DATA: "content", BLOB_TREE: "tree"}
+MAX_META_OBJECT = 512 << 20
+INDEX_CHECKPOINT_PACKS = 32
+
+
+@dataclass
+class WriteStats:
+    blobs_added: int = 0
+    data_blobs_added: int = 0
+    tree_blobs_added: int = 0
+    raw_bytes_added: int = 0
+    stored_bytes_added: int = 0
+    packs_written: int = 0
+    index_objects_written: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class Credentials:
+    """What a user presents to open a repository: passphrases and/or secret keys."""
+
+    def __init__(self, passphrases: list[bytes] | None = None, pkesk_decryptors: list | None = None):
+        self.passphrases = passphrases or []
+        self.pkesk_decryptors = pkesk_decryptors or []
+
+    def keyring(self) -> Keyring:
+        return Keyring(self.passphrases, self.pkesk_decryptors)
+
+
+_tls = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_tls, "compressors", None)
+    if cache is None:
+        cache = _tls.compressors = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_tls, "decompressor", None)
+    if d is None:
+        d = _tls.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def object_id_of(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+class Repository:
+    def __init__(self, backend: Backend, config: RepositoryConfig, keys: MasterKeys, slot: KeySlot | None = None):
+        self.backend = backend
+        self.config = config
+        self.keys = keys
+        self.slot = slot
+        self.index = BlobIndex()
+        self.index_ids: set[str] = set()
+        self.stats = WriteStats()
+        self.dry_run = False
+        self.compression_level = config.compression_level
+        self._mutex = threading.Lock()
+        self._pending_ids: set[bytes] = set()
+        self._builders: dict[int, PackBuilder] = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
+        self._unindexed: list[IndexPack] = []
+        self._uploads: list[Future] = []
+        self._upload_slots = threading.BoundedSemaphore(4)
+        self._uploader: ThreadPoolExecutor | None = None
+        self._sealers: dict[str, PassphraseSealer] = {}
+        self._keyrings: dict[str, Keyring] = {}
+        self._snapshot_cache: dict[str, Snapshot] = {}
+        self.blob_id_key = keys.blob_id
+
+    # ------------------------------------------------------------------ creation / opening
+
+    @classmethod
+    def init(cls, backend: Backend, passphrase: bytes, *, config: RepositoryConfig | None = None,
+             keys: MasterKeys | None = None, s2k_count_byte: int = 0xFF) -> Repository:
+        if backend.exists("config"):
+            raise RepositoryExists(f"{backend.location}: a repository already exists here")
+        keys = keys or MasterKeys.generate()
+        config = config or RepositoryConfig(repository_id=os.urandom(32).hex())
+        backend.create()
+        repo = cls(backend, config, keys)
+        slot = seal_slot_for_passphrase(keys, config.repository_id, passphrase, count_byte=s2k_count_byte)
+        slot_id = repo.put_object("keys", slot)
+        backend.put("config", repo.seal("meta", config.to_bytes()))
+        repo.slot = KeySlot(slot_id, config.repository_id, keys, "", "", "passphrase")
+        return repo
+
+    @classmethod
+    def open(cls, backend: Backend, credentials: Credentials) -> Repository:
+        try:
+            config_sealed = backend.get("config")
+        except ObjectNotFound:
+            raise RepositoryNotFound(f"{backend.location}: no repository here (missing config)",
+                                     hint="create one with 'haeedge init'") from None
+        keyring = credentials.keyring()
+        slot = None
+        for info in sorted(backend.list("keys"), key=lambda i: i.name):
+            data = backend.get(info.name)
+            _check_content_name(info.name, data)
+            slot = open_slot(object_id_of(info.name), data, keyring)
+            if slot is not None:
+                break
+        if slot is None:
+            raise wrong_password()
+        repo = cls(backend, RepositoryConfig(repository_id=slot.repository_id), slot.keys, slot)
+        config = RepositoryConfig.from_bytes(repo.open_sealed("meta", config_sealed, limit=1 << 20))
+        if config.repository_id != slot.repository_id:
+            raise FormatError("key slot belongs to another repository")
+        repo.config = config
+        repo.compression_level = config.compression_level
+        return repo
+
+    def close(self) -> None:
+        if self._uploader is not None:
+            self._uploader.shutdown(wait=True)
+            self._uploader = None
+        self.backend.close()
+
+    # ------------------------------------------------------------------ sealing
+
+    def sealer(self, key_name: str) -> PassphraseSealer:
+        s = self._sealers.get(key_name)
+        if s is None:
+            try:
+                s = self._sealers[key_name] = PassphraseSealer(self.keys.passphrase(key_name))
+            except KeyError:
+                raise NoReadAccess(f"this credential cannot write {key_name} objects") from None
+        return s
+
+    def seal(self, key_name: str, data: bytes | memoryview) -> bytes:
+        return self.sealer(key_name).seal(data)
+
+    def keyring(self, key_name: str) -> Keyring:
+        k = self._keyrings.get(key_name)
+        if k is None:
+            try:
+                k = self._keyrings[key_name] = Keyring([self.keys.passphrase(key_name)])
+            except KeyError:
+                raise NoReadAccess(
+                    f"this credential cannot read {'file contents' if key_name == 'content' else key_name} "
+                    "(a write-only key); use the owner's key to restore") from None
+        return k
+
+    def open_sealed(self, key_name: str, data: bytes | memoryview, limit: int = MAX_META_OBJECT) -> bytes:
+        try:
+            return decrypt_message(data, self.keyring(key_name), limit=limit)
+        except NoMatchingKey as e:
+            raise IntegrityError(f"cannot decrypt a {key_name} object: wrong key or modified data") from e
+
+    # ------------------------------------------------------------------ plain objects
+
+    def put_object(self, namespace: str, data: bytes) -> str:
+        oid = hashlib.sha256(data).hexdigest()
+        if not self.dry_run:
+            self.backend.put(f"{namespace}/{oid}", data)
+        return oid
+
+    def get_object(self, name: str) -> bytes:
+        data = self.backend.get(name)
+        _check_content_name(name, data)
+        return data
+
+    # ------------------------------------------------------------------ index
+
+    def load_index(self) -> None:
+        """Read every index object; superseded ones (left by an interrupted prune) are skipped."""
+        names = [i.name for i in self.backend.list("index")]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            docs = list(pool.map(self._read_index_object, names))
+        superseded = {s for _n, _p, sup in docs for s in sup}
+        total = sum(len(p.entries) for _n, packs, _s in docs for p in packs)
+        index = BlobIndex(capacity_hint=total)
+        for name, packs, _sup in docs:
+            oid = object_id_of(name)
+            if oid in superseded:
+                continue
+            self.index_ids.add(oid)
+            for p in packs:
+                index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries)
+        self.index = index
+
+    def _read_index_object(self, name: str) -> tuple[str, list[IndexPack], list[str]]:
+        data = self.get_object(name)
+        packs, sup = decode_index(self.open_sealed("meta", data))
+        return name, packs, sup
+
+    def write_index(self, packs: list[IndexPack], superseded: list[str] = ()) -> str:
+        oid = self.put_object("index", self.seal("meta", encode_index(packs, superseded)))
+        self.index_ids.add(oid)
+        with self.stats.lock:
+            self.stats.index_objects_written += 1
+        return oid
+
+    # ------------------------------------------------------------------ blobs
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return hmac.digest(self.blob_id_key, data, "sha256")
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        with self._mutex:
+            return blob_id in self.index or blob_id in self._pending_ids
+
+    def save_blob(self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """Store a blob unless known. Returns (id, newly added)."""
+        bid = blob_id or hmac.digest(self.blob_id_key, data, "sha256")
+        with self._mutex:
+            if bid in self.index or bid in self._pending_ids:
+                return bid, False
+            self._pending_ids.add(bid)
+        raw_len = len(data)
+        stored: bytes | memoryview = data
+        compression = COMPRESSION_NONE
+        level = self.compression_level
+        if level > 0 and raw_len > 32:
+            packed = _compressor(level).compress(data)
+            if len(packed) < raw_len:
+                stored, compression = packed, COMPRESSION_ZSTD
+        sealed = self.seal(KEY_FOR_BLOB[blob_type], stored)
+        full: PackBuilder | None = None
+        with self._mutex:
+            builder = self._builders[blob_type]
+            builder.add(blob_type, compression, bid, sealed, raw_len)
+            if builder.size >= self.config.pack_size:
+                full = builder
+                self._builders[blob_type] = PackBuilder()
+        with self.stats.lock:
+            self.stats.blobs_added += 1
+            if blob_type == BLOB_DATA:
+                self.stats.data_blobs_added += 1
+            else:
+                self.stats.tree_blobs_added += 1
+            self.stats.raw_bytes_added += raw_len
+            self.stats.stored_bytes_added += len(sealed)
+        if full is not None:
+            self._submit_pack(full)
+        return bid, True
+
+    def _submit_pack(self, builder: PackBuilder) -> None:
+        if self._uploader is None:
+            with self._mutex:
+                if self._uploader is None:
+                    self._uploader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="upload")
+        self._upload_slots.acquire()
+        try:
+            fut = self._uploader.submit(self._write_pack, builder)
+        except BaseException:
+            self._upload_slots.release()
+            raise
+        with self._mutex:
+            self._uploads.append(fut)
+
+    def _write_pack(self, builder: PackBuilder) -> None:
+        try:
+            header = self.seal("meta", encode_header(builder.entries))
+            pack_id, data = builder.finish(header)
+            if not self.dry_run:
+                self.backend.put(data_name(pack_id), data)
+            with self.stats.lock:
+                self.stats.packs_written += 1
+            checkpoint: list[IndexPack] = []
+            with self._mutex:
+                self._unindexed.append(IndexPack(pack_id, len(data), builder.entries))
+                if len(self._unindexed) >= INDEX_CHECKPOINT_PACKS:
+                    checkpoint, self._unindexed = self._unindexed, []
+            if checkpoint:
+                self._commit_index(checkpoint)
+        finally:
+            self._upload_slots.release()
+
+    def _commit_index(self, packs: list[IndexPack]) -> None:
+        if not self.dry_run:
+            self.write_index(packs)
+        with self._mutex:
+            for p in packs:
+                self.index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries)
+                for e in p.entries:
+                    self._pending_ids.discard(e.blob_id)
+
+    def flush(self) -> None:
+        """Upload every open pack and write an index for all uploaded packs."""
+        for blob_type in (BLOB_DATA, BLOB_TREE):
+            with self._mutex:
+                builder = self._builders[blob_type]
+                self._builders[blob_type] = PackBuilder()
+            if len(builder):
+                self._submit_pack(builder)
+        self._wait_uploads()
+        with self._mutex:
+            packs, self._unindexed = self._unindexed, []
+        if packs:
+            self._commit_index(packs)
+
+    def _wait_uploads(self) -> None:
+        while True:
+            with self._mutex:
+                futs, self._uploads = self._uploads, []
+            if not futs:
+                return
+            for f in futs:
+                f.result()
+
+    def abort_writes(self) -> None:
+        """Drop unfinished packs after a failure; uploaded ones stay for reuse or prune."""
+        with self._mutex:
+            self._builders = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
+        with contextlib.suppress(Exception):
+            self._wait_uploads()
+
+    def lookup_blob(self, blob_id: bytes) -> BlobLocation | None:
+        return self.index.lookup(blob_id)
+
+    def load_blob(self, blob_id: bytes, blob_type: int | None = None) -> bytes:
+        loc = self.index.lookup(blob_id)
+        if loc is None:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index (missing data)")
+        if blob_type is not None and loc.blob_type != blob_type:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} has the wrong type")
+        sealed = self.backend.get_range(data_name(loc.pack_id), loc.offset, loc.length)
+        if len(sealed) != loc.length:
+            raise IntegrityError(f"pack {loc.pack_id[:16]} is truncated")
+        return self.decode_blob(blob_id, loc, sealed)
+
+    def decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
+        """Open, decompress and check a sealed blob against its keyed id."""
+        key_name = KEY_FOR_BLOB[loc.blob_type]
+        try:
+            stored = decrypt_message(sealed, self.keyring(key_name), limit=MAX_BLOB_RAW)
+        except NoMatchingKey as e:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} in pack {loc.pack_id[:16]}: "
+                                 "cannot decrypt (modified data or wrong key)") from e
+        except OpenPGPError as e:
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} in pack {loc.pack_id[:16]}: {e}") from e
+        if loc.compression == COMPRESSION_ZSTD:
+            try:
+                raw = _decompressor().decompress(stored, max_output_size=loc.raw_length)
+            except zstandard.ZstdError as e:
+                raise IntegrityError(f"blob {blob_id.hex()[:16]}: bad compressed data ({e})") from e
+        else:
+            raw = stored
+        if len(raw) != loc.raw_length or not hmac.compare_digest(self.blob_id(raw), blob_id):
+            raise IntegrityError(f"blob {blob_id.hex()[:16]} in pack {loc.pack_id[:16]} does not match its id")
+        return raw
+
+    def read_pack_header(self, pack_id: str, pack_size: int | None = None) -> list[PackEntry]:
+        name = data_name(pack_id)
+        size = pack_size if pack_size is not None else self.backend.stat(name).size
+        if size < 4:
+            raise FormatError(f"pack {pack_id[:16]} is too short")
+        hlen = split_pack_trailer(size, self.backend.get_range(name, size - 4, 4))
+        sealed = self.backend.get_range(name, size - 4 - hlen, hlen)
+        return self.decode_pack_header(pack_id, sealed, size - 4 - hlen)
+
+    def decode_pack_header(self, pack_id: str, sealed: bytes | memoryview, header_offset: int) -> list[PackEntry]:
+        entries = decode_header(self.open_sealed("meta", sealed))
+        end = entries[-1].offset + entries[-1].length if entries else 0
+        if end != header_offset:
+            raise FormatError(f"pack {pack_id[:16]}: header does not describe the pack's blobs")
+        return entries
+
+    # ------------------------------------------------------------------ trees
+
+    def tree_writer(self) -> TreeWriter:
+        def save(data: memoryview) -> str:
+            bid, _new = self.save_blob(BLOB_TREE, data)
+            return bid.hex()
+
+        return TreeWriter(save)
+
+    def iter_tree(self, blob_ids: list[str]) -> Iterator[dict]:
+        return iter_tree(blob_ids, lambda h: self.load_blob(_hex_id(h), BLOB_TREE))
+
+    # ------------------------------------------------------------------ snapshots
+
+    def save_snapshot(self, snap: Snapshot) -> str:
+        oid = self.put_object("snapshots", self.seal("meta", snap.to_bytes()))
+        snap.id = oid
+        self._snapshot_cache[oid] = snap
+        return oid
+
+    def snapshot_ids(self) -> list[str]:
+        return sorted(object_id_of(i.name) for i in self.backend.list("snapshots"))
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        cached = self._snapshot_cache.get(snapshot_id)
+        if cached is not None:
+            return cached
+        try:
+            data = self.get_object(f"snapshots/{snapshot_id}")
+        except ObjectNotFound:
+            raise SnapshotNotFound(f"snapshot {snapshot_id[:16]} does not exist") from None
+        snap = Snapshot.from_bytes(self.open_sealed("meta", data, limit=64 << 20), snapshot_id)
+        self._snapshot_cache[snapshot_id] = snap
+        return snap
+
+    def list_snapshots(self, on_error: Callable[[str, HaeedgeError], None] | None = None) -> list[Snapshot]:
+        """All readable snapshots, oldest first. Unreadable ones go to ``on_error`` or raise."""
+        ids = self.snapshot_ids()
+        out: list[Snapshot] = []
+
+        def load(sid: str) -> Snapshot | None:
+            try:
+                return self.load_snapshot(sid)
+            except (IntegrityError, BackendError) as e:
+                if on_error is None:
+                    raise
+                on_error(sid, e)
+                return None
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for s in pool.map(load, ids):
+                if s is not None:
+                    out.append(s)
+        out.sort(key=lambda s: (s.time, s.id))
+        return out
+
+    def resolve_snapshot(self, ref: str, *, host: str | None = None, paths: list[str] | None = None) -> Snapshot:
+        """A snapshot by id, unique id prefix, or ``latest`` (optionally for a host / paths)."""
+        if ref == "latest":
+            snaps = [s for s in self.list_snapshots()
+                     if (host is None or s.host == host) and (paths is None or sorted(s.paths) == sorted(paths))]
+            if not snaps:
+                raise SnapshotNotFound("no snapshot found" + (f" for host {host}" if host else ""))
+            return snaps[-1]
+        ref = ref.lower()
+        if not ref or any(c not in "0123456789abcdef" for c in ref):
+            raise UsageError(f"{ref!r} is not a snapshot id")
+        matches = [i for i in self.snapshot_ids() if i.startswith(ref)]
+        if not matches:
+            raise SnapshotNotFound(f"no snapshot with id {ref}")
+        if len(matches) > 1:
+            raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(matches)} snapshots)")
+        return self.load_snapshot(matches[0])
+
+    def chain_of(self, snap: Snapshot) -> list[Snapshot]:
+        """The chain from its full snapshot to ``snap``, every link checked."""
+        chain = [snap]
+        seen = {snap.id}
+        cur = snap
+        while cur.kind != KIND_FULL:
+            if len(chain) > MAX_CHAIN_DEPTH:
+                raise IntegrityError(f"snapshot {snap.short_id}: chain is too long")
+            assert cur.parent is not None
+            if cur.parent in seen:
+                raise IntegrityError(f"snapshot {snap.short_id}: chain has a loop at {cur.parent[:8]}")
+            try:
+                parent = self.load_snapshot(cur.parent)
+            except SnapshotNotFound:
+                raise IntegrityError(f"snapshot {snap.short_id}: broken chain, parent {cur.parent[:8]} of "
+                                     f"{cur.short_id} is missing") from None
+            if parent.chain_root != cur.chain or parent.depth != cur.depth - 1:
+                raise IntegrityError(f"snapshot {snap.short_id}: broken chain at {cur.short_id} "
+                                     f"(parent {parent.short_id} does not match its chain or depth)")
+            seen.add(parent.id)
+            chain.append(parent)
+            cur = parent
+        chain.reverse()
+        return chain
+
+    def iter_entries(self, snap: Snapshot) -> Iterator[dict]:
+        """The effective file list of a snapshot: its chain's deltas applied in order."""
+        chain = self.chain_of(snap)
+        return merge_chain([self.iter_tree(s.tree) for s in chain])
+
+    # ------------------------------------------------------------------ locks
+
+    @contextlib.contextmanager
+    def lock(self, exclusive: bool = False, command: str = "") -> Iterator[locking.Lock]:
+        if self.dry_run and not exclusive:
+            yield None  # type: ignore[misc]
+            return
+        held = locking.Lock(lambda data: self.put_object("locks", self.seal("meta", data)),
+                            lambda oid: self.backend.delete(f"locks/{oid}"), exclusive, command)
+        try:
+            locking.check_conflicts(held, self.list_locks(), lambda oid: self.backend.delete(f"locks/{oid}"))
+        except BaseException:
+            held.release()
+            raise
+        try:
+            yield held
+        finally:
+            held.release()
+
+    def list_locks(self) -> list[locking.LockInfo]:
+        out = []
+        for info in self.backend.list("locks"):
+            oid = object_id_of(info.name)
+            try:
+                data = self.get_object(info.name)
+                out.append(locking.decode_lock(oid, self.open_sealed("meta", data, limit=1 << 16)))
+            except ObjectNotFound:
+                continue  # released meanwhile
+            except (IntegrityError, BackendError) as e:
+                log.warning("ignoring unreadable lock %s: %s", oid[:12], e)
+        return out
+
+    def remove_stale_locks(self, all_locks: bool = False) -> int:
+        n = 0
+        for lk in self.list_locks():
+            if all_locks or lk.is_stale():
+                self.backend.delete(f"locks/{lk.name}")
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ key slots
+
+    def add_passphrase_slot(self, passphrase: bytes, label: str = "") -> str:
+        return self.put_object("keys", seal_slot_for_passphrase(self.keys, self.config.repository_id, passphrase,
+                                                                label=label))
+
+
+def _hex_id(h: str) -> bytes:
+    try:
+        b = bytes.fromhex(h)
+    except ValueError:
+        raise FormatError(f"bad blob id {h[:20]!r}") from None
+    if len(b) != 32:
+        raise FormatError(f"bad blob id {h[:20]!r}")
+    return b
+
+
+def _check_content_name(name: str, data: bytes) -> None:
+    """Objects are named by the SHA-256 of their bytes: check before trusting them."""
+    expected = object_id_of(name)
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise IntegrityError(f"object {name} does not match its name (damaged or modified)")
+
+
+def hex_id(h: str) -> bytes:
+    return _hex_id(h)
+
+
+def now() -> float:
+    return time.time()

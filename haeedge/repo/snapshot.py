@@ -1,0 +1,126 @@
+"""Snapshot manifests: the commit point of a backup.
+
+A snapshot is a sealed JSON document (meta key) stored as ``snapshots/<id>``
+where ``id`` is the SHA-256 of the stored bytes. A ``full`` snapshot's tree
+holds the complete file list; an ``incremental`` one holds only the entries
+added, changed or removed relative to ``parent``. ``chain`` names the full
+snapshot that starts the chain and ``depth`` counts the links after it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from haeedge.errors import FormatError
+
+SNAPSHOT_VERSION = 1
+KIND_FULL = "full"
+KIND_INCREMENTAL = "incremental"
+MAX_TREE_BLOBS = 10_000_000
+MAX_CHAIN_DEPTH = 100_000
+
+
+@dataclass
+class Snapshot:
+    time: str
+    host: str
+    paths: list[str]
+    kind: str
+    tree: list[str]
+    parent: str | None = None
+    chain: str | None = None
+    depth: int = 0
+    tags: list[str] = field(default_factory=list)
+    username: str = ""
+    summary: dict = field(default_factory=dict)
+    program: str = ""
+    id: str = ""  # filled when loaded or saved; not part of the document
+    extra: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        doc = {
+            "haeedge_snapshot": SNAPSHOT_VERSION,
+            "time": self.time,
+            "host": self.host,
+            "username": self.username,
+            "paths": self.paths,
+            "tags": self.tags,
+            "kind": self.kind,
+            "parent": self.parent,
+            "chain": self.chain,
+            "depth": self.depth,
+            "tree": self.tree,
+            "summary": self.summary,
+            "program": self.program,
+            **self.extra,
+        }
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, snapshot_id: str) -> Snapshot:
+        try:
+            doc = json.loads(data)
+            if not isinstance(doc, dict) or doc.get("haeedge_snapshot") != SNAPSHOT_VERSION:
+                raise ValueError("not a version 1 snapshot")
+            kind = doc["kind"]
+            if kind not in (KIND_FULL, KIND_INCREMENTAL):
+                raise ValueError(f"unknown kind {kind!r}")
+            tree = doc["tree"]
+            if not isinstance(tree, list) or len(tree) > MAX_TREE_BLOBS or not all(_is_hex_id(t) for t in tree):
+                raise ValueError("bad tree list")
+            parent = doc.get("parent")
+            chain = doc.get("chain")
+            depth = int(doc.get("depth", 0))
+            if kind == KIND_FULL and (parent is not None or depth != 0):
+                raise ValueError("a full snapshot has no parent")
+            linked = _is_hex_id(parent) and _is_hex_id(chain) and 0 < depth <= MAX_CHAIN_DEPTH
+            if kind == KIND_INCREMENTAL and not linked:
+                raise ValueError("an incremental snapshot needs parent, chain and depth")
+            paths = [str(p) for p in doc["paths"]]
+            tags = [str(t) for t in doc.get("tags", [])]
+            known = {"haeedge_snapshot", "time", "host", "username", "paths", "tags", "kind", "parent", "chain",
+                     "depth", "tree", "summary", "program"}
+            summary = doc.get("summary", {})
+            if not isinstance(summary, dict):
+                raise ValueError("bad summary")
+            parse_time(str(doc["time"]))
+            return cls(time=str(doc["time"]), host=str(doc["host"]), paths=paths, kind=kind, tree=tree,
+                       parent=parent, chain=chain, depth=depth, tags=tags, username=str(doc.get("username", "")),
+                       summary=summary, program=str(doc.get("program", "")), id=snapshot_id,
+                       extra={k: v for k, v in doc.items() if k not in known})
+        except (ValueError, KeyError, TypeError) as e:
+            raise FormatError(f"snapshot {snapshot_id[:12]} is malformed: {e}") from e
+
+    @property
+    def chain_root(self) -> str:
+        return self.id if self.kind == KIND_FULL else str(self.chain)
+
+    @property
+    def datetime(self) -> datetime:
+        return parse_time(self.time)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+
+def _is_hex_id(v: object) -> bool:
+    if not isinstance(v, str) or len(v) != 64:
+        return False
+    try:
+        bytes.fromhex(v)
+    except ValueError:
+        return False
+    return True
+
+
+def now_iso() -> str:
+    t = time.time()
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(s: str) -> datetime:
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

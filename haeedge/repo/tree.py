@@ -1,0 +1,195 @@
+"""File lists: sorted streams of JSON-lines entries stored as chunked tree blobs.
+
+A snapshot's tree is one byte stream of entries, one JSON object per line,
+sorted by path compared component by component (``sort_key``). The stream is
+cut with FastCDC (small parameters) into tree blobs, so consecutive fulls
+share most of their tree blobs and a million-file list is never one object.
+
+An incremental snapshot's stream holds only changed or added entries and
+deletion markers (``{"path": ..., "deleted": true}``); ``merge_chain``
+overlays the streams of a chain to give the effective list of its newest link.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+from collections.abc import Callable, Iterable, Iterator
+
+from haeedge.chunking import TREE_PARAMS, chunk_boundaries
+from haeedge.errors import FormatError
+
+TYPES = frozenset({"file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"})
+MAX_LINE = 64 << 20
+MAX_PATH = 1 << 16
+_INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "atime_ns", "inode", "size", "nlink", "rdev", "dev")
+
+
+def path_bytes(entry: dict) -> bytes:
+    p = entry.get("path")
+    if p is not None:
+        return p.encode("utf-8", "surrogateescape")
+    return base64.b64decode(entry["path_b64"])
+
+
+def set_path(entry: dict, path: bytes) -> None:
+    try:
+        entry["path"] = path.decode("utf-8")
+    except UnicodeDecodeError:
+        entry["path_b64"] = base64.b64encode(path).decode()
+
+
+def set_bytes_field(entry: dict, name: str, value: bytes) -> None:
+    try:
+        entry[name] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        entry[name + "_b64"] = base64.b64encode(value).decode()
+
+
+def get_bytes_field(entry: dict, name: str) -> bytes | None:
+    v = entry.get(name)
+    if v is not None:
+        return v.encode("utf-8", "surrogateescape")
+    b = entry.get(name + "_b64")
+    return base64.b64decode(b) if b is not None else None
+
+
+def sort_key(path: bytes) -> bytes:
+    """Component-wise order: ``a`` < ``a/b`` < ``a.b`` (NUL sorts before every name byte)."""
+    return path.replace(b"/", b"\0")
+
+
+def encode_entry(entry: dict) -> bytes:
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
+
+
+def validate_entry(entry: object) -> dict:
+    """Check an entry read from a repository. Paths must be relative and clean."""
+    if not isinstance(entry, dict):
+        raise FormatError("tree entry is not an object")
+    try:
+        p = path_bytes(entry)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise FormatError("tree entry has a bad path") from e
+    if not p or len(p) > MAX_PATH or p.startswith(b"/") or b"\0" in p:
+        raise FormatError(f"tree entry has an unsafe path {p[:200]!r}")
+    for comp in p.split(b"/"):
+        if comp in (b"", b".", b".."):
+            raise FormatError(f"tree entry has an unsafe path {p[:200]!r}")
+    if entry.get("deleted"):
+        return entry
+    if entry.get("type") not in TYPES:
+        raise FormatError(f"tree entry {p[:200]!r} has an unknown type")
+    for f in _INT_FIELDS:
+        v = entry.get(f)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise FormatError(f"tree entry {p[:200]!r} has a bad {f}")
+    chunks = entry.get("chunks")
+    if chunks is not None:
+        if not isinstance(chunks, list):
+            raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
+        for c in chunks:
+            if (not isinstance(c, list) or len(c) != 2 or not isinstance(c[0], str) or len(c[0]) != 64
+                    or not isinstance(c[1], int) or not 0 <= c[1] <= (256 << 20)):
+                raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
+    return entry
+
+
+class TreeWriter:
+    """Collects entries in order and stores them as tree blobs."""
+
+    def __init__(self, save_blob: Callable[[memoryview], str]):
+        self._save = save_blob
+        self._buf = bytearray()
+        self.blob_ids: list[str] = []
+        self.count = 0
+        self._last_key: bytes | None = None
+
+    def add(self, entry: dict) -> None:
+        key = sort_key(path_bytes(entry))
+        if self._last_key is not None and key <= self._last_key:
+            raise ValueError(f"tree entries out of order at {path_bytes(entry)!r}")
+        self._last_key = key
+        self._buf += encode_entry(entry)
+        self.count += 1
+        if len(self._buf) >= 4 * TREE_PARAMS.max_size:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        bounds = chunk_boundaries(self._buf, TREE_PARAMS)
+        keep_from = len(self._buf)
+        if not final and bounds:
+            keep_from = bounds.pop()[0]
+        mv = memoryview(self._buf)
+        for off, length in bounds:
+            self.blob_ids.append(self._save(mv[off : off + length]))
+        mv.release()
+        del self._buf[:keep_from]
+
+    def finish(self) -> list[str]:
+        if self._buf:
+            self._flush(final=True)
+        return self.blob_ids
+
+
+def iter_tree(blob_ids: Iterable[str], load_blob: Callable[[str], bytes]) -> Iterator[dict]:
+    """Entries of a stored tree, validated and checked to be in order."""
+    pending = b""
+    last: bytes | None = None
+    for bid in blob_ids:
+        data = load_blob(bid)
+        buf = pending + data if pending else data
+        end = buf.rfind(b"\n")
+        if end < 0:
+            pending = buf
+            if len(pending) > MAX_LINE:
+                raise FormatError("tree entry longer than the allowed maximum")
+            continue
+        pending = buf[end + 1 :]
+        for line in buf[: end + 1].splitlines():
+            entry = _parse(line)
+            key = sort_key(path_bytes(entry))
+            if last is not None and key <= last:
+                raise FormatError("tree entries are not in order")
+            last = key
+            yield entry
+    if pending.strip():
+        raise FormatError("tree stream ends in the middle of an entry")
+
+
+def _parse(line: bytes) -> dict:
+    try:
+        return validate_entry(json.loads(line.decode("utf-8", "surrogateescape")))
+    except (ValueError, RecursionError) as e:
+        raise FormatError(f"tree entry is not valid JSON: {e}") from e
+
+
+def merge_chain(streams: list[Iterator[dict]]) -> Iterator[dict]:
+    """Overlay sorted streams, oldest first; the newest entry for a path wins, deletions remove."""
+    if len(streams) == 1:
+        for e in streams[0]:
+            if not e.get("deleted"):
+                yield e
+        return
+
+    def keyed(level: int, it: Iterator[dict]) -> Iterator[tuple[bytes, int, dict]]:
+        for e in it:
+            yield sort_key(path_bytes(e)), -level, e
+
+    merged = heapq.merge(*(keyed(i, s) for i, s in enumerate(streams)), key=lambda t: (t[0], t[1]))
+    current: bytes | None = None
+    for key, _lvl, entry in merged:
+        if key == current:
+            continue
+        current = key
+        if not entry.get("deleted"):
+            yield entry
+
+
+def is_under(path: bytes, prefixes: list[bytes]) -> bool:
+    """True when ``path`` is one of ``prefixes`` or inside one."""
+    for p in prefixes:
+        if path == p or path.startswith(p + b"/"):
+            return True
+    return False

@@ -1,0 +1,453 @@
+"""Restore: walk the chain, recreate the tree, fetch each pack once per batch.
+
+Safety (the repository may be hostile):
+- entry paths are validated by the tree reader (relative, no ``..``, no NUL);
+- every directory on the way to an entry is checked to be a real directory,
+  never a symlink; symlinks are created last, after all data is written, so
+  no write can pass through one; hardlinks only point at files restored here;
+- device nodes are created only when asked for (``devices=True``);
+- memory per batch is bounded and every blob is checked against its keyed id.
+
+Throughput: files are planned in batches; the blobs of a batch are grouped
+by pack and each pack is read once (nearby blobs in one ranged read), in
+parallel threads; blobs are written with ``pwrite`` at their offsets. Chunks
+that are all zeros are skipped, so sparse files stay sparse.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from haeedge.backends.base import data_name
+from haeedge.errors import HaeedgeError, IntegrityError, UsageError
+from haeedge.progress import ProgressSink, SilentProgress
+from haeedge.repo.index import BlobLocation
+from haeedge.repo.repository import Repository, hex_id
+from haeedge.repo.snapshot import Snapshot
+from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
+
+BATCH_BYTES = 256 << 20
+BATCH_FILES = 20_000
+MERGE_GAP = 1 << 20
+_ZERO = bytes(8 << 20)
+
+
+@dataclass
+class RestoreOptions:
+    target: str
+    includes: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    devices: bool = False
+    owners: bool | None = None  # None: restore ownership only when running as root
+    workers: int = 4
+
+
+@dataclass
+class RestoreResult:
+    files: int = 0
+    dirs: int = 0
+    others: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    planned: list[str] = field(default_factory=list)  # dry run: what would be restored
+
+
+@dataclass
+class _FileJob:
+    rel: bytes
+    path: bytes
+    entry: dict
+    remaining: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failed: bool = False
+
+
+class Restorer:
+    def __init__(self, repo: Repository, options: RestoreOptions, progress: ProgressSink | None = None):
+        self.repo = repo
+        self.opts = options
+        self.progress = progress or SilentProgress()
+        self.result = RestoreResult()
+        self.target = os.fsencode(os.path.abspath(options.target))
+        self.owners = (os.geteuid() == 0) if options.owners is None else options.owners
+        self._dirs_ok: set[bytes] = set()
+        self._dir_meta: list[tuple[bytes, dict]] = []
+        self._symlinks: list[tuple[bytes, dict]] = []
+        self._hardlinks: list[tuple[bytes, str]] = []
+        self._link_sources: dict[str, bytes] = {}
+        self._result_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ selection
+
+    def _selector(self):
+        inc = [os.fsencode(p).strip(b"/") for p in self.opts.includes]
+        inc = [p for p in inc if p] if inc else []
+        exc = [os.fsencode(p) for p in self.opts.excludes]
+
+        def wanted(rel: bytes, entry: dict) -> bool:
+            if inc:
+                if not is_under(rel, inc) and not any(p.startswith(rel + b"/") for p in inc):
+                    return False
+            if exc:
+                name = rel.rsplit(b"/", 1)[-1]
+                full = b"/" + rel
+                for p in exc:
+                    pat = p.rstrip(b"/")
+                    if b"/" in pat:
+                        if fnmatch.fnmatchcase(full, pat) or is_under(full, [pat]):
+                            return False
+                    elif fnmatch.fnmatchcase(name, pat):
+                        return False
+            return True
+
+        return wanted, exc
+
+    def _entries(self, snap: Snapshot) -> Iterator[tuple[bytes, dict]]:
+        wanted, exc = self._selector()
+        excluded_dirs: list[bytes] = []
+        for entry in self.repo.iter_entries(snap):
+            rel = path_bytes(entry)
+            if excluded_dirs and is_under(rel, excluded_dirs):
+                continue
+            if not wanted(rel, entry):
+                if exc and entry.get("type") == "dir":
+                    excluded_dirs.append(rel)
+                continue
+            yield rel, entry
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, snap: Snapshot) -> RestoreResult:
+        if not self.opts.dry_run:
+            try:
+                os.makedirs(self.target, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot create target {os.fsdecode(self.target)}: {e.strerror}") from None
+            if not os.path.isdir(self.target):
+                raise UsageError(f"target {os.fsdecode(self.target)} is not a directory")
+        self.progress.start("restore", snap.summary.get("bytes_total"))
+        batch: list[_FileJob] = []
+        batch_bytes = 0
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.workers), thread_name_prefix="restore") as pool:
+            self._pool = pool
+            for rel, entry in self._entries(snap):
+                if self.opts.dry_run:
+                    self.result.planned.append(os.fsdecode(rel))
+                    self._count(entry)
+                    continue
+                try:
+                    job = self._create(rel, entry)
+                except OSError as e:
+                    self._warn(f"{os.fsdecode(rel)}: {e.strerror or e}", skipped=True)
+                    continue
+                except _Unsafe as e:
+                    self._warn(f"{os.fsdecode(rel)}: {e}", skipped=True)
+                    continue
+                if job is not None:
+                    batch.append(job)
+                    batch_bytes += int(entry.get("size", 0))
+                    if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+                        self._restore_batch(batch)
+                        batch, batch_bytes = [], 0
+            if batch:
+                self._restore_batch(batch)
+        if not self.opts.dry_run:
+            self._finish_links()
+            self._finish_dirs()
+        self.progress.finish()
+        return self.result
+
+    def _count(self, entry: dict) -> None:
+        t = entry.get("type")
+        if t == "file":
+            self.result.files += 1
+            self.result.bytes += int(entry.get("size", 0))
+        elif t == "dir":
+            self.result.dirs += 1
+        else:
+            self.result.others += 1
+
+    def _warn(self, msg: str, skipped: bool = False) -> None:
+        with self._result_lock:
+            self.result.warnings.append(msg)
+            if skipped:
+                self.result.skipped.append(msg)
+        self.progress.warning(msg)
+
+    # ------------------------------------------------------------------ filesystem (safe)
+
+    def _abs(self, rel: bytes) -> bytes:
+        return self.target + b"/" + rel
+
+    def _ensure_parent(self, rel: bytes) -> None:
+        """Every directory from the target down to ``rel``'s parent is a real directory."""
+        parent = rel.rpartition(b"/")[0]
+        if not parent or parent in self._dirs_ok:
+            return
+        self._ensure_parent(parent)
+        self._make_dir(parent)
+
+    def _make_dir(self, rel: bytes) -> None:
+        path = self._abs(rel)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISLNK(st.st_mode):
+                raise _Unsafe("refusing to restore through an existing symlink")
+            raise _Unsafe("exists and is not a directory")
+        self._dirs_ok.add(rel)
+
+    def _create(self, rel: bytes, entry: dict) -> _FileJob | None:
+        if entry.get("damaged"):
+            self.result.damaged.append(os.fsdecode(rel))
+        self._ensure_parent(rel)
+        path = self._abs(rel)
+        kind = entry["type"]
+        if kind == "dir":
+            self._make_dir(rel)
+            self._dir_meta.append((path, entry))
+            self.result.dirs += 1
+            return None
+        if kind == "symlink":
+            self._symlinks.append((path, entry))
+            self.result.others += 1
+            return None
+        _remove_existing(path)
+        if kind == "file":
+            group = entry.get("hardlink")
+            if group is not None and group in self._link_sources:
+                self._hardlinks.append((path, group))
+                self.result.files += 1
+                return None
+            if group is not None:
+                self._link_sources[group] = path
+            chunks = entry.get("chunks") or []
+            size = int(entry.get("size", 0))
+            self.result.files += 1
+            self.result.bytes += size
+            if entry.get("damaged") and not chunks:
+                return None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                if size:
+                    os.ftruncate(fd, size)
+                if not chunks:
+                    self._apply_meta_fd(fd, path, entry)
+            finally:
+                os.close(fd)
+            if not chunks:
+                return None
+            return _FileJob(rel, path, entry, len(chunks))
+        self.result.others += 1
+        mode = int(entry.get("mode", 0o600)) & 0o7777
+        if kind == "fifo":
+            os.mkfifo(path, mode)
+        elif kind == "socket":
+            os.mknod(path, stat.S_IFSOCK | mode)
+        elif kind in ("chardev", "blockdev"):
+            if not self.opts.devices:
+                self._warn(f"{os.fsdecode(rel)}: device node skipped (restore with --devices, as root)", skipped=True)
+                return None
+            fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+            os.mknod(path, fmt | mode, int(entry.get("rdev", 0)))
+        self._apply_meta_path(path, entry)
+        return None
+
+    # ------------------------------------------------------------------ data
+
+    def _restore_batch(self, batch: list[_FileJob]) -> None:
+        targets: dict[bytes, list[tuple[_FileJob, int]]] = defaultdict(list)
+        by_pack: dict[str, dict[bytes, BlobLocation]] = defaultdict(dict)
+        for job in batch:
+            offset = 0
+            for chunk_id, length in job.entry["chunks"]:
+                try:
+                    bid = hex_id(chunk_id)
+                except HaeedgeError:
+                    self._fail(job, f"bad chunk id {chunk_id[:16]!r}")
+                    offset += length
+                    continue
+                loc = self.repo.lookup_blob(bid)
+                if loc is None:
+                    self._fail(job, f"blob {chunk_id[:16]} is missing")
+                    offset += length
+                    continue
+                targets[bid].append((job, offset))
+                by_pack[loc.pack_id][bid] = loc
+                offset += length
+            if offset != int(job.entry.get("size", 0)):
+                self._fail(job, "chunk lengths do not add up to the file size")
+        futures = [self._pool.submit(self._restore_pack, pack_id, blobs, targets) for pack_id, blobs in by_pack.items()]
+        for f in futures:
+            f.result()
+        for job in batch:
+            if job.remaining > 0 and not job.failed:
+                self._fail(job, "not all data could be restored")
+
+    def _restore_pack(self, pack_id: str, blobs: dict[bytes, BlobLocation],
+                      targets: dict[bytes, list[tuple[_FileJob, int]]]) -> None:
+        items = sorted(blobs.items(), key=lambda kv: kv[1].offset)
+        groups: list[list[tuple[bytes, BlobLocation]]] = []
+        for bid, loc in items:
+            if groups:
+                last = groups[-1][-1][1]
+                if loc.offset - (last.offset + last.length) <= MERGE_GAP:
+                    groups[-1].append((bid, loc))
+                    continue
+            groups.append([(bid, loc)])
+        name = data_name(pack_id)
+        for group in groups:
+            start = group[0][1].offset
+            end = group[-1][1].offset + group[-1][1].length
+            try:
+                data = memoryview(self.repo.backend.get_range(name, start, end - start))
+            except HaeedgeError as e:
+                for bid, _loc in group:
+                    for job, _off in targets[bid]:
+                        self._fail(job, f"pack {pack_id[:16]} unreadable: {e}")
+                continue
+            for bid, loc in group:
+                sealed = data[loc.offset - start : loc.offset - start + loc.length]
+                try:
+                    if len(sealed) != loc.length:
+                        raise IntegrityError(f"pack {pack_id[:16]} is truncated")
+                    raw = self.repo.decode_blob(bid, loc, sealed)
+                except HaeedgeError as e:
+                    for job, _off in targets[bid]:
+                        self._fail(job, str(e))
+                    continue
+                zero = len(raw) <= len(_ZERO) and raw == _ZERO[: len(raw)]
+                for job, off in targets[bid]:
+                    self._write(job, off, raw, zero)
+
+    def _write(self, job: _FileJob, offset: int, raw: bytes, zero: bool) -> None:
+        if job.failed:
+            return
+        try:
+            if not zero:
+                fd = os.open(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    view = memoryview(raw)
+                    pos = offset
+                    while view:
+                        n = os.pwrite(fd, view, pos)
+                        view = view[n:]
+                        pos += n
+                finally:
+                    os.close(fd)
+            self.progress.advance(nbytes=len(raw))
+            with job.lock:
+                job.remaining -= 1
+                done = job.remaining == 0
+            if done:
+                self._apply_meta_path(job.path, job.entry)
+                self.progress.advance(files=1)
+        except OSError as e:
+            self._fail(job, e.strerror or str(e))
+
+    def _fail(self, job: _FileJob, why: str) -> None:
+        with job.lock:
+            if job.failed:
+                return
+            job.failed = True
+        with self._result_lock:
+            self.result.damaged.append(os.fsdecode(job.rel))
+        self._warn(f"{os.fsdecode(job.rel)}: damaged: {why}")
+
+    # ------------------------------------------------------------------ metadata
+
+    def _apply_meta_fd(self, fd: int, path: bytes, entry: dict) -> None:
+        self._apply_meta_path(path, entry)
+
+    def _apply_meta_path(self, path: bytes, entry: dict, follow: bool = False) -> None:
+        try:
+            if self.owners:
+                uid, gid = _owner_ids(entry)
+                os.chown(path, uid, gid, follow_symlinks=False)
+            if entry["type"] != "symlink":
+                # Never a symlink here: those are created last and skip this branch.
+                os.chmod(path, int(entry.get("mode", 0o600)) & 0o7777)
+            mtime = int(entry.get("mtime_ns", 0))
+            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+        except OSError as e:
+            self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
+
+    def _finish_links(self) -> None:
+        for path, group in self._hardlinks:
+            src = self._link_sources.get(group)
+            if src is None:
+                continue
+            try:
+                _remove_existing(path)
+                os.link(src, path, follow_symlinks=False)
+            except OSError as e:
+                self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot create hardlink: {e.strerror}")
+        # Symlinks come last: nothing is written after them, so nothing can pass through one.
+        for path, entry in self._symlinks:
+            target = get_bytes_field(entry, "target")
+            if target is None:
+                self._warn(f"{os.fsdecode(path)}: symlink without target", skipped=True)
+                continue
+            try:
+                _remove_existing(path)
+                os.symlink(target, path)
+                self._apply_meta_path(path, entry)
+            except OSError as e:
+                self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot create symlink: {e.strerror}")
+
+    def _finish_dirs(self) -> None:
+        for path, entry in sorted(self._dir_meta, key=lambda pe: pe[0].count(b"/"), reverse=True):
+            self._apply_meta_path(path, entry)
+
+
+class _Unsafe(Exception):
+    pass
+
+
+def _remove_existing(path: bytes) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise _Unsafe("a directory is in the way")
+    try:
+        os.unlink(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+
+
+def _owner_ids(entry: dict) -> tuple[int, int]:
+    """Names win over numbers when this machine knows them (like tar)."""
+    import grp
+    import pwd
+
+    uid = int(entry.get("uid", -1))
+    gid = int(entry.get("gid", -1))
+    user, group = entry.get("user"), entry.get("group")
+    if user:
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            pass
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            pass
+    return uid, gid

@@ -1,0 +1,1 @@
+"""Rendering for people and machines: sizes, tables, progress bars, JSON."""
