@@ -1,0 +1,5 @@
+"""``python -m haeedge``"""
+
+from haeedge.cli import run
+
+run()
