@@ -1,0 +1,396 @@
+"""Object storage through fsspec: ``s3://bucket/prefix`` (s3fs) and any fsspec URL.
+
+Locations: ``s3://bucket/prefix``, ``gs://bucket/prefix``, ``az://container/prefix``,
+``memory://name`` (tests), or any protocol fsspec knows.
+
+Options (a dict, all optional):
+
+- ``storage_options``: passed to the fsspec filesystem as keyword arguments
+  (for S3 e.g. ``key``, ``secret``, ``token``, ``anon``, ``client_kwargs``).
+- S3 only: ``endpoint_url`` (S3-compatible services: MinIO, Ceph, R2, ...),
+  ``region``, ``profile``. Without them the usual AWS environment works through
+  botocore: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+  ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``/``AWS_REGION``,
+  and ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` (read here too, so older
+  botocore honours them).
+- S3 only: ``verify_etag`` (default true): compare the ETag of a single-part
+  upload with the MD5 of what we sent. Buckets with SSE-KMS/SSE-C encryption
+  return ETags that are not MD5s; set it false there (S3 still checks the
+  Content-MD5 header we send with every single-part upload).
+- ``retries`` (default 3): attempts made *inside* s3fs/botocore for one call.
+  Kept small because ``RetryingBackend`` retries transient errors with backoff
+  on top, and a replicated repository should fail over quickly.
+
+Why these choices:
+
+- Writes are single PUTs on object stores, which are atomic (readers see the
+  old state or the whole new object). On filesystems without atomic writes
+  (``file``, ``sftp``, ``ftp``, ...) we write a ``.tmp-`` name and move it.
+- After every upload the stored size is read back; for S3 the MD5 is also
+  checked (Content-MD5 on the request, ETag on the answer).
+- Listings bypass fsspec's caches: another process may have written since.
+- Errors map to ``ObjectNotFound`` (missing), permanent ``BackendError``
+  (credentials, permissions, bad requests) or transient ``BackendError``
+  (timeouts, dropped connections, 5xx, throttling such as SlowDown/503).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import os
+import posixpath
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+
+from haeedge.backends.base import NAMESPACES, ObjectInfo
+from haeedge.errors import BackendError, ObjectNotFound, UsageError
+
+TMP_PREFIX = ".tmp-"
+
+#: Protocols whose single-object writes are atomic (object stores).
+ATOMIC_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory", "oss", "r2"})
+_S3 = frozenset({"s3", "s3a"})
+#: s3fs switches to multipart uploads at twice its chunk size; below that one PUT carries Content-MD5.
+_S3_SINGLE_PART_LIMIT = 2 * 50 * 2**20
+
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+    "TooManyRequestsException", "RequestThrottled", "RequestTimeout", "RequestTimeoutException",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "OperationAborted",
+    "XAmzContentSHA256Mismatch", "BadDigest", "IncompleteBody",
+})
+_PERMANENT_AUTH_CODES = frozenset({
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "AccountProblem", "AllAccessDisabled", "403", "401", "RequestTimeTooSkewed", "InvalidSecurity",
+})
+_TRANSIENT_ERRNOS = frozenset({
+    errno.EBUSY, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
+    errno.EPIPE, errno.EAGAIN, errno.EINTR, errno.ENETUNREACH, errno.EHOSTUNREACH,
+    getattr(errno, "EREMOTEIO", errno.EIO),
+})
+_TRANSIENT_CLASS_NAMES = frozenset({
+    "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
+    "HTTPClientError", "ProxyConnectionError", "ResponseStreamingError", "IncompleteReadError",
+    "ClientConnectionError", "ClientConnectorError", "ServerDisconnectedError", "ClientPayloadError",
+    "ServerTimeoutError", "ClientOSError", "FSTimeoutError", "IncompleteRead",
+    "ResponseParserError",
+})
+_CREDENTIAL_CLASS_NAMES = frozenset({"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound",
+                                     "NoRegionError", "UnauthorizedSSOTokenError"})
+
+
+def _strip_secrets(url: str) -> str:
+    """The URL without any user:password part, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def classify(e: BaseException) -> tuple[str, str]:
+    """``("missing"|"permanent"|"transient", detail)`` for any error fsspec or s3fs raises."""
+    for exc in _chain(e):
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            code = str(response["Error"].get("Code", ""))
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            message = response["Error"].get("Message") or code
+            detail = f"{code or status}: {message}"
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+                return "missing", detail
+            if code in _PERMANENT_AUTH_CODES or status in (401, 403):
+                return "permanent", detail
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                return "transient", detail
+            return "permanent", detail
+        name = type(exc).__name__
+        if name in _CREDENTIAL_CLASS_NAMES:
+            return "permanent", f"{name}: {exc}"
+        if name in _TRANSIENT_CLASS_NAMES:
+            return "transient", f"{name}: {exc}"
+    if isinstance(e, FileNotFoundError):
+        return "missing", str(e)
+    if isinstance(e, PermissionError):
+        return "permanent", f"permission denied: {e}"
+    if isinstance(e, (TimeoutError, ConnectionError)):
+        return "transient", str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
+        return "transient", e.strerror or str(e)
+    return "permanent", str(e) or type(e).__name__
+
+
+class FsspecBackend:
+    """A repository under a prefix of an fsspec filesystem. Thread-safe (s3fs runs its own loop)."""
+
+    def __init__(self, fs: Any, root: str, location: str, *, verify_etag: bool = True):
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.location = location
+        protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        self.protocols = frozenset(protocols)
+        self.is_s3 = bool(self.protocols & _S3)
+        self.atomic_put = bool(self.protocols & ATOMIC_PROTOCOLS)
+        self.verify_etag = verify_etag
+
+    @classmethod
+    def from_url(cls, url: str, options: dict | None = None) -> FsspecBackend:
+        """Open ``url`` with the options described in the module docstring."""
+        options = dict(options or {})
+        known = {"storage_options", "endpoint_url", "region", "profile", "verify_etag", "retries"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown storage option(s): {', '.join(unknown)}")
+        if "://" not in url:
+            raise UsageError(f"not a URL: {url}")
+        protocol = url.split("://", 1)[0].lower()
+        so: dict[str, Any] = dict(options.get("storage_options") or {})
+        retries = int(options.get("retries", 3))
+        if protocol in _S3:
+            endpoint = (options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                        or os.environ.get("AWS_ENDPOINT_URL"))
+            if endpoint:
+                so.setdefault("endpoint_url", endpoint)
+            # botocore reads AWS_DEFAULT_REGION itself; AWS_REGION (the other SDKs' name) only through us.
+            region = options.get("region") or (
+                None if os.environ.get("AWS_DEFAULT_REGION") else os.environ.get("AWS_REGION"))
+            if region:
+                client_kwargs = dict(so.get("client_kwargs") or {})
+                client_kwargs.setdefault("region_name", region)
+                so["client_kwargs"] = client_kwargs
+            if options.get("profile"):
+                so.setdefault("profile", options["profile"])
+            config_kwargs = dict(so.get("config_kwargs") or {})
+            config_kwargs.setdefault("retries", {"max_attempts": max(1, retries), "mode": "standard"})
+            config_kwargs.setdefault("connect_timeout", 10)
+            config_kwargs.setdefault("read_timeout", 60)
+            so["config_kwargs"] = config_kwargs
+            so.setdefault("use_listings_cache", False)
+        elif options.get("endpoint_url") or options.get("region") or options.get("profile"):
+            raise UsageError("endpoint_url, region and profile apply to s3:// locations only")
+        location = _strip_secrets(url)
+        try:
+            fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **so)
+        except ImportError as e:
+            raise UsageError(f"{location}: no fsspec driver for {protocol}:// ({e})") from e
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"{location}: {e}") from e
+        if protocol in _S3:
+            fs.retries = max(1, min(retries, 5))
+        if not root.strip("/") and protocol in _S3:
+            raise UsageError(f"{location}: an s3:// location needs a bucket: s3://bucket/prefix")
+        verify = options.get("verify_etag", True)
+        if isinstance(verify, str):
+            verify = verify.strip().lower() in ("1", "true", "yes", "on")
+        return cls(fs, root, location, verify_etag=bool(verify))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        if not name or name.startswith("/") or ".." in name.split("/") or name.endswith("/"):
+            raise BackendError(f"{self.location}: invalid object name {name!r}")
+        return f"{self.root}/{name}"
+
+    def _error(self, e: BaseException, action: str, name: str | None) -> BackendError:
+        kind, detail = classify(e)
+        if kind == "missing":
+            why = " (the bucket does not exist)" if "NoSuchBucket" in detail else ""
+            return ObjectNotFound(f"{self.location}: {name or 'location'} does not exist{why}")
+        what = f"{action} {name}" if name else action
+        hint = None
+        if type(e).__name__ in _CREDENTIAL_CLASS_NAMES or "credential" in detail.lower():
+            hint = ("set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, "
+                    "or pass key/secret in storage_options")
+        return BackendError(f"{self.location}: cannot {what}: {detail}", transient=kind == "transient", hint=hint)
+
+    def _invalidate(self, path: str) -> None:
+        try:
+            self.fs.invalidate_cache(path)
+        except Exception:  # noqa: BLE001 - a cache that cannot be cleared is not an error
+            return
+
+    # -- the Backend protocol ------------------------------------------------------------
+
+    def create(self) -> None:
+        try:
+            self._invalidate(self.root)
+            try:
+                entries = self.fs.ls(self.root, detail=False)  # one level: cheap even for a big repository
+            except FileNotFoundError:
+                entries = []
+            if entries:
+                raise BackendError(f"{self.location}: location is not empty")
+            self.fs.makedirs(self.root, exist_ok=True)
+            if not self.atomic_put:
+                for ns in NAMESPACES:
+                    self.fs.makedirs(f"{self.root}/{ns}", exist_ok=True)
+                for i in range(256):
+                    self.fs.makedirs(f"{self.root}/data/{i:02x}", exist_ok=True)
+        except BackendError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any driver error becomes a BackendError
+            raise self._error(e, "create repository", None) from e
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        payload = data if isinstance(data, bytes) else bytes(data)
+        size = len(payload)
+        try:
+            if self.atomic_put:
+                self._put_object(path, payload)
+            else:
+                self._put_via_temp(path, payload)
+            self._invalidate(path)
+            got = int(self.fs.info(path)["size"])
+        except BackendError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, "write", name) from e
+        if got != size:
+            self._discard(path)
+            raise BackendError(f"{self.location}: upload of {name} stored {got} of {size} bytes", transient=True)
+
+    def _put_object(self, path: str, payload: bytes) -> None:
+        if not self.is_s3:
+            self.fs.pipe_file(path, payload)
+            return
+        kwargs: dict[str, Any] = {}
+        md5 = hashlib.md5(payload, usedforsecurity=False)
+        single = len(payload) < _S3_SINGLE_PART_LIMIT
+        if single:
+            kwargs["ContentMD5"] = base64.b64encode(md5.digest()).decode()
+        response = self.fs.pipe_file(path, payload, **kwargs)
+        if single and self.verify_etag and isinstance(response, dict):
+            etag = str(response.get("ETag", "")).strip('"')
+            if etag and "-" not in etag and etag != md5.hexdigest():
+                self._discard(path)
+                raise BackendError(
+                    f"{self.location}: upload of {path[len(self.root) + 1:]} was damaged in transit "
+                    f"(ETag {etag} is not the MD5 {md5.hexdigest()} of what was sent)",
+                    transient=True,
+                    hint="if the bucket uses SSE-KMS or SSE-C encryption, set the verify_etag option to false",
+                )
+
+    def _put_via_temp(self, path: str, payload: bytes) -> None:
+        directory, base = posixpath.split(path)
+        tmp = f"{directory}/{TMP_PREFIX}{base}-{os.urandom(6).hex()}"
+        try:
+            try:
+                self.fs.pipe_file(tmp, payload)
+            except FileNotFoundError:
+                self.fs.makedirs(directory, exist_ok=True)
+                self.fs.pipe_file(tmp, payload)
+            got = int(self.fs.info(tmp)["size"])
+            if got != len(payload):
+                raise BackendError(f"{self.location}: upload of {path} stored {got} of {len(payload)} bytes",
+                                   transient=True)
+            self.fs.mv(tmp, path)
+        except BaseException:
+            self._discard(tmp)
+            raise
+
+    def _discard(self, path: str) -> None:
+        try:
+            self.fs.rm_file(path)
+        except Exception:  # noqa: BLE001 - best effort cleanup of a failed upload
+            return
+
+    def get(self, name: str) -> bytes:
+        path = self._path(name)
+        try:
+            data = self.fs.cat_file(path)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, "read", name) from e
+        return bytes(data)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise BackendError(f"{self.location}: invalid range {offset}+{length} of {name}")
+        path = self._path(name)
+        if length == 0:
+            self.stat(name)  # still report a missing object
+            return b""
+        try:
+            return bytes(self.fs.cat_file(path, start=offset, end=offset + length))
+        except Exception as e:  # noqa: BLE001
+            kind, _ = classify(e)
+            if kind == "permanent":
+                # S3 answers 416 InvalidRange for an offset at or past the end: that is b"".
+                try:
+                    if self.stat(name).size <= offset:
+                        return b""
+                except BackendError:
+                    pass
+            raise self._error(e, "read", name) from e
+
+    def list(self, namespace: str) -> Iterator[ObjectInfo]:
+        if namespace not in NAMESPACES:
+            raise BackendError(f"{self.location}: unknown namespace {namespace!r}")
+        base = f"{self.root}/{namespace}"
+        self._invalidate(base)
+        try:
+            found = self.fs.find(base, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, "list", namespace) from e
+        prefix = self.root + "/"
+        out: list[ObjectInfo] = []
+        for path, info in found.items():
+            p = self.fs._strip_protocol(path) if hasattr(self.fs, "_strip_protocol") else path
+            if info.get("type", "file") != "file" or p.endswith("/") or not p.startswith(prefix):
+                continue
+            if posixpath.basename(p).startswith(TMP_PREFIX):
+                continue
+            out.append(ObjectInfo(p[len(prefix):], int(info.get("size") or 0)))
+        yield from out
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            self.fs.rm_file(path)
+        except Exception as e:  # noqa: BLE001
+            if classify(e)[0] != "missing":
+                raise self._error(e, "delete", name) from e
+        finally:
+            self._invalidate(path)
+
+    def stat(self, name: str) -> ObjectInfo:
+        path = self._path(name)
+        self._invalidate(path)
+        try:
+            info = self.fs.info(path)
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, "stat", name) from e
+        if info.get("type", "file") != "file":
+            raise ObjectNotFound(f"{self.location}: {name} does not exist")
+        return ObjectInfo(name, int(info.get("size") or 0))
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.stat(name)
+            return True
+        except ObjectNotFound:
+            return False
+
+    def close(self) -> None:
+        return
+
+    def __repr__(self) -> str:
+        return f"FsspecBackend({self.location!r})"

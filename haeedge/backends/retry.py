@@ -1,0 +1,174 @@
+"""Retry transient storage failures with exponential backoff and full jitter.
+
+``RetryingBackend(inner)`` wraps any backend. A call that fails with a
+``BackendError`` whose ``transient`` flag is set, or with a raw network
+``OSError`` (connection reset/refused/aborted, broken pipe, timeout), is tried
+again after ``random.uniform(0, min(max_delay, base_delay * 2**n))`` seconds
+("full jitter": many clients that failed together do not retry together), at
+most ``attempts`` times in all and never past ``max_total`` seconds from the
+first attempt. Permanent errors and ``ObjectNotFound`` are raised at once.
+
+Every operation is safe to repeat: objects are immutable and named by their
+content, so a repeated ``put`` writes the same bytes, and ``delete`` of an
+absent object is not an error. ``create`` is not retried (a half-created
+location would then look "not empty"). A listing that breaks midway is
+restarted and objects already yielded are skipped.
+
+Retries are logged on the ``haeedge.backends`` logger at WARNING with the
+location, operation, object name and the error message; backends never put
+secrets into those.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from haeedge.backends.base import Backend, ObjectInfo
+from haeedge.errors import BackendError, ObjectNotFound
+
+log = logging.getLogger("haeedge.backends")
+
+T = TypeVar("T")
+
+_TRANSIENT_ERRNOS = frozenset({
+    errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
+    errno.EAGAIN, errno.EINTR, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETRESET,
+})
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether trying again may help."""
+    if isinstance(e, ObjectNotFound):
+        return False
+    if isinstance(e, BackendError):
+        return e.transient
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS
+
+
+class RetryingBackend:
+    """A Backend that retries transient failures of ``inner``. Thread-safe if ``inner`` is."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        attempts: int = 6,
+        base_delay: float = 0.5,
+        max_delay: float = 30.0,
+        max_total: float = 300.0,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ):
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.inner = inner
+        self.location = inner.location
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_total = max_total
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        #: How many retries were made (all operations); tests and progress output read it.
+        self.retries = 0
+
+    def _delay(self, failures: int) -> float:
+        return self._rng() * min(self.max_delay, self.base_delay * (2 ** (failures - 1)))
+
+    def _call(self, op: str, name: str | None, fn: Callable[[], T]) -> T:
+        start = self._clock()
+        failures = 0
+        while True:
+            try:
+                return fn()
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                failures += 1
+                delay = self._delay(failures)
+                elapsed = self._clock() - start
+                what = f"{op} {name}" if name else op
+                if failures >= self.attempts or elapsed + delay > self.max_total:
+                    log.error("%s: %s failed after %d attempt(s) in %.1fs: %s",
+                              self.location, what, failures, elapsed, e)
+                    raise self._give_up(e, failures) from e
+                self.retries += 1
+                log.warning("%s: %s failed (%s); retry %d of %d in %.2fs",
+                            self.location, what, e, failures, self.attempts - 1, delay)
+                self._sleep(delay)
+
+    def _give_up(self, e: Exception, failures: int) -> BackendError:
+        suffix = f" (gave up after {failures} attempts)" if failures > 1 else ""
+        if isinstance(e, BackendError):
+            return BackendError(f"{e.message}{suffix}", transient=True, hint=e.hint)
+        detail = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return BackendError(f"{self.location}: {detail}{suffix}", transient=True)
+
+    # -- the Backend protocol ------------------------------------------------------------
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        self._call("write", name, lambda: self.inner.put(name, data))
+
+    def get(self, name: str) -> bytes:
+        return self._call("read", name, lambda: self.inner.get(name))
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return self._call("read", name, lambda: self.inner.get_range(name, offset, length))
+
+    def list(self, namespace: str) -> Iterator[ObjectInfo]:
+        seen: set[str] = set()
+        it: Iterator[ObjectInfo] | None = None
+
+        def step() -> ObjectInfo | None:
+            nonlocal it
+            if it is None:
+                it = iter(self.inner.list(namespace))
+            try:
+                while True:
+                    info = next(it)
+                    if info.name not in seen:
+                        return info
+            except StopIteration:
+                return None
+            except BaseException:
+                it = None  # restart the listing on the next attempt
+                raise
+
+        while True:
+            info = self._call("list", namespace, step)
+            if info is None:
+                return
+            seen.add(info.name)
+            yield info
+
+    def delete(self, name: str) -> None:
+        self._call("delete", name, lambda: self.inner.delete(name))
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self._call("stat", name, lambda: self.inner.stat(name))
+
+    def exists(self, name: str) -> bool:
+        return self._call("stat", name, lambda: self.inner.exists(name))
+
+    def create(self) -> None:
+        self.inner.create()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, attr: str):  # noqa: ANN204 - pass through extras such as remove_temporaries
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
+
+    def __repr__(self) -> str:
+        return f"RetryingBackend({self.inner!r})"
