@@ -69,6 +69,10 @@ S2K_MAX_COUNT_BYTE = 0xFF
 #: Upper bound on any message we read or any decompressed literal (hostile input).
 DEFAULT_MAX_PLAINTEXT = 1 << 30
 MAX_NESTING = 4
+#: Each SKESK may cost an iterated S2K (up to 65 MB hashed), each PKESK a public-key
+#: operation: bound them so a hostile message cannot buy unbounded work.
+MAX_SKESK = 16
+MAX_ESK = 256
 
 
 def s2k_count(coded: int) -> int:
@@ -355,14 +359,17 @@ def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> bytes | No
 def _decompress(algo: int, data: bytes | memoryview, limit: int) -> bytes:
     if algo == 0:
         return bytes(data)
-    if algo in (1, 2):
-        d = zlib.decompressobj(-15 if algo == 1 else 15)
-        out = d.decompress(data, limit + 1)
-    elif algo == 3:
-        d = bz2.BZ2Decompressor()
-        out = d.decompress(data, max_length=limit + 1)
-    else:
-        raise OpenPGPError(f"unsupported compression algorithm {algo}")
+    try:
+        if algo in (1, 2):
+            d = zlib.decompressobj(-15 if algo == 1 else 15)
+            out = d.decompress(data, limit + 1)
+        elif algo == 3:
+            d = bz2.BZ2Decompressor()
+            out = d.decompress(data, max_length=limit + 1)
+        else:
+            raise OpenPGPError(f"unsupported compression algorithm {algo}")
+    except (zlib.error, OSError, EOFError, ValueError) as e:
+        raise OpenPGPError(f"corrupt compressed data packet: {e}") from None
     if len(out) > limit:
         raise OpenPGPError("compressed packet expands beyond the allowed maximum")
     return out
@@ -416,7 +423,13 @@ def decrypt_message(
     candidates: list[tuple[int, bytes]] = []
     saw_esk = False
     encrypted: Packet | None = None
+    n_skesk = n_esk = 0
     for pkt in iter_packets(data, limit + (1 << 20)):
+        if pkt.tag in (TAG_SKESK, TAG_PKESK):
+            n_esk += 1
+            n_skesk += pkt.tag == TAG_SKESK
+            if n_skesk > MAX_SKESK or n_esk > MAX_ESK:
+                raise OpenPGPError("too many session key packets in message")
         if pkt.tag == TAG_SKESK:
             saw_esk = True
             candidates.extend(_skesk_session_keys(pkt.body, keyring.passphrases))
