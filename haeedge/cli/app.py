@@ -37,10 +37,15 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
 
 
 def _register() -> None:
-    from haeedge.cli import cmd_backup, cmd_init, cmd_ls, cmd_restore, cmd_snapshots, cmd_unlock, cmd_verify
+    """Every ``haeedge/cli/cmd_*.py`` module contributes its ``command``."""
+    import importlib
+    import pkgutil
 
-    for mod in (cmd_init, cmd_backup, cmd_snapshots, cmd_restore, cmd_verify, cmd_ls, cmd_unlock):
-        cli.add_command(mod.command)
+    import haeedge.cli as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("cmd_"):
+            cli.add_command(importlib.import_module(f"haeedge.cli.{info.name}").command)
 
 
 _register()

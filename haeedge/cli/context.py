@@ -30,6 +30,10 @@ class AppContext:
     debug: bool = False
     progress_enabled: bool = True
     exit_code: int = ExitCode.OK
+    #: Per-location options (storage_options, sftp key files, ...), from the config file.
+    backend_options: dict[str, dict] = field(default_factory=dict)
+    #: What a write does when a replica is down: "all" (fail) or "continue" (report it lagging).
+    replica_policy: str = "all"
 
     # ------------------------------------------------------------------ secrets
 
@@ -71,7 +75,14 @@ class AppContext:
         return self.repos[0]
 
     def backend(self):
-        return open_backend(self.location())
+        """The repository's storage: one location, or several replicated (``-r`` repeated)."""
+        self.location()
+        backends = [open_location(loc, self.backend_options.get(loc)) for loc in self.repos]
+        if len(backends) == 1:
+            return backends[0]
+        from haeedge.backends.replicated import ReplicatedBackend
+
+        return ReplicatedBackend(backends, write_policy=self.replica_policy)
 
     @contextmanager
     def open_repo(self, *, lock: str | None = "shared", command: str = "", load_index: bool = True):
@@ -106,6 +117,17 @@ class AppContext:
     def emit(self, obj: Any) -> None:
         if self.json:
             emit_json(obj)
+
+
+def open_location(location: str, options: dict | None = None):
+    """One location with retries for transient errors (and injected faults when HAEEDGE_FAULTS is set)."""
+    from haeedge.backends.faulty import wrap_from_env
+    from haeedge.backends.retry import RetryingBackend
+
+    backend = wrap_from_env(open_backend(location, options))
+    if "://" in location and not location.startswith("file://"):
+        backend = RetryingBackend(backend, attempts=5, max_total=120)
+    return backend
 
 
 def run_password_command(command: str) -> bytes:
