@@ -6,20 +6,26 @@ intact, every tree is readable and every blob a snapshot needs is indexed.
 
 ``read_data``: every selected pack is read whole, its hash, header and every
 blob (decrypt, MDC, decompress, keyed id) are checked.
+
+Replicated repositories: the checks above see the repository as its readers
+do (any replica serves any object), so each replica is also audited on its
+own: what it lacks, holds with the wrong size or (with ``read_data``) holds
+damaged is an error naming that replica. Locks are exempt: they come and go.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
-from haeedge.errors import BackendError, HaeedgeError, ObjectNotFound, UsageError
+from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
-from haeedge.repo.index import BlobLocation, decode_index
+from haeedge.repo.index import BlobIndex, BlobLocation, decode_index
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.snapshot import Snapshot
@@ -47,6 +53,8 @@ class VerifyReport:
     packs_read: int = 0
     blobs_checked: int = 0
     bytes_read: int = 0
+    #: Replicated repositories: one summary per replica (location, objects, missing, ...).
+    replicas: list[dict] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
@@ -82,6 +90,7 @@ class Checker:
         self.progress = progress or SilentProgress()
         self.report = VerifyReport()
         self._bad_blobs: dict[bytes, str] = {}
+        self._counter_lock = threading.Lock()
 
     def error(self, obj: str, msg: str, **kw) -> Finding:
         f = Finding("error", obj, msg, **kw)
@@ -92,6 +101,11 @@ class Checker:
     def warn(self, obj: str, msg: str) -> None:
         self.report.findings.append(Finding("warning", obj, msg))
 
+    @property
+    def bad_blobs(self) -> dict[bytes, str]:
+        """Blob id -> why, for every blob found missing or damaged (what ``repair snapshots`` replaces)."""
+        return dict(self._bad_blobs)
+
     def run(self, read_data: bool = False, subset: str | None = None) -> VerifyReport:
         selector = parse_subset(subset)
         if selector is not None:
@@ -99,6 +113,8 @@ class Checker:
         self._check_keys()
         self._check_index()
         snaps = self._check_snapshots()
+        if getattr(self.repo.backend, "replicas", None):
+            self._check_replicas(deep=read_data and selector is None)
         if read_data:
             self._read_packs(selector)
         if self._bad_blobs:
@@ -113,6 +129,10 @@ class Checker:
                 self.repo.get_object(info.name)
             except HaeedgeError as e:
                 self.error(info.name, str(e))
+        # Key records not signed by the owner key: someone with write access tried to register a key.
+        for oid, why in self.repo.registry().problems:
+            if not any(f.object == f"keys/{oid}" for f in self.report.findings):
+                self.error(f"keys/{oid}", why)
 
     def _check_index(self) -> None:
         repo = self.repo
@@ -125,6 +145,15 @@ class Checker:
             except HaeedgeError as e:
                 self.error(name, f"index object unreadable: {e}")
         superseded = {s for _n, _p, sup in docs for s in sup}
+        if not repo.index_ids:
+            # Not loaded by the caller (verify): a damaged index object is a finding above, not fatal.
+            index = BlobIndex()
+            for name, packs, _sup in docs:
+                if object_id_of(name) not in superseded:
+                    repo.index_ids.add(object_id_of(name))
+                    for p in packs:
+                        index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries)
+            repo.index = index
         stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
         self.report.packs = len(stored)
         indexed: dict[str, int] = {}
@@ -155,22 +184,51 @@ class Checker:
         repo = self.repo
         snaps = repo.list_snapshots(on_error=lambda sid, e: self.error(f"snapshots/{sid}", str(e)))
         self.report.snapshots = len(snaps)
+        registry = repo.registry()
         for snap in snaps:
             obj = f"snapshots/{snap.id}"
+            signature = registry.check_snapshot(snap)  # unsigned, badly signed, wrongly attributed
+            if not signature.ok:
+                self.error(obj, f"{signature.message} (host {snap.host!r})", snapshots=[snap.id])
             try:
                 repo.chain_of(snap)
             except HaeedgeError as e:
                 self.error(obj, str(e), snapshots=[snap.id])
                 continue
+            damaged = 0
             try:
                 for entry in repo.iter_tree(snap.tree):
+                    damaged += bool(entry.get("damaged"))
                     for chunk_id, _length in entry.get("chunks") or ():
                         bid = hex_id(chunk_id)
                         if repo.lookup_blob(bid) is None and bid not in self._bad_blobs:
                             self._bad_blobs[bid] = "blob is missing from the index"
             except HaeedgeError as e:
                 self.error(obj, f"file list unreadable: {e}", snapshots=[snap.id])
+            if damaged:
+                self.warn(obj, f"{damaged} files are marked damaged (by 'repair snapshots'); they restore "
+                          "with zeros where data was lost")
         return snaps
+
+    def _check_replicas(self, deep: bool) -> None:
+        from haeedge.backends.replicated import audit_replicas
+
+        audit = audit_replicas(self.repo.backend, deep=deep)  # type: ignore[arg-type]
+        for a in audit.replicas:
+            missing = [n for n in a.missing if not n.startswith("locks/")]
+            self.report.replicas.append({"location": a.location, "objects": a.objects, "bytes": a.bytes,
+                                         "ok": not (missing or a.size_mismatch or a.corrupt or a.error),
+                                         "missing": missing, "size_mismatch": a.size_mismatch,
+                                         "damaged": a.corrupt, "error": a.error})
+            if a.error:
+                self.error(a.location, f"replica could not be checked: {a.error}")
+            for name in missing:
+                self.error(name, f"missing on replica {a.location} ('haeedge sync' copies it there)")
+            for name in a.size_mismatch:
+                self.error(name, f"wrong size on replica {a.location} ('haeedge sync' replaces it)")
+            for name in a.corrupt:
+                self.error(name, f"damaged on replica {a.location}: its SHA-256 does not match its name "
+                           "('haeedge sync --deep' replaces it)")
 
     # ------------------------------------------------------------------ data
 
@@ -191,16 +249,19 @@ class Checker:
         name = data_name(pack_id)
         try:
             data = repo.backend.get(name)
-        except (BackendError, ObjectNotFound) as e:
+        except (BackendError, ObjectNotFound, IntegrityError) as e:  # IntegrityError: every replica's copy is bad
             self.error(name, f"cannot read pack: {e}")
+            for bid, _loc in blobs:
+                self._bad_blobs.setdefault(bid, f"pack unreadable: {e}")
             return
-        self.report.packs_read += 1
-        self.report.bytes_read += len(data)
+        with self._counter_lock:  # several reader threads
+            self.report.packs_read += 1
+            self.report.bytes_read += len(data)
         self.progress.advance(nbytes=len(data))
         if hashlib.sha256(data).hexdigest() != pack_id:
+            # Blame only the blobs that fail their own checks below (MDC, keyed id): the
+            # others are intact and still restore, so no file is reported damaged for them.
             self.error(name, "pack content does not match its name (damaged or modified)")
-            for bid, _loc in blobs:
-                self._bad_blobs.setdefault(bid, "pack is damaged")
         try:
             hlen = split_pack_trailer(len(data), data[-4:])
             header = repo.decode_pack_header(pack_id, memoryview(data)[len(data) - 4 - hlen : len(data) - 4],
@@ -215,7 +276,8 @@ class Checker:
         for bid, loc in blobs:
             try:
                 repo.decode_blob(bid, loc, mv[loc.offset : loc.offset + loc.length])
-                self.report.blobs_checked += 1
+                with self._counter_lock:
+                    self.report.blobs_checked += 1
             except HaeedgeError as e:
                 self.error(name, str(e))
                 self._bad_blobs[bid] = str(e)

@@ -9,20 +9,29 @@ sorted. The snapshot is written last: it is the commit point.
 from __future__ import annotations
 
 import getpass
+import multiprocessing
 import os
 import socket
-import stat
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from haeedge import __version__
 from haeedge.archiver.metadata import entry_from_stat, unchanged_file
 from haeedge.archiver.walker import Excluder, WalkItem, normalize_sources, read_exclude_file, walk_sources
-from haeedge.chunking import Chunker, _read_full
+from haeedge.archiver.workers import (
+    SEGMENT_BYTES,
+    BatchResult,
+    ChunkStore,
+    FileJob,
+    FileOutcome,
+    run_batch,
+    set_worker_state,
+)
+from haeedge.chunking import Chunker
 from haeedge.errors import HaeedgeError, IntegrityError, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.pack import BLOB_DATA
@@ -31,7 +40,9 @@ from haeedge.repo.snapshot import KIND_FULL, KIND_INCREMENTAL, Snapshot, now_iso
 from haeedge.repo.tree import path_bytes, set_path, sort_key
 
 DEFAULT_FULL_IF_OLDER_THAN = timedelta(days=7)
-MAX_IN_FLIGHT = 512
+MAX_IN_FLIGHT = 4096
+BATCH_FILES = 256
+BATCH_BYTES = 4 << 20
 
 
 @dataclass
@@ -62,15 +73,6 @@ class BackupResult:
         return bool(self.summary.get("errors"))
 
 
-@dataclass
-class _FileResult:
-    chunks: list
-    size: int
-    new_bytes: int
-    read_bytes: int
-    changed_while_reading: bool = False
-
-
 class Archiver:
     def __init__(self, repo: Repository, options: BackupOptions, progress: ProgressSink | None = None):
         self.repo = repo
@@ -80,7 +82,8 @@ class Archiver:
         self.warnings: list[str] = []
         self.counts = dict(files_new=0, files_changed=0, files_unchanged=0, dirs=0, others=0,
                            files_deleted=0, errors=0, entries=0, bytes_read=0, bytes_total=0)
-        self._hardlinks: dict[str, Future | _FileResult] = {}
+        self._hardlink_groups: set[str] = set()
+        self._hardlink_results: dict[str, tuple[list, int]] = {}
 
     # ------------------------------------------------------------------ policy
 
@@ -148,9 +151,8 @@ class Archiver:
         walk = walk_sources(sources, excluder, opts.one_file_system, self._walk_error, skip)
         tree = self.repo.tree_writer()
         self.progress.start("backup")
-        workers = opts.workers or min(4, (os.cpu_count() or 2))
         try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read") as pool:
+            with self._executor() as pool:
                 self._run_pipeline(walk, parent_entries, kind == KIND_INCREMENTAL, tree, pool)
             tree_ids = tree.finish()
             self.repo.flush()
@@ -201,12 +203,36 @@ class Archiver:
 
     # ------------------------------------------------------------------ pipeline
 
+    def _executor(self) -> Executor:
+        """Worker processes (forked, sharing the index) or, where fork is unavailable, threads."""
+        workers = self.opts.workers or int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
+        repo = self.repo
+        store = ChunkStore(repo.blob_id_key, repo.sealer("content"), self.chunker, repo.compression_level,
+                           repo.index)
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
+                "HAEEDGE_THREADS") != "1":
+            set_worker_state(store)
+            return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        set_worker_state(store)
+        return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read")
+
     def _run_pipeline(self, walk: Iterator[WalkItem], parent_entries: Iterator[dict], incremental: bool,
-                      tree, pool: ThreadPoolExecutor) -> None:
-        pending: deque[tuple[dict, dict | None, Future | None, WalkItem]] = deque()
+                      tree, pool: Executor) -> None:
+        self._pool = pool
+        self._inflight: deque[_Batch] = deque()
+        self._max_inflight = max(1, getattr(pool, "_max_workers", 2)) + 1
+        pending: deque[tuple[dict, dict | None, _Slot | None, WalkItem | None]] = deque()
         parent_iter = iter(parent_entries)
         parent_next = next(parent_iter, None)
         parent_key = sort_key(path_bytes(parent_next)) if parent_next is not None else None
+        current = _Batch()
+        current_bytes = 0
+
+        def dispatch() -> None:
+            nonlocal current, current_bytes
+            if current.jobs:
+                self._submit(current)
+            current, current_bytes = _Batch(), 0
 
         def emit_deleted_before(key: bytes | None) -> None:
             nonlocal parent_next, parent_key
@@ -219,6 +245,17 @@ class Archiver:
                 self.counts["files_deleted"] += parent_next.get("type") == "file"
                 parent_next = next(parent_iter, None)
                 parent_key = sort_key(path_bytes(parent_next)) if parent_next is not None else None
+
+        def drain(force: bool) -> None:
+            self._poll()
+            while pending:
+                slot = pending[0][2]
+                if slot is not None and not force and len(pending) <= MAX_IN_FLIGHT:
+                    if slot.batch is current or not slot.ready():
+                        return
+                if slot is not None and slot.batch is current:
+                    dispatch()
+                self._complete(pending.popleft(), incremental, tree)
 
         for item in walk:
             key = sort_key(item.relpath)
@@ -233,50 +270,104 @@ class Archiver:
             except OSError as e:
                 self._walk_error(item.abspath, e)
                 continue
-            fut: Future | None = None
+            slot: _Slot | None = None
             if entry["type"] == "file":
                 if pe is not None and incremental and unchanged_file(pe, item.st):
                     entry["chunks"] = pe["chunks"]
                     entry["size"] = pe["size"]
-                elif "hardlink" in entry and entry["hardlink"] in self._hardlinks:
-                    fut = self._hardlinks[entry["hardlink"]]  # type: ignore[assignment]
+                elif "hardlink" in entry and entry["hardlink"] in self._hardlink_groups:
+                    entry["_hardlink_of"] = entry["hardlink"]
                 else:
-                    fut = pool.submit(self._read_file, item)
                     if "hardlink" in entry:
-                        self._hardlinks[entry["hardlink"]] = fut
-            pending.append((entry, pe, fut, item))
-            while pending and (len(pending) > MAX_IN_FLIGHT or pending[0][2] is None or pending[0][2].done()):
-                self._complete(pending.popleft(), incremental, tree)
+                        self._hardlink_groups.add(entry["hardlink"])
+                    slot = _Slot(current, len(current.jobs))
+                    current.jobs.append(FileJob(item.abspath, item.st.st_ino, item.st.st_mtime_ns))
+                    current.slots.append(slot)
+                    current_bytes += min(item.st.st_size, SEGMENT_BYTES)
+                    if len(current.jobs) >= BATCH_FILES or current_bytes >= BATCH_BYTES:
+                        dispatch()
+            pending.append((entry, pe, slot, item))
+            drain(force=False)
         emit_deleted_before(None)
-        while pending:
-            self._complete(pending.popleft(), incremental, tree)
+        dispatch()
+        drain(force=True)
+
+    # The scheduler: batches go to workers; finished ones are applied as soon as
+    # they are seen (their blobs packed, continuations of big files submitted),
+    # in any order; entries are completed strictly in walk order.
+
+    def _submit(self, b: _Batch) -> None:
+        while len(self._inflight) >= self._max_inflight:
+            self._apply(self._inflight[0], wait=True)
+        b.future = self._pool.submit(run_batch, b.jobs)
+        self._inflight.append(b)
+
+    def _poll(self) -> None:
+        for b in [b for b in self._inflight if b.future is not None and b.future.done()]:
+            self._apply(b, wait=False)
+
+    def _apply(self, b: _Batch, wait: bool) -> None:
+        if b.applied:
+            return
+        assert b.future is not None
+        res: BatchResult = b.future.result()
+        b.applied = True
+        self._inflight.remove(b)
+        add = self.repo.add_sealed_blob
+        for blob in res.blobs:
+            add(BLOB_DATA, blob.blob_id, blob.compression, blob.sealed, blob.raw_length)
+        # The future would keep every sealed blob alive until its last file is completed.
+        res.blobs = []
+        b.future = None
+        for slot, outcome in zip(b.slots, res.outcomes, strict=True):
+            slot.take(outcome)
+            if outcome.next_offset is not None and outcome.error is None:
+                job = b.jobs[slot.index]
+                cont = _Batch()
+                cont.jobs.append(FileJob(job.abspath, job.inode, job.mtime_ns, outcome.next_offset))
+                cont.slots.append(_Slot(cont, 0, parent=slot))
+                slot.root().continuation = cont
+                self._submit(cont)
+
+    def _finish_slot(self, slot: _Slot) -> _Slot:
+        """Wait until the file's last segment is in; returns the slot holding the totals."""
+        while not slot.done:
+            batch = slot.continuation if slot.outcome is not None else slot.batch
+            assert batch is not None
+            self._apply(batch, wait=True)
+        return slot
 
     def _complete(self, job: tuple, incremental: bool, tree) -> None:
-        entry, pe, fut, item = job
+        entry, pe, slot, item = job
         if entry.get("deleted"):
             tree.add(entry)
             return
         self.counts["entries"] += 1
         kind = entry["type"]
         if kind == "file":
-            if fut is not None:
-                try:
-                    res: _FileResult = fut.result()
-                except OSError as e:
+            group = entry.pop("_hardlink_of", None)
+            if slot is not None:
+                self._finish_slot(slot)
+                if slot.error is not None:
                     self.counts["errors"] += 1
-                    self._warn(f"{os.fsdecode(item.abspath)}: cannot read: {e.strerror or e}")
+                    self._warn(f"{os.fsdecode(item.abspath)}: cannot read: {slot.error}")
                     return
-                entry["chunks"] = res.chunks
-                entry["size"] = res.size
-                self.counts["bytes_read"] += res.read_bytes
-                if res.changed_while_reading:
+                entry["chunks"] = slot.chunks
+                entry["size"] = slot.size
+                self.counts["bytes_read"] += slot.size
+                if "hardlink" in entry:
+                    self._hardlink_results[entry["hardlink"]] = (slot.chunks, slot.size)
+                if slot.changed:
                     self.counts["errors"] += 1
                     self._warn(f"{os.fsdecode(item.abspath)}: file changed while it was being read; "
                                "the snapshot holds the bytes read")
-                    res.changed_while_reading = False  # report a hardlinked file once
-                    res.read_bytes = 0
-                else:
-                    res.read_bytes = 0
+            elif group is not None:
+                got = self._hardlink_results.get(group)
+                if got is None:
+                    self.counts["errors"] += 1
+                    self._warn(f"{os.fsdecode(item.abspath)}: hardlinked file could not be read")
+                    return
+                entry["chunks"], entry["size"] = got
             self.counts["bytes_total"] += entry["size"]
             if pe is None:
                 self.counts["files_new"] += 1
@@ -293,47 +384,55 @@ class Archiver:
             return
         tree.add(entry)
 
-    def _read_file(self, item: WalkItem) -> _FileResult:
-        """Read, chunk and store one file. Runs in a worker thread."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
-        try:
-            fd = os.open(item.abspath, flags)
-        except PermissionError:
-            fd = os.open(item.abspath, flags & ~getattr(os, "O_NOATIME", 0))
-        try:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode) or before.st_ino != item.st.st_ino:
-                raise OSError(0, "file was replaced while the backup ran")
-            chunks: list = []
-            size = 0
-            new_bytes = 0
-            save = self.repo.save_blob
-            params = self.chunker.params
-            if before.st_size < params.max_size:
-                data = _read_full(fd, before.st_size + 1)
-                if len(data) <= before.st_size:
-                    for chunk in self.chunker.chunks_of_bytes(data):
-                        bid, new = save(BLOB_DATA, chunk)
-                        chunks.append([bid.hex(), len(chunk)])
-                        new_bytes += len(chunk) if new else 0
-                    size = len(data)
-                else:  # grew while we looked: stream it
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    data = None
-            else:
-                data = None
-            if data is None:
-                for chunk in self.chunker.chunks_of_fd(fd):
-                    bid, new = save(BLOB_DATA, chunk)
-                    chunks.append([bid.hex(), len(chunk)])
-                    size += len(chunk)
-                    new_bytes += len(chunk) if new else 0
-            after = os.fstat(fd)
-            changed = (after.st_mtime_ns != item.st.st_mtime_ns or after.st_size != size
-                       or before.st_mtime_ns != item.st.st_mtime_ns)
-            return _FileResult(chunks, size, new_bytes, size, changed)
-        finally:
-            os.close(fd)
+
+class _Batch:
+    __slots__ = ("jobs", "slots", "future", "applied")
+
+    def __init__(self) -> None:
+        self.jobs: list[FileJob] = []
+        self.slots: list[_Slot] = []
+        self.future: Future | None = None
+        self.applied = False
+
+
+class _Slot:
+    """One file's place in a batch; segments of a big file accumulate into the first slot."""
+
+    __slots__ = ("batch", "index", "parent", "outcome", "continuation", "chunks", "size", "changed", "error",
+                 "done")
+
+    def __init__(self, batch: _Batch, index: int, parent: _Slot | None = None) -> None:
+        self.batch = batch
+        self.index = index
+        self.parent = parent
+        self.outcome: FileOutcome | None = None
+        self.continuation: _Batch | None = None
+        self.chunks: list = []
+        self.size = 0
+        self.changed = False
+        self.error: str | None = None
+        self.done = False
+
+    def root(self) -> _Slot:
+        s = self
+        while s.parent is not None:
+            s = s.parent
+        return s
+
+    def take(self, outcome: FileOutcome) -> None:
+        self.outcome = outcome
+        root = self.root()
+        if outcome.error is not None or outcome.chunks is None:
+            root.error = outcome.error or "unreadable"
+        else:
+            root.chunks.extend(outcome.chunks)
+            root.size += outcome.size
+            root.changed |= outcome.changed_while_reading
+        if outcome.next_offset is None or root.error is not None:
+            root.done = True
+
+    def ready(self) -> bool:
+        return self.done
 
 
 def _username() -> str:

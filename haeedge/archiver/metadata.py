@@ -8,6 +8,7 @@ import pwd
 import stat
 from functools import lru_cache
 
+from haeedge.archiver.walker import readlink_long
 from haeedge.repo.tree import set_bytes_field, set_path
 
 TYPE_OF_FORMAT = {
@@ -62,7 +63,7 @@ def entry_from_stat(relpath: bytes, st: os.stat_result, abspath: bytes) -> dict:
             e["nlink"] = st.st_nlink
             e["hardlink"] = f"{st.st_dev}:{st.st_ino}"
     elif kind == "symlink":
-        set_bytes_field(e, "target", os.readlink(abspath))
+        set_bytes_field(e, "target", readlink_long(abspath))
     elif kind in ("chardev", "blockdev"):
         e["rdev"] = st.st_rdev
     return e

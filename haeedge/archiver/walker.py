@@ -8,6 +8,7 @@ path come first so that restore can recreate their metadata.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -70,6 +71,89 @@ def normalize_sources(paths: list[str]) -> list[bytes]:
     return kept
 
 
+#: Paths at least this long are reached through directory descriptors: a system
+#: call takes at most PATH_MAX (4096) bytes, but a tree may nest deeper than that.
+LONG_PATH = 3072
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_dir_long(path: bytes) -> int:
+    """Open a directory whatever the length of its path (components resolve as in a plain open)."""
+    if len(path) < LONG_PATH:
+        return os.open(path, _DIR_FLAGS)
+    cut = path.rfind(b"/", 1, LONG_PATH)
+    fd = os.open(path[:cut] if cut > 0 else b"/", _DIR_FLAGS)
+    rest = path[cut + 1 :]
+    try:
+        while rest:
+            if len(rest) < LONG_PATH:
+                step, rest = rest, b""
+            else:
+                cut = rest.rfind(b"/", 0, LONG_PATH)
+                if cut <= 0:
+                    raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))  # one name > LONG_PATH bytes
+                step, rest = rest[:cut], rest[cut + 1 :]
+            nfd = os.open(step, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _split(path: bytes) -> tuple[bytes, bytes]:
+    parent, _, name = path.rpartition(b"/")
+    return parent or b"/", name
+
+
+def lstat_long(path: bytes) -> os.stat_result:
+    if len(path) < LONG_PATH:
+        return os.lstat(path)
+    parent, name = _split(path)
+    fd = open_dir_long(parent)
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
+def readlink_long(path: bytes) -> bytes:
+    if len(path) < LONG_PATH:
+        return os.readlink(path)
+    parent, name = _split(path)
+    fd = open_dir_long(parent)
+    try:
+        return os.readlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def open_long(path: bytes, flags: int) -> int:
+    """``os.open`` for paths of any length (for reading file contents)."""
+    if len(path) < LONG_PATH:
+        return os.open(path, flags)
+    parent, name = _split(path)
+    fd = open_dir_long(parent)
+    try:
+        return os.open(name, flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _list_names(path: bytes) -> list[bytes]:
+    """A directory's entry names, sorted by bytes (the tree order)."""
+    if len(path) < LONG_PATH:
+        with os.scandir(path) as it:
+            return sorted(e.name for e in it)
+    fd = open_dir_long(path)
+    try:
+        with os.scandir(fd) as it:
+            return sorted(os.fsencode(e.name) for e in it)
+    finally:
+        os.close(fd)
+
+
 def walk_sources(
     sources: list[bytes],
     excluder: Excluder,
@@ -86,11 +170,11 @@ def walk_sources(
                 continue
             emitted_ancestors.add(anc)
             try:
-                yield WalkItem(anc, anc[1:], os.lstat(anc))
+                yield WalkItem(anc, anc[1:], lstat_long(anc))
             except OSError as e:
                 on_error(anc, e)
         try:
-            st = os.lstat(src)
+            st = lstat_long(src)
         except OSError as e:
             on_error(src, e)
             continue
@@ -112,21 +196,26 @@ def _walk_dir(
     on_error: Callable[[bytes, OSError], None],
     skip_abspaths: frozenset[bytes],
 ) -> Iterator[WalkItem]:
+    """Depth first, pre-order, children by name bytes. Iterative: trees may nest thousands deep."""
     try:
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        names = _list_names(path)
     except OSError as e:
         on_error(path, e)
         return
-    base = path.rstrip(b"/")
-    for e in entries:
-        abspath = base + b"/" + e.name
+    stack: list[tuple[bytes, Iterator[bytes]]] = [(path.rstrip(b"/"), iter(names))]
+    while stack:
+        base, it = stack[-1]
+        name = next(it, None)
+        if name is None:
+            stack.pop()
+            continue
+        abspath = base + b"/" + name
         if abspath in skip_abspaths:
             continue
-        if excluder and excluder.excluded(abspath, e.name):
+        if excluder and excluder.excluded(abspath, name):
             continue
         try:
-            st = e.stat(follow_symlinks=False)
+            st = lstat_long(abspath)
         except OSError as err:
             on_error(abspath, err)
             continue
@@ -134,4 +223,9 @@ def _walk_dir(
         if stat.S_ISDIR(st.st_mode):
             if one_file_system and st.st_dev != dev:
                 continue
-            yield from _walk_dir(abspath, dev, excluder, one_file_system, on_error, skip_abspaths)
+            try:
+                children = _list_names(abspath)
+            except OSError as err:
+                on_error(abspath, err)
+                continue
+            stack.append((abspath, iter(children)))

@@ -13,13 +13,21 @@ bad copy is recognisable without keys. ``ReplicatedBackend`` builds on that:
 - ``get`` tries replicas in the configured order and falls back, object by
   object, when one is unreachable, lacks the object, or returns bytes whose
   SHA-256 does not match a content-addressed name.
-- ``get_range`` falls back on errors and missing objects only: a slice of an
-  object cannot be hashed, so a replica returning damaged bytes in a range is
-  caught one layer up (the MDC / keyed id of the blob), not here.
+- ``get_range`` falls back on errors, missing objects and short answers (a
+  replica whose copy is truncated). A slice of an object cannot be hashed, so
+  damaged bytes in a range are caught one layer up (the MDC / keyed id of the
+  blob), which then calls ``recover_range``: it finds a replica whose whole
+  copy hashes to the object's name, serves the range from it, and marks the
+  replicas with bad copies so that later reads of that object try them last.
 - ``list`` is the union of all replicas that answer (sizes from the first
-  replica in order that has the object); it fails only if none answers.
+  replica in order that has the object; where replicas disagree, the size of
+  the copy that verifies); it fails only if none answers.
+  Replicas considered down (below) are not asked unless all are.
 - ``stat``/``exists`` answer from the first replica that has the object.
 - ``create`` must succeed on every replica.
+- Locks (``locks/...``) are written and removed wherever possible: one
+  replica holding a lock suffices, so a down replica blocks no read-only
+  command and is not counted as lagging for a lock.
 
 A replica that failed ``down_after`` calls in a row is considered down for
 ``probe_interval`` seconds: reads try it last, and under ``"continue"`` writes
@@ -27,7 +35,8 @@ skip it (recorded as lagging) instead of waiting for its timeouts on every
 object; after the interval it is tried again.
 
 ``sync_replicas`` copies what a replica lacks (or holds with a wrong size, or,
-with ``deep=True``, holds damaged) from a replica whose copy verifies.
+with ``deep=True``, holds damaged) from a replica whose copy verifies; locks
+are never copied (each belongs to one running process).
 ``audit_replicas`` reports, per replica, missing/extra/size-mismatched (and
 with ``deep=True`` corrupt) objects. A non-content-addressed object (``config``)
 is copied only to replicas that lack it; differing copies are reported as
@@ -47,7 +56,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from haeedge.backends.base import NAMESPACES, Backend, ObjectInfo
 from haeedge.errors import BackendError, IntegrityError, ObjectNotFound, UsageError
@@ -60,6 +69,14 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 WRITE_POLICIES = ("all", "continue")
 #: Errors that mean "this replica failed", as opposed to bugs, which propagate.
 _REPLICA_ERRORS = (BackendError, OSError, EOFError)
+
+
+class _ShortRead(Exception):
+    """A replica answered a range read with fewer bytes than asked (maybe its copy is truncated)."""
+
+    def __init__(self, data: bytes):
+        super().__init__(len(data))
+        self.data = data
 
 
 def content_addressed(name: str) -> bool:
@@ -118,6 +135,10 @@ class ReplicatedBackend:
                                         thread_name_prefix="haeedge-replica")
         #: Reads that one replica could not serve correctly and another did.
         self.failovers: Counter[str] = Counter()
+        #: name -> replicas known to hold a damaged copy of it (read last).
+        self._damaged: dict[str, set[int]] = {}
+        #: name -> a replica whose whole copy was hashed and found good.
+        self._verified: dict[str, int] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -143,10 +164,11 @@ class ReplicatedBackend:
                 self._lagging.pop(location, None)
                 self._lagging_objects.pop(location, None)
 
-    def _record_lag(self, i: int, name: str, message: str) -> None:
+    def _record_lag(self, i: int, name: str, message: str, skipped: bool = False) -> None:
         loc = self.replicas[i].location
         with self._lock:
-            self._lagging[loc] = message
+            if not (skipped and loc in self._lagging):  # keep the error that made it "down"
+                self._lagging[loc] = message
             self._lagging_objects.setdefault(loc, set()).add(name)
 
     def _ok(self, i: int) -> None:
@@ -167,15 +189,37 @@ class ReplicatedBackend:
         h = self._health[i]
         return h.failures >= self.down_after and self._clock() - h.last_failure < self.probe_interval
 
-    def _read_order(self) -> list[int]:
+    def _read_order(self, name: str | None = None) -> list[int]:
         indices = range(len(self.replicas))
-        return [i for i in indices if not self._down(i)] + [i for i in indices if self._down(i)]
+        order = [i for i in indices if not self._down(i)] + [i for i in indices if self._down(i)]
+        damaged = self._damaged.get(name, ()) if name is not None else ()
+        return [i for i in order if i not in damaged] + [i for i in order if i in damaged]
+
+    def _mark_damaged(self, i: int, name: str) -> None:
+        with self._lock:
+            self._damaged.setdefault(name, set()).add(i)
+
+    @property
+    def damaged_copies(self) -> dict[str, list[str]]:
+        """Replicas found holding damaged copies in this session: location -> names (repair with sync)."""
+        with self._lock:
+            out: dict[str, list[str]] = {}
+            for name, indices in self._damaged.items():
+                for i in indices:
+                    out.setdefault(self.replicas[i].location, []).append(name)
+        return {loc: sorted(names) for loc, names in out.items()}
 
     # -- writes --------------------------------------------------------------------------
 
     def _on_all(self, op: str, name: str, fn: Callable[[Backend], None]) -> None:
-        """Run ``fn`` on every replica in parallel and apply the write policy."""
-        skip = self.write_policy == "continue"
+        """Run ``fn`` on every replica in parallel and apply the write policy.
+
+        Locks are the exception: one replica holding a lock is enough (writers
+        list the union of all replicas), so a replica that is down never stops
+        a restore or verify from taking its lock, and is not lagging for it.
+        """
+        is_lock = name.startswith("locks/")
+        skip = self.write_policy == "continue" or is_lock
         futures: dict[int, Future[None]] = {}
         errors: dict[int, str] = {}
         transient: dict[int, bool] = {}
@@ -196,14 +240,18 @@ class ReplicatedBackend:
         if not errors:
             return
         done = len(self.replicas) - len(errors)
-        if self.write_policy == "all" or done == 0:
+        if (self.write_policy == "all" and not is_lock) or done == 0:
             detail = "; ".join(errors[i] for i in sorted(errors))
             raise BackendError(
                 f"{self.location}: {op} {name} failed on {len(errors)} of {len(self.replicas)} replica(s): {detail}",
                 transient=all(transient.values()),
             )
         for i in sorted(errors):
-            self._record_lag(i, name, errors[i])
+            if is_lock:
+                log.warning("%s: %s %s: not on replica %s: %s", self.location, op, name,
+                            self.replicas[i].location, errors[i])
+                continue
+            self._record_lag(i, name, errors[i], skipped=i not in futures)
             log.warning("%s: %s %s: replica %s is now lagging: %s",
                         self.location, op, name, self.replicas[i].location, errors[i])
 
@@ -231,13 +279,18 @@ class ReplicatedBackend:
         missing: list[str] = []
         failed: list[tuple[str, bool]] = []
         corrupt: list[str] = []
-        for i in self._read_order():
+        short: list[bytes] = []
+        for i in self._read_order(name):
             r = self.replicas[i]
             try:
                 result = fn(r)
             except ObjectNotFound as e:
                 self._ok(i)
                 missing.append(_message(e))
+                continue
+            except _ShortRead as e:
+                self._ok(i)
+                short.append(e.data)
                 continue
             except _REPLICA_ERRORS as e:
                 self._failed(i)
@@ -248,13 +301,16 @@ class ReplicatedBackend:
             if check is not None and not check(result):
                 msg = f"{r.location}: {name} is damaged (its SHA-256 does not match its name)"
                 corrupt.append(msg)
+                self._mark_damaged(i, name)
                 log.warning("%s: %s; trying the next replica", self.location, msg)
                 continue
-            if missing or failed or corrupt:
+            if missing or failed or corrupt or short:
                 with self._lock:
                     self.failovers[r.location] += 1
                 log.info("%s: %s %s served by %s", self.location, op, name, r.location)
             return result
+        if short:  # no replica had more: the range reaches past the end of the object
+            return cast(T, max(short, key=len))
         if failed:
             detail = "; ".join([m for m, _t in failed] + missing + corrupt)
             raise BackendError(f"{self.location}: cannot {op} {name} from any replica: {detail}",
@@ -269,7 +325,46 @@ class ReplicatedBackend:
         return self._first("read", name, lambda r: r.get(name), check)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        return self._first("read", name, lambda r: r.get_range(name, offset, length))
+        def read(r: Backend) -> bytes:
+            data = r.get_range(name, offset, length)
+            if len(data) < length:
+                # The end of the object, or a truncated copy: another replica tells which.
+                raise _ShortRead(data)
+            return data
+
+        return self._first("read", name, read)
+
+    def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
+        """The range from a replica whose whole copy verifies, after the caller found the bytes it got damaged.
+
+        Replicas whose copy does not hash to ``name`` are marked, so later
+        reads of it go elsewhere. ``None`` when no replica has a good copy (or
+        the name is not content-addressed, so no copy can be told good).
+        """
+        if not content_addressed(name):
+            return None
+        with self._lock:
+            good = self._verified.get(name)
+        if good is not None:
+            try:
+                return self.replicas[good].get_range(name, offset, length)
+            except _REPLICA_ERRORS:
+                pass
+        for i in self._read_order(name):
+            r = self.replicas[i]
+            try:
+                data = r.get(name)
+            except _REPLICA_ERRORS:
+                continue
+            if content_ok(name, data):
+                with self._lock:
+                    self._verified[name] = i
+                    self.failovers[r.location] += 1
+                return data[offset : offset + length]
+            log.warning("%s: %s: %s is damaged (its SHA-256 does not match its name); trying the next replica",
+                        self.location, r.location, name)
+            self._mark_damaged(i, name)
+        return None
 
     def stat(self, name: str) -> ObjectInfo:
         return self._first("stat", name, lambda r: r.stat(name))
@@ -294,12 +389,16 @@ class ReplicatedBackend:
                            transient=True)
 
     def list(self, namespace: str) -> Iterator[ObjectInfo]:
-        futures = [self._pool.submit(lambda r=r: list(r.list(namespace))) for r in self.replicas]
+        # A replica that is down is not waited for (its objects cannot be read now anyway).
+        indices = [i for i in range(len(self.replicas)) if not self._down(i)] or list(range(len(self.replicas)))
+        futures = {i: self._pool.submit(lambda r=self.replicas[i]: list(r.list(namespace))) for i in indices}
         merged: dict[str, ObjectInfo] = {}
+        answers: dict[int, list[ObjectInfo]] = {}
+        disagree: set[str] = set()
         errors: list[str] = []
-        for i, fut in enumerate(futures):
+        for i, fut in futures.items():
             try:
-                infos = fut.result()
+                infos = answers[i] = fut.result()
             except _REPLICA_ERRORS as e:
                 self._failed(i)
                 errors.append(_message(e))
@@ -308,11 +407,39 @@ class ReplicatedBackend:
                 continue
             self._ok(i)
             for info in infos:
-                merged.setdefault(info.name, info)
-        if len(errors) == len(self.replicas):
+                first = merged.setdefault(info.name, info)
+                if first.size != info.size:
+                    disagree.add(info.name)
+        if len(errors) == len(futures):
             raise BackendError(f"{self.location}: cannot list {namespace} on any replica: {'; '.join(errors)}",
                                transient=True)
+        if disagree:
+            # A truncated or damaged copy must not set the size readers see: settle it (see _resolve_size).
+            by_replica = {i: {info.name: info.size for info in infos if info.name in disagree}
+                          for i, infos in answers.items()}
+            for name in disagree:
+                holders = [i for i in by_replica if name in by_replica[i]]
+                size = _resolve_size(self.replicas, name, holders, [by_replica[i][name] for i in holders])
+                if size is not None:
+                    merged[name] = ObjectInfo(name, size)
         yield from merged.values()
+
+    def unreachable(self) -> dict[str, str]:
+        """Replicas that do not answer right now (location -> error), asked in parallel.
+
+        Lets a writer under ``write_policy="all"`` stop before doing any work
+        rather than at its first write.
+        """
+        futures = {i: self._pool.submit(r.exists, "config") for i, r in enumerate(self.replicas)}
+        out: dict[str, str] = {}
+        for i, fut in futures.items():
+            try:
+                fut.result()
+                self._ok(i)
+            except _REPLICA_ERRORS as e:
+                self._failed(i)
+                out[self.replicas[i].location] = _message(e)
+        return out
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -534,6 +661,8 @@ def sync_replicas(
 
     work: list[str] = []
     for name, holders in union.items():
+        if name.startswith("locks/"):
+            continue  # a lock belongs to one running process; a copied one would outlive it
         sizes = {inventories[i][name] for i in holders}  # type: ignore[index]
         if len(holders) < len(live) or len(sizes) > 1 or any((i, name) in corrupt for i in holders):
             work.append(name)

@@ -14,6 +14,14 @@ absent object is not an error. ``create`` is not retried (a half-created
 location would then look "not empty"). A listing that breaks midway is
 restarted and objects already yielded are skipped.
 
+``read_attempts`` (default: ``attempts``) bounds reads separately: a replica
+of a replicated repository retries little, because another replica can serve
+the read at once.
+
+A range read that comes back shorter than asked is checked with ``stat``: if
+the object is longer, the read was cut off in transit and is retried (the last
+attempt returns what it got, so the caller's integrity checks decide).
+
 Retries are logged on the ``haeedge.backends`` logger at WARNING with the
 location, operation, object name and the error message; backends never put
 secrets into those.
@@ -35,6 +43,7 @@ log = logging.getLogger("haeedge.backends")
 
 T = TypeVar("T")
 
+_READS = frozenset({"read", "list", "stat"})
 _TRANSIENT_ERRNOS = frozenset({
     errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT,
     errno.EAGAIN, errno.EINTR, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETRESET,
@@ -66,12 +75,14 @@ class RetryingBackend:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        read_attempts: int | None = None,
     ):
-        if attempts < 1:
+        if attempts < 1 or (read_attempts is not None and read_attempts < 1):
             raise ValueError("attempts must be at least 1")
         self.inner = inner
         self.location = inner.location
         self.attempts = attempts
+        self.read_attempts = read_attempts or attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_total = max_total
@@ -85,6 +96,7 @@ class RetryingBackend:
         return self._rng() * min(self.max_delay, self.base_delay * (2 ** (failures - 1)))
 
     def _call(self, op: str, name: str | None, fn: Callable[[], T]) -> T:
+        attempts = self.read_attempts if op in _READS else self.attempts
         start = self._clock()
         failures = 0
         while True:
@@ -97,13 +109,13 @@ class RetryingBackend:
                 delay = self._delay(failures)
                 elapsed = self._clock() - start
                 what = f"{op} {name}" if name else op
-                if failures >= self.attempts or elapsed + delay > self.max_total:
+                if failures >= attempts or elapsed + delay > self.max_total:
                     log.error("%s: %s failed after %d attempt(s) in %.1fs: %s",
                               self.location, what, failures, elapsed, e)
                     raise self._give_up(e, failures) from e
                 self.retries += 1
                 log.warning("%s: %s failed (%s); retry %d of %d in %.2fs",
-                            self.location, what, e, failures, self.attempts - 1, delay)
+                            self.location, what, e, failures, attempts - 1, delay)
                 self._sleep(delay)
 
     def _give_up(self, e: Exception, failures: int) -> BackendError:
@@ -122,7 +134,20 @@ class RetryingBackend:
         return self._call("read", name, lambda: self.inner.get(name))
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        return self._call("read", name, lambda: self.inner.get_range(name, offset, length))
+        tries = 0
+
+        def read() -> bytes:
+            nonlocal tries
+            tries += 1
+            data = self.inner.get_range(name, offset, length)
+            if len(data) < length and tries < self.read_attempts:
+                size = self.inner.stat(name).size
+                if size > offset + len(data):
+                    raise BackendError(f"{self.location}: read of {name} was cut short ({len(data)} of "
+                                       f"{min(length, size - offset)} bytes at offset {offset})", transient=True)
+            return data
+
+        return self._call("read", name, read)
 
     def list(self, namespace: str) -> Iterator[ObjectInfo]:
         seen: set[str] = set()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from haeedge import __version__
-from haeedge.cli.context import AppContext
+from haeedge.cli.context import AppContext, redact_location
+from haeedge.monitoring import current_run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -16,13 +17,38 @@ from haeedge.cli.context import AppContext
               help="Read the repository password from the first line of FILE. [env: HAEEDGE_PASSWORD_FILE]")
 @click.option("--password-command", envvar="HAEEDGE_PASSWORD_COMMAND", metavar="CMD",
               help="Run CMD (no shell) and use the first line it prints. [env: HAEEDGE_PASSWORD_COMMAND]")
+@click.option("--identity-file", envvar="HAEEDGE_IDENTITY_FILE", metavar="FILE",
+              help="Open the repository with this OpenPGP secret key (gpg --export-secret-keys) instead of a "
+                   "password; its passphrase, if any, comes from the password options. [env: HAEEDGE_IDENTITY_FILE]")
 @click.option("--json", "json_", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors (for cron).")
 @click.option("-v", "--verbose", count=True, help="Print more detail.")
 @click.option("--no-progress", is_flag=True, help="Never show a progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("--replica-policy", type=click.Choice(["fail", "continue"]), envvar="HAEEDGE_REPLICA_POLICY",
+              help="With several -r locations: when one cannot be written, fail (the default), or continue and "
+                   "report it as lagging (repair with 'haeedge sync'). [env: HAEEDGE_REPLICA_POLICY]")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="sftp://: trust and record the host key of a server not yet in known_hosts (a changed key "
+                   "is still refused).")
+@click.option("--sftp-key-file", envvar="HAEEDGE_SFTP_KEY_FILE", metavar="FILE",
+              help="sftp://: private key to log in with (default: ssh-agent and ~/.ssh/id_*). "
+                   "[env: HAEEDGE_SFTP_KEY_FILE]")
+@click.option("--sftp-known-hosts", envvar="HAEEDGE_SFTP_KNOWN_HOSTS", metavar="FILE",
+              help="sftp://: known_hosts file to verify host keys against (default ~/.ssh/known_hosts). "
+                   "[env: HAEEDGE_SFTP_KNOWN_HOSTS]")
+@click.option("-c", "--config", "config_file", envvar="HAEEDGE_CONFIG", metavar="FILE",
+              help="Take defaults from this YAML file (see config.example.yaml). [env: HAEEDGE_CONFIG]")
+@click.option("--profile", envvar="HAEEDGE_PROFILE", metavar="NAME",
+              help="The config file's profile to use. [env: HAEEDGE_PROFILE]")
+@click.option("--log-file", envvar="HAEEDGE_LOG_FILE", metavar="FILE",
+              help="Append one line per run with its outcome to FILE. [env: HAEEDGE_LOG_FILE]")
+@click.option("--metrics-file", envvar="HAEEDGE_METRICS_FILE", metavar="FILE",
+              help="Write Prometheus textfile metrics (node_exporter) to FILE. [env: HAEEDGE_METRICS_FILE]")
 @click.pass_context
-def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet, verbose, no_progress, debug):
+def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet, verbose, no_progress, debug,
+        replica_policy, accept_new_host_key, sftp_key_file, sftp_known_hosts, config_file, profile, log_file,
+        metrics_file, identity_file):
     """Encrypted, deduplicated backups in OpenPGP format.
 
     \b
@@ -33,7 +59,21 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
     if isinstance(repos, str):
         repos = [repos]
     ctx.obj = AppContext(repos=list(repos or []), password_file=password_file, password_command=password_command,
-                         json=json_, quiet=quiet, verbose=verbose, debug=debug, progress_enabled=not no_progress)
+                         identity_file=identity_file,
+                         json=json_, quiet=quiet, verbose=verbose, debug=debug, progress_enabled=not no_progress,
+                         replica_policy="continue" if replica_policy == "continue" else "all",
+                         accept_new_host_key=accept_new_host_key, sftp_key_file=sftp_key_file,
+                         sftp_known_hosts=sftp_known_hosts)
+    # The profile lies under the command line; main() reads the run's outcome for hooks, metrics and the log.
+    run = current_run()
+    run.command = ctx.invoked_subcommand or ""
+    run.log_file, run.metrics_file = log_file, metrics_file
+    ctx.obj.run = run
+    if config_file or profile:
+        from haeedge.config_file import apply_profile  # YAML costs import time; only load it when used
+
+        apply_profile(ctx, ctx.obj, config_file, profile)
+    run.repository = redact_location(ctx.obj.repos[0]) if ctx.obj.repos else ""
 
 
 def _register() -> None:

@@ -16,16 +16,25 @@ from haeedge.repo.repository import Repository
 @click.option("--chunk-min", type=int, default=512 * 1024, show_default=True, hidden=True)
 @click.option("--chunk-avg", type=int, default=1024 * 1024, show_default=True, hidden=True)
 @click.option("--chunk-max", type=int, default=8 * 1024 * 1024, show_default=True, hidden=True)
+@click.option("--recipient-file", metavar="CERT",
+              help="Make a write-only repository: file contents can be read only with the secret key of this "
+                   "OpenPGP certificate (gpg --export --armor KEYID). The password given here opens a "
+                   "write-only key for this host: it can back up, not restore.")
+@click.option("--host", help="With --recipient-file: the host name the write-only key signs snapshots for "
+                             "(default: this machine's name).")
 @json_option
 @pass_app
-def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, chunk_max: int) -> None:
+def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, chunk_max: int,
+            recipient_file: str | None, host: str | None) -> None:
     """Create a new repository.
 
     \b
-    Example:
+    Examples:
       haeedge -r /srv/backup --password-file ~/.haeedge-pw init
+      haeedge -r /srv/backup --password-file /etc/haeedge/pw init --recipient-file owner.asc
     """
     import os
+    import socket
 
     from haeedge.cli.cmd_backup import parse_compression
 
@@ -37,6 +46,23 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
     level = parse_compression(compression)
     backend = app.backend()
     config = RepositoryConfig(repository_id=os.urandom(32).hex(), chunker=params, compression_level=level)
+    if recipient_file:
+        from haeedge.keymgmt import init_write_only, read_certificate
+
+        cert = read_certificate(recipient_file)
+        host = host or socket.gethostname()
+        password = app.read_password(confirm=True, purpose=f"new password of the write-only key for host {host}")
+        repo, writer_slot = init_write_only(backend, config, cert, password, host)
+        app.out(f"created write-only repository {config.repository_id[:8]} at {backend.location}")
+        app.out(f"file contents can be read only with the secret key of {cert.fingerprint_hex}")
+        app.out(f"this password opens a write-only key for host {host}: it can back up, not restore")
+        app.out("restore with: haeedge --identity-file OWNER-SECRET.asc restore ...")
+        app.emit({"repository_id": config.repository_id, "location": backend.location,
+                  "key_slot": repo.slot.slot_id, "writer_key_slot": writer_slot, "host": host,
+                  "recipient_fingerprint": cert.fingerprint_hex})
+        return
+    if host:
+        raise click.BadParameter("--host goes with --recipient-file", param_hint="--host")
     password = app.read_password(confirm=True, purpose="new repository password")
     repo = Repository.init(backend, password, config=config)
     app.out(f"created repository {config.repository_id[:8]} at {backend.location}")

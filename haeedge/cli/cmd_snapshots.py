@@ -29,6 +29,8 @@ def command(app: AppContext, hosts, tags, paths) -> None:
     """
     with app.open_repo(lock=None, load_index=False) as repo:
         snaps = repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True))
+        registry = repo.registry()  # who signed each snapshot (repo/signing.py)
+        signed = {s.id: registry.check_snapshot(s) for s in snaps}
     if hosts:
         snaps = [s for s in snaps if s.host in hosts]
     if tags:
@@ -36,13 +38,17 @@ def command(app: AppContext, hosts, tags, paths) -> None:
     if paths:
         snaps = [s for s in snaps if set(paths) <= set(s.paths)]
     if app.json:
-        app.emit([snapshot_json(s) for s in snaps])
+        app.emit([{**snapshot_json(s), "signature": signed[s.id].to_json()} for s in snaps])
         return
     rows = []
     for s in snaps:
         chain = s.chain_root[:8] if s.kind != "full" else "-"
         rows.append([s.short_id, s.time[:19].replace("T", " "), s.host, s.kind, chain,
                      human_size(s.summary.get("bytes_total", 0)), human_size(s.summary.get("bytes_added", 0)),
-                     ",".join(s.tags), " ".join(s.paths)])
-    app.out(table(["ID", "Time (UTC)", "Host", "Kind", "Chain", "Size", "Added", "Tags", "Paths"], rows))
+                     ",".join(s.tags), signed[s.id].label(), " ".join(s.paths)])
+    app.out(table(["ID", "Time (UTC)", "Host", "Kind", "Chain", "Size", "Added", "Tags", "Signed by", "Paths"], rows))
+    bad = [s for s in snaps if not signed[s.id].ok]
+    if bad:
+        click.echo(f"warning: {len(bad)} snapshots are unsigned or not signed by a key the owner trusts for their "
+                   "host ('haeedge verify' explains each)", err=True)
     app.out(f"{len(snaps)} snapshots")

@@ -27,12 +27,14 @@ def command(app: AppContext, read_data, read_data_subset) -> None:
       haeedge verify --read-data-subset 3/10
     """
     progress = app.progress()
-    with app.open_repo(lock="shared", command="verify") as repo:
+    # The checker loads the index itself, so that a damaged index object is reported, not fatal.
+    with app.open_repo(lock="shared", command="verify", load_index=False) as repo:
         report = Checker(repo, progress).run(read_data=read_data, subset=read_data_subset)
     if app.json:
         app.emit({"message_type": "summary", "ok": report.ok, "snapshots": report.snapshots, "packs": report.packs,
                   "packs_read": report.packs_read, "blobs_checked": report.blobs_checked,
-                  "bytes_read": report.bytes_read, "findings": [f.to_json() for f in report.findings]})
+                  "bytes_read": report.bytes_read, "findings": [f.to_json() for f in report.findings],
+                  **({"replicas": report.replicas} if report.replicas else {})})
     else:
         for f in report.findings:
             if f.severity == "warning" and not app.verbose:
@@ -47,6 +49,12 @@ def command(app: AppContext, read_data, read_data_subset) -> None:
         app.out(f"checked {report.snapshots} snapshots, {report.packs} packs"
                 + (f", read {report.packs_read} packs ({human_size(report.bytes_read)}, "
                    f"{report.blobs_checked} blobs)" if report.packs_read else ""))
+        for r in report.replicas:
+            problems = [f"{len(r[k])} {label}" for k, label in (("missing", "missing"), ("size_mismatch", "wrong size"),
+                                                                 ("damaged", "damaged")) if r[k]]
+            if r["error"]:
+                problems.append(f"could not be checked: {r['error']}")
+            app.out(f"replica {r['location']}: {r['objects']} objects, " + (", ".join(problems) or "ok"))
         if report.ok:
             app.out("no errors found" + (f" ({warnings} warnings; -v shows them)" if warnings else ""))
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -14,6 +15,7 @@ import click
 
 from haeedge.backends import open_backend
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
+from haeedge.monitoring import RunOutcome
 from haeedge.repo.repository import Credentials, Repository
 from haeedge.ui.format import emit_json
 from haeedge.ui.progress import JsonLinesProgress, TerminalProgress
@@ -24,6 +26,9 @@ class AppContext:
     repos: list[str] = field(default_factory=list)
     password_file: str | None = None
     password_command: str | None = None
+    #: --identity-file / HAEEDGE_IDENTITY_FILE: an OpenPGP secret key that opens the repository instead
+    #: of a password (its own passphrase, when it has one, comes from the password options).
+    identity_file: str | None = None
     json: bool = False
     quiet: bool = False
     verbose: int = 0
@@ -34,6 +39,12 @@ class AppContext:
     backend_options: dict[str, dict] = field(default_factory=dict)
     #: What a write does when a replica is down: "all" (fail) or "continue" (report it lagging).
     replica_policy: str = "all"
+    #: sftp:// settings from the command line; they override the config file's per-location options.
+    accept_new_host_key: bool = False
+    sftp_key_file: str | None = None
+    sftp_known_hosts: str | None = None
+    #: This invocation's outcome, reported by main() to hooks, metrics and the log file.
+    run: RunOutcome = field(default_factory=RunOutcome)
 
     # ------------------------------------------------------------------ secrets
 
@@ -47,9 +58,9 @@ class AppContext:
                 raise UsageError(f"cannot read password file {self.password_file}: {e.strerror}") from None
             if not pw:
                 raise UsageError(f"password file {self.password_file} is empty")
-            return pw
+            return self._secret(pw)
         if self.password_command:
-            return run_password_command(self.password_command)
+            return self._secret(run_password_command(self.password_command))
         if not sys.stdin.isatty():
             raise UsageError("no password given and no terminal to ask on",
                              hint="use --password-file, --password-command or HAEEDGE_PASSWORD_FILE")
@@ -62,9 +73,20 @@ class AppContext:
                 raise UsageError("passwords do not match")
         if not pw:
             raise UsageError("empty passwords are not allowed")
+        return self._secret(pw)
+
+    def _secret(self, pw: bytes) -> bytes:
+        """Remember the password so that hooks, logs and metrics can scrub it."""
+        self.run.add_secret(pw)
         return pw
 
     def credentials(self) -> Credentials:
+        """A secret key (--identity-file) or else a password: what opens a key slot."""
+        if self.identity_file:
+            from haeedge.keymgmt import load_identity
+
+            return Credentials(pkesk_decryptors=load_identity(
+                self.identity_file, lambda purpose: self.read_password(purpose=purpose)))
         return Credentials(passphrases=[self.read_password()])
 
     # ------------------------------------------------------------------ repository
@@ -77,18 +99,41 @@ class AppContext:
     def backend(self):
         """The repository's storage: one location, or several replicated (``-r`` repeated)."""
         self.location()
-        backends = [open_location(loc, self.backend_options.get(loc)) for loc in self.repos]
-        if len(backends) == 1:
+        return self.open_locations(self.repos)
+
+    def open_locations(self, locations: list[str]):
+        """One backend for ``locations`` (replicated when several), with this run's options."""
+        replicated = len(locations) > 1
+        backends = [open_location(loc, self.location_options(loc), replicated=replicated) for loc in locations]
+        if not replicated:
             return backends[0]
         from haeedge.backends.replicated import ReplicatedBackend
 
         return ReplicatedBackend(backends, write_policy=self.replica_policy)
 
+    def location_options(self, location: str) -> dict:
+        """The config file's options for ``location``, overridden by sftp flags given on the command line."""
+        options = dict(self.backend_options.get(location) or {})
+        if location.lower().startswith("sftp://"):
+            if self.sftp_key_file:
+                options["key_file"] = self.sftp_key_file
+            if self.sftp_known_hosts:
+                options["known_hosts"] = self.sftp_known_hosts
+            if self.accept_new_host_key:
+                options["accept_new_host_key"] = True
+        return options
+
     @contextmanager
-    def open_repo(self, *, lock: str | None = "shared", command: str = "", load_index: bool = True):
-        backend = self.backend()
+    def open_repo(self, *, lock: str | None = "shared", command: str = "", load_index: bool = True, backend=None):
+        """Open (and lock) the repository; ``backend``: one already opened by the caller."""
+        backend = backend or self.backend()
         repo = Repository.open(backend, self.credentials())
         try:
+            if repo.keys.is_writer:  # refuse up front what a write-only key cannot do
+                from haeedge.keymgmt import check_command
+
+                ctx = click.get_current_context(silent=True)
+                check_command(repo, ctx.command_path.split()[1] if ctx and " " in ctx.command_path else command)
             if lock is None:
                 if load_index:
                     repo.load_index()
@@ -119,14 +164,22 @@ class AppContext:
             emit_json(obj)
 
 
-def open_location(location: str, options: dict | None = None):
-    """One location with retries for transient errors (and injected faults when HAEEDGE_FAULTS is set)."""
+def open_location(location: str, options: dict | None = None, *, replicated: bool = False):
+    """One location with retries for transient errors (and injected faults when HAEEDGE_FAULTS is set).
+
+    A replica of a replicated repository retries a failed read only once:
+    another replica can serve it at once, while a dead one would otherwise
+    hold every read for the whole backoff (about 20 s against a stopped S3).
+    Writes keep the full retries, since the write policy needs every replica.
+    """
     from haeedge.backends.faulty import wrap_from_env
     from haeedge.backends.retry import RetryingBackend
 
+    if replicated and location.lower().startswith(("s3://", "s3a://")):
+        options = {"retries": 1, **(options or {})}  # botocore's own retries would hide a dead replica too
     backend = wrap_from_env(open_backend(location, options))
     if "://" in location and not location.startswith("file://"):
-        backend = RetryingBackend(backend, attempts=5, max_total=120)
+        backend = RetryingBackend(backend, attempts=5, max_total=120, read_attempts=2 if replicated else None)
     return backend
 
 
@@ -143,7 +196,37 @@ def run_password_command(command: str) -> bytes:
     return pw
 
 
-pass_app = click.make_pass_decorator(AppContext)
+_pass_app = click.make_pass_decorator(AppContext)
+
+
+def pass_app(f):
+    """Pass the AppContext, and note that a command body really ran (``--help`` alone is not a run)."""
+
+    @functools.wraps(f)
+    def wrapper(app: AppContext, *args, **kwargs):
+        app.run.invoked = True
+        return f(app, *args, **kwargs)
+
+    return _pass_app(wrapper)
+
+
+def redact_location(location: str) -> str:
+    """A location without any ``user:password@`` part, fit for logs and metrics."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in location:
+        return location
+    try:
+        parts = urlsplit(location)
+        if parts.password is None:
+            return location
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = f"{parts.username}@" if parts.username else ""
+        return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return location.split("://", 1)[0] + "://..."
 
 
 def json_option(f):

@@ -58,17 +58,17 @@ class BlobIndex:
         cap = 1024
         while cap * 3 < max(capacity_hint, 1) * 4:
             cap *= 2
-        self._slots = array("I", bytes(4 * cap))
-        self._mask = cap - 1
+        # (slots, mask) as one attribute: readers in other threads see both or neither change.
+        self._table = (array("I", bytes(4 * cap)), cap - 1)
 
     def __len__(self) -> int:
         return self._count
 
     def memory_bytes(self) -> int:
-        return len(self._records) + len(self._slots) * 4 + len(self._pack_ids) * 100
+        return len(self._records) + len(self._table[0]) * 4 + len(self._pack_ids) * 100
 
     def _grow(self) -> None:
-        cap = len(self._slots) * 2
+        cap = len(self._table[0]) * 2
         slots = array("I", bytes(4 * cap))
         mask = cap - 1
         rec = self._records
@@ -77,11 +77,11 @@ class BlobIndex:
             while slots[h]:
                 h = (h + 1) & mask
             slots[h] = i + 1
-        self._slots, self._mask = slots, mask
+        self._table = (slots, mask)
 
     def _find(self, blob_id: bytes) -> int:
         """Record number, or -1."""
-        slots, mask, rec = self._slots, self._mask, self._records
+        (slots, mask), rec = self._table, self._records
         h = int.from_bytes(blob_id[:8], "little") & mask
         while True:
             s = slots[h]
@@ -110,7 +110,7 @@ class BlobIndex:
             raise ValueError("blob ids are 32 bytes")
         if self._find(blob_id) >= 0:
             return False
-        if (self._count + 1) * 4 > len(self._slots) * 3:
+        if (self._count + 1) * 4 > len(self._table[0]) * 3:
             self._grow()
         flags = raw_length & _RAW_MASK
         if compression:
@@ -118,7 +118,7 @@ class BlobIndex:
         if blob_type == BLOB_TREE:
             flags |= _FLAG_TREE
         self._records += _RECORD.pack(blob_id, pack_no, offset, length, flags)
-        slots, mask = self._slots, self._mask
+        slots, mask = self._table
         h = int.from_bytes(blob_id[:8], "little") & mask
         while slots[h]:
             h = (h + 1) & mask

@@ -66,24 +66,26 @@ class PackBuilder:
     """Accumulates sealed blobs in memory until the pack is full."""
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        # One growing buffer: the blobs are copied once, and the pack is never joined again.
+        self.buffer = bytearray()
         self.entries: list[PackEntry] = []
-        self.size = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.buffer)
 
     def add(self, blob_type: int, compression: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(blob_type, compression, blob_id, self.size, len(sealed), raw_length))
-        self.parts.append(sealed)
-        self.size += len(sealed)
+        self.entries.append(PackEntry(blob_type, compression, blob_id, len(self.buffer), len(sealed), raw_length))
+        self.buffer += sealed
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self, sealed_header: bytes) -> tuple[str, bytes]:
+    def finish(self, sealed_header: bytes) -> tuple[str, bytearray]:
         """(pack id, pack bytes). The id is the SHA-256 of the bytes."""
-        self.parts.append(sealed_header)
-        self.parts.append(struct.pack("<I", len(sealed_header)))
-        data = b"".join(self.parts)
-        self.parts = []
+        self.buffer += sealed_header
+        self.buffer += struct.pack("<I", len(sealed_header))
+        data, self.buffer = self.buffer, bytearray()
         return hashlib.sha256(data).hexdigest(), data
 
 

@@ -13,11 +13,13 @@ import hashlib
 import hmac
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import zstandard
 
@@ -39,7 +41,22 @@ from haeedge.errors import (
 from haeedge.repo import lock as locking
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.index import BlobIndex, BlobLocation, IndexPack, decode_index, encode_index
-from haeedge.repo.keys import KeySlot, MasterKeys, open_slot, seal_slot_for_passphrase, wrong_password
+from haeedge.repo.keys import (
+    KIND_CERTIFICATE,
+    KIND_PASSPHRASE,
+    CachingDecryptor,
+    KeySlot,
+    MasterKeys,
+    NotInWriterView,
+    SlotMalformed,
+    key_object_kind,
+    needs_identity,
+    now_iso,
+    open_slot,
+    seal_slot_for_certificate,
+    seal_slot_for_passphrase,
+    wrong_password,
+)
 from haeedge.repo.pack import (
     BLOB_DATA,
     BLOB_TREE,
@@ -55,12 +72,19 @@ from haeedge.repo.pack import (
 from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot
 from haeedge.repo.tree import TreeWriter, iter_tree, merge_chain
 
+if TYPE_CHECKING:
+    from haeedge.crypto.pubkey import Certificate
+    from haeedge.repo.keys import SessionSealer
+    from haeedge.repo.signing import Signer, SignerRegistry
+
 log = logging.getLogger("haeedge.repository")
 
 #: Which master key seals which kind of object.
 KEY_FOR_BLOB = {BLOB_DATA: "content", BLOB_TREE: "tree"}
 MAX_META_OBJECT = 512 << 20
 INDEX_CHECKPOINT_PACKS = 32
+#: ... or this often, so an interrupted backup loses at most a minute of uploads.
+INDEX_CHECKPOINT_SECONDS = 60.0
 
 
 @dataclass
@@ -125,8 +149,9 @@ class Repository:
         self._pending_ids: set[bytes] = set()
         self._builders: dict[int, PackBuilder] = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
         self._unindexed: list[IndexPack] = []
+        self._last_checkpoint = time.monotonic()
         self._uploads: list[Future] = []
-        self._upload_slots = threading.BoundedSemaphore(4)
+        self._upload_slots = threading.BoundedSemaphore(2)
         self._uploader: ThreadPoolExecutor | None = None
         self._sealers: dict[str, PassphraseSealer] = {}
         self._keyrings: dict[str, Keyring] = {}
@@ -136,18 +161,33 @@ class Repository:
     # ------------------------------------------------------------------ creation / opening
 
     @classmethod
-    def init(cls, backend: Backend, passphrase: bytes, *, config: RepositoryConfig | None = None,
-             keys: MasterKeys | None = None, s2k_count_byte: int = 0xFF) -> Repository:
+    def init(cls, backend: Backend, passphrase: bytes | None, *, config: RepositoryConfig | None = None,
+             keys: MasterKeys | None = None, s2k_count_byte: int = 0xFF, owner_cert: Certificate | None = None,
+             label: str = "") -> Repository:
+        """A new repository whose first (owner) slot opens with ``passphrase``, or with the secret key
+        of ``owner_cert``. The owner slot also carries the repository's owner signing key."""
         if backend.exists("config"):
             raise RepositoryExists(f"{backend.location}: a repository already exists here")
         keys = keys or MasterKeys.generate()
         config = config or RepositoryConfig(repository_id=os.urandom(32).hex())
+        if keys.signing_key is None:
+            from haeedge.repo.signing import generate_key
+
+            keys.signing_key = generate_key(f"haeedge repository owner {config.repository_id[:16]}")
+        if owner_cert is not None:
+            slot, kind = seal_slot_for_certificate(keys, config.repository_id, owner_cert, label=label), \
+                KIND_CERTIFICATE
+        elif passphrase is not None:
+            slot, kind = seal_slot_for_passphrase(keys, config.repository_id, passphrase, label=label,
+                                                  count_byte=s2k_count_byte), KIND_PASSPHRASE
+        else:
+            raise UsageError("a new repository needs a password or an owner certificate")
         backend.create()
         repo = cls(backend, config, keys)
-        slot = seal_slot_for_passphrase(keys, config.repository_id, passphrase, count_byte=s2k_count_byte)
         slot_id = repo.put_object("keys", slot)
+        repo.slot = KeySlot(slot_id, config.repository_id, keys, now_iso(), socket.gethostname(), kind, label)
+        repo.register_slot(repo.slot, owner_cert)
         backend.put("config", repo.seal("meta", config.to_bytes()))
-        repo.slot = KeySlot(slot_id, config.repository_id, keys, "", "", "passphrase")
         return repo
 
     @classmethod
@@ -159,16 +199,40 @@ class Repository:
                                      hint="create one with 'haeedge init'") from None
         keyring = credentials.keyring()
         slot = None
+        malformed: SlotMalformed | None = None
+        damaged: list[str] = []
         for info in sorted(backend.list("keys"), key=lambda i: i.name):
-            data = backend.get(info.name)
-            _check_content_name(info.name, data)
-            slot = open_slot(object_id_of(info.name), data, keyring)
+            # One damaged or hostile object in keys/ must not lock everybody out: skip it, say so.
+            try:
+                data = backend.get(info.name)
+                _check_content_name(info.name, data)
+                if key_object_kind(data) == "record":
+                    continue  # key records are sealed with meta, not with a credential
+                slot = open_slot(object_id_of(info.name), data, keyring)
+            except ObjectNotFound:
+                continue  # removed meanwhile
+            except SlotMalformed as e:
+                malformed = malformed or e
+                continue
+            except IntegrityError as e:
+                log.warning("skipping key object %s: %s", info.name, e)
+                damaged.append(info.name)
+                continue
             if slot is not None:
                 break
         if slot is None:
+            if malformed is not None:
+                raise malformed
+            if damaged:  # the damaged one may be the slot these credentials open
+                raise IntegrityError(f"no key slot opens with these credentials, and {', '.join(damaged)} "
+                                     "is damaged", hint="if that was your slot, use another credential")
             raise wrong_password()
         repo = cls(backend, RepositoryConfig(repository_id=slot.repository_id), slot.keys, slot)
-        config = RepositoryConfig.from_bytes(repo.open_sealed("meta", config_sealed, limit=1 << 20))
+        repo._identity = tuple(CachingDecryptor(d) for d in credentials.pkesk_decryptors)
+        try:
+            config = RepositoryConfig.from_bytes(repo.open_sealed("meta", config_sealed, limit=1 << 20))
+        except IntegrityError as e:  # name the object: "a meta object" alone sends nobody to config
+            raise IntegrityError(f"config: {e}", hint=e.hint) from e
         if config.repository_id != slot.repository_id:
             raise FormatError("key slot belongs to another repository")
         repo.config = config
@@ -183,28 +247,76 @@ class Repository:
 
     # ------------------------------------------------------------------ sealing
 
-    def sealer(self, key_name: str) -> PassphraseSealer:
+    #: PKESK decryptors of the secret keys given with --identity-file (set by open()).
+    _identity: tuple = ()
+    _signer_loaded: list | None = None  # [Signer | None] once the slot's signing key is unlocked
+    _registry_cache: SignerRegistry | None = None
+    _seal_lock = threading.Lock()
+
+    def sealer(self, key_name: str) -> PassphraseSealer | SessionSealer:
+        """What seals ``key_name`` objects: ``.seal(data)`` -> one complete OpenPGP message.
+
+        Owners: a PassphraseSealer over the master key (as always). Writers, for
+        data and tree blobs: one session key per run behind one PKESK per owner
+        certificate (tree blobs add a SKESK with the host's tree key, so the
+        writer can read its own host's file lists for incremental backups).
+        """
         s = self._sealers.get(key_name)
         if s is None:
+            if self.keys.is_writer and key_name in ("content", "tree"):
+                with self._seal_lock:
+                    s = self._sealers.get(key_name)
+                    if s is None:
+                        from haeedge.repo.keys import writer_sealer
+
+                        own = self.keys.passphrase("tree") if key_name == "tree" else None
+                        s = self._sealers[key_name] = writer_sealer(self.writer_recipients(), own)
+                return s
             try:
                 s = self._sealers[key_name] = PassphraseSealer(self.keys.passphrase(key_name))
             except KeyError:
                 raise NoReadAccess(f"this credential cannot write {key_name} objects") from None
         return s
 
+    def writer_recipients(self) -> list[Certificate]:
+        """Whom a writer encrypts to: the owner's certificate slots per the owner-signed key records,
+        else the certificates stored in the writer's own slot."""
+        certs = self.registry().recipients()
+        if certs:
+            return certs
+        from haeedge.crypto.pubkey import parse_certificate
+
+        return [parse_certificate(c) for c in self.keys.recipients]
+
     def seal(self, key_name: str, data: bytes | memoryview) -> bytes:
         return self.sealer(key_name).seal(data)
 
     def keyring(self, key_name: str) -> Keyring:
+        """What opens ``key_name`` objects. Reading blobs a writer sealed needs a secret key
+        (--identity-file); without one, such a blob raises NoReadAccess saying so."""
         k = self._keyrings.get(key_name)
         if k is None:
             try:
-                k = self._keyrings[key_name] = Keyring([self.keys.passphrase(key_name)])
+                passphrases = [self.keys.passphrase(key_name)]
             except KeyError:
                 raise NoReadAccess(
-                    f"this credential cannot read {'file contents' if key_name == 'content' else key_name} "
-                    "(a write-only key); use the owner's key to restore") from None
+                    f"this is a write-only key: it holds no '{key_name}' key, so it cannot decrypt "
+                    f"{'file contents' if key_name == 'content' else key_name + ' objects'}",
+                    hint="restore with the owner's key: --identity-file OWNER-SECRET.asc (or an owner password)"
+                ) from None
+            decryptors: list = []
+            if key_name in ("content", "tree") and not self.keys.is_writer:
+                decryptors = list(self._identity) or [needs_identity]
+            k = self._keyrings[key_name] = Keyring(passphrases, decryptors)
         return k
+
+    def require_reader(self, what: str) -> None:
+        """Refuse early, with one clear line, what a write-only key cannot do."""
+        if self.keys.is_writer:
+            host = f" for host {self.slot.host}" if self.slot is not None and self.slot.host else ""
+            raise NoReadAccess(f"{what} needs to read backed-up data, but this is a write-only key{host}: "
+                               "it holds no 'content' key",
+                               hint="use the owner's key: --identity-file OWNER-SECRET.asc (or an owner password)")
 
     def open_sealed(self, key_name: str, data: bytes | memoryview, limit: int = MAX_META_OBJECT) -> bytes:
         try:
@@ -217,8 +329,21 @@ class Repository:
     def put_object(self, namespace: str, data: bytes) -> str:
         oid = hashlib.sha256(data).hexdigest()
         if not self.dry_run:
-            self.backend.put(f"{namespace}/{oid}", data)
+            self.put_named(f"{namespace}/{oid}", data)
         return oid
+
+    def put_named(self, name: str, data: bytes | memoryview) -> None:
+        """Store an object; when the store fails, remove what a non-atomic store may have left.
+
+        A torn object would fail its name check forever; nothing refers to a
+        name whose write failed, so removing it is always safe.
+        """
+        try:
+            self.backend.put(name, data)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.backend.delete(name)
+            raise
 
     def get_object(self, name: str) -> bytes:
         data = self.backend.get(name)
@@ -281,6 +406,19 @@ class Repository:
             if len(packed) < raw_len:
                 stored, compression = packed, COMPRESSION_ZSTD
         sealed = self.seal(KEY_FOR_BLOB[blob_type], stored)
+        self._append(blob_type, compression, bid, sealed, raw_len)
+        return bid, True
+
+    def add_sealed_blob(self, blob_type: int, blob_id: bytes, compression: int, sealed: bytes, raw_len: int) -> bool:
+        """Pack a blob sealed elsewhere (a worker process); False when it is already stored."""
+        with self._mutex:
+            if blob_id in self.index or blob_id in self._pending_ids:
+                return False
+            self._pending_ids.add(blob_id)
+        self._append(blob_type, compression, blob_id, sealed, raw_len)
+        return True
+
+    def _append(self, blob_type: int, compression: int, bid: bytes, sealed: bytes, raw_len: int) -> None:
         full: PackBuilder | None = None
         with self._mutex:
             builder = self._builders[blob_type]
@@ -298,7 +436,6 @@ class Repository:
             self.stats.stored_bytes_added += len(sealed)
         if full is not None:
             self._submit_pack(full)
-        return bid, True
 
     def _submit_pack(self, builder: PackBuilder) -> None:
         if self._uploader is None:
@@ -319,14 +456,16 @@ class Repository:
             header = self.seal("meta", encode_header(builder.entries))
             pack_id, data = builder.finish(header)
             if not self.dry_run:
-                self.backend.put(data_name(pack_id), data)
+                self.put_named(data_name(pack_id), data)
             with self.stats.lock:
                 self.stats.packs_written += 1
             checkpoint: list[IndexPack] = []
             with self._mutex:
                 self._unindexed.append(IndexPack(pack_id, len(data), builder.entries))
-                if len(self._unindexed) >= INDEX_CHECKPOINT_PACKS:
+                if (len(self._unindexed) >= INDEX_CHECKPOINT_PACKS
+                        or time.monotonic() - self._last_checkpoint >= INDEX_CHECKPOINT_SECONDS):
                     checkpoint, self._unindexed = self._unindexed, []
+                    self._last_checkpoint = time.monotonic()
             if checkpoint:
                 self._commit_index(checkpoint)
         finally:
@@ -367,7 +506,12 @@ class Repository:
     def abort_writes(self) -> None:
         """Drop unfinished packs after a failure; uploaded ones stay for reuse or prune."""
         with self._mutex:
+            dropped = self._builders
             self._builders = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
+            # Blobs of dropped packs were never stored: forget that they were promised.
+            for builder in dropped.values():
+                for e in builder.entries:
+                    self._pending_ids.discard(e.blob_id)
         with contextlib.suppress(Exception):
             self._wait_uploads()
 
@@ -386,7 +530,22 @@ class Repository:
         return self.decode_blob(blob_id, loc, sealed)
 
     def decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
-        """Open, decompress and check a sealed blob against its keyed id."""
+        """Open, decompress and check a sealed blob against its keyed id.
+
+        On a replicated repository, damaged bytes from one replica are not
+        final: ``recover_range`` re-reads the blob from a replica whose whole
+        pack verifies (a range alone cannot be hashed by the backend).
+        """
+        try:
+            return self._decode_blob(blob_id, loc, sealed)
+        except IntegrityError:
+            recover = getattr(self.backend, "recover_range", None)
+            good = recover(data_name(loc.pack_id), loc.offset, loc.length) if recover is not None else None
+            if good is None:
+                raise
+            return self._decode_blob(blob_id, loc, good)
+
+    def _decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
         key_name = KEY_FOR_BLOB[loc.blob_type]
         try:
             stored = decrypt_message(sealed, self.keyring(key_name), limit=MAX_BLOB_RAW)
@@ -397,6 +556,12 @@ class Repository:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} in pack {loc.pack_id[:16]}: {e}") from e
         if loc.compression == COMPRESSION_ZSTD:
             try:
+                # zstd allocates what the frame header declares and ignores max_output_size then:
+                # a frame that declares more than the index allows is a decompression bomb.
+                declared = zstandard.frame_content_size(stored)
+                if declared not in (-1, loc.raw_length):
+                    raise IntegrityError(f"blob {blob_id.hex()[:16]} in pack {loc.pack_id[:16]}: compressed data "
+                                         f"declares {declared} bytes, the index {loc.raw_length}")
                 raw = _decompressor().decompress(stored, max_output_size=loc.raw_length)
             except zstandard.ZstdError as e:
                 raise IntegrityError(f"blob {blob_id.hex()[:16]}: bad compressed data ({e})") from e
@@ -437,6 +602,17 @@ class Repository:
     # ------------------------------------------------------------------ snapshots
 
     def save_snapshot(self, snap: Snapshot) -> str:
+        """Sign (with this credential's key; see repo/signing.py) and store a snapshot."""
+        signer = self.signer()
+        if signer is not None:
+            from haeedge.repo.signing import sign_snapshot
+
+            sign_snapshot(signer, snap)
+            if self.keys.is_writer and self.slot is not None and self.slot.host and snap.host != self.slot.host:
+                log.warning("this write-only key is registered for host %s; verify will flag a snapshot "
+                            "that claims host %s", self.slot.host, snap.host)
+        else:
+            snap.signer = snap.signature = None  # a stale signature would only look like tampering
         oid = self.put_object("snapshots", self.seal("meta", snap.to_bytes()))
         snap.id = oid
         self._snapshot_cache[oid] = snap
@@ -446,15 +622,17 @@ class Repository:
         return sorted(object_id_of(i.name) for i in self.backend.list("snapshots"))
 
     def load_snapshot(self, snapshot_id: str) -> Snapshot:
-        cached = self._snapshot_cache.get(snapshot_id)
-        if cached is not None:
-            return cached
-        try:
-            data = self.get_object(f"snapshots/{snapshot_id}")
-        except ObjectNotFound:
-            raise SnapshotNotFound(f"snapshot {snapshot_id[:16]} does not exist") from None
-        snap = Snapshot.from_bytes(self.open_sealed("meta", data, limit=64 << 20), snapshot_id)
-        self._snapshot_cache[snapshot_id] = snap
+        """One snapshot (cached). A write-only key gets NotInWriterView for other hosts' snapshots."""
+        snap = self._snapshot_cache.get(snapshot_id)
+        if snap is None:
+            try:
+                data = self.get_object(f"snapshots/{snapshot_id}")
+            except ObjectNotFound:
+                raise SnapshotNotFound(f"snapshot {snapshot_id[:16]} does not exist") from None
+            snap = Snapshot.from_bytes(self.open_sealed("meta", data, limit=64 << 20), snapshot_id)
+            self._snapshot_cache[snapshot_id] = snap
+        if self.keys.is_writer:
+            self._check_writer_view(snap)
         return snap
 
     def list_snapshots(self, on_error: Callable[[str, HaeedgeError], None] | None = None) -> list[Snapshot]:
@@ -465,6 +643,8 @@ class Repository:
         def load(sid: str) -> Snapshot | None:
             try:
                 return self.load_snapshot(sid)
+            except NotInWriterView:
+                return None  # a write-only key lists only its own host's snapshots
             except (IntegrityError, BackendError) as e:
                 if on_error is None:
                     raise
@@ -477,6 +657,17 @@ class Repository:
                     out.append(s)
         out.sort(key=lambda s: (s.time, s.id))
         return out
+
+    def _check_writer_view(self, snap: Snapshot) -> None:
+        """A write-only key sees only its own host's snapshots, validly signed by that host's writer
+        keys: only their file lists are readable to it (not the owner's rewrites, not other hosts'
+        snapshots or forgeries), so only they can be listed, or be the parent of an incremental."""
+        host = self.slot.host if self.slot is not None else ""
+        st = self.registry().check_snapshot(snap)
+        if not (st.ok and st.role == "writer" and st.host == host == snap.host):
+            raise NotInWriterView(f"snapshot {snap.short_id} (host {snap.host}) was not written by this host's "
+                                  f"write-only keys; a write-only key for host {host} reads only its own "
+                                  "host's snapshots", hint="use the owner's key: --identity-file OWNER-SECRET.asc")
 
     def resolve_snapshot(self, ref: str, *, host: str | None = None, paths: list[str] | None = None) -> Snapshot:
         """A snapshot by id, unique id prefix, or ``latest`` (optionally for a host / paths)."""
@@ -568,9 +759,49 @@ class Repository:
 
     # ------------------------------------------------------------------ key slots
 
-    def add_passphrase_slot(self, passphrase: bytes, label: str = "") -> str:
-        return self.put_object("keys", seal_slot_for_passphrase(self.keys, self.config.repository_id, passphrase,
-                                                                label=label))
+    def add_passphrase_slot(self, passphrase: bytes, label: str = "", *, count_byte: int = 0xFF) -> str:
+        """Another owner slot (same keys, same owner signing key) opened by ``passphrase``; registered."""
+        slot_id = self.put_object("keys", seal_slot_for_passphrase(self.keys, self.config.repository_id, passphrase,
+                                                                   label=label, count_byte=count_byte))
+        self.register_slot(KeySlot(slot_id, self.config.repository_id, self.keys, now_iso(), socket.gethostname(),
+                                   KIND_PASSPHRASE, label))
+        return slot_id
+
+    def register_slot(self, slot: KeySlot, recipient: Certificate | None = None) -> str | None:
+        """Write the owner-signed key record of ``slot`` (docs/format.md 3.2); None without a signing key."""
+        from haeedge.crypto.pubkey import load_secret_key
+        from haeedge.repo.signing import write_record
+
+        if slot.keys.signing_key is None or self.signer() is None:
+            return None
+        cert = load_secret_key(slot.keys.signing_key).cert
+        return write_record(self, slot.slot_id, slot.kind, slot.keys.role, label=slot.label, host=slot.host,
+                            signing_cert=cert.raw, signing_fingerprint=cert.fingerprint_hex,
+                            recipient_cert=recipient.raw if recipient is not None else None,
+                            recipient_fingerprint=recipient.fingerprint_hex if recipient is not None else None,
+                            created=slot.created or None)
+
+    def signer(self) -> Signer | None:
+        """This credential's signing key (None for slots made before snapshots were signed)."""
+        if self._signer_loaded is None:
+            signer = None
+            if self.keys.signing_key is not None:
+                from haeedge.repo.signing import Signer
+
+                signer = Signer(self.keys.signing_key)
+            self._signer_loaded = [signer]
+        return self._signer_loaded[0]
+
+    def registry(self) -> SignerRegistry:
+        """The owner-signed key records: trusted signers per host, writers' recipients (cached)."""
+        if self._registry_cache is None:
+            from haeedge.repo.signing import load_registry
+
+            self._registry_cache = load_registry(self)
+        return self._registry_cache
+
+    def forget_registry(self) -> None:
+        self._registry_cache = None
 
 
 def _hex_id(h: str) -> bytes:

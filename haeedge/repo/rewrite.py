@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from haeedge.repo.repository import Repository
+from haeedge.repo.signing import before_rewrite
 from haeedge.repo.snapshot import KIND_FULL, Snapshot
 
 
@@ -72,6 +73,7 @@ def rewrite_snapshots(
             new.parent = parent_new.id
             new.chain = parent_new.chain_root
             new.depth = parent_new.depth + 1
+        before_rewrite(repo, old, new)  # the rewriter (an owner) re-signs: see repo/signing.py
         repo.save_snapshot(new)
         new_of[sid] = new
     mapping = {old: new.id for old, new in new_of.items()}

@@ -39,8 +39,21 @@ class Snapshot:
     program: str = ""
     id: str = ""  # filled when loaded or saved; not part of the document
     extra: dict = field(default_factory=dict)
+    #: Fingerprint (hex) of the key that signed the snapshot, and its armored detached signature
+    #: over ``signed_bytes()``; see haeedge/repo/signing.py.
+    signer: str | None = None
+    signature: str | None = None
 
     def to_bytes(self) -> bytes:
+        return json.dumps(self.to_doc(), sort_keys=True, separators=(",", ":")).encode()
+
+    def signed_bytes(self) -> bytes:
+        """What the signature covers: the canonical document without its ``signature`` field."""
+        doc = self.to_doc()
+        doc.pop("signature", None)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    def to_doc(self) -> dict:
         doc = {
             "haeedge_snapshot": SNAPSHOT_VERSION,
             "time": self.time,
@@ -57,7 +70,11 @@ class Snapshot:
             "program": self.program,
             **self.extra,
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        if self.signer is not None:
+            doc["signer"] = self.signer
+        if self.signature is not None:
+            doc["signature"] = self.signature
+        return doc
 
     @classmethod
     def from_bytes(cls, data: bytes, snapshot_id: str) -> Snapshot:
@@ -82,7 +99,11 @@ class Snapshot:
             paths = [str(p) for p in doc["paths"]]
             tags = [str(t) for t in doc.get("tags", [])]
             known = {"haeedge_snapshot", "time", "host", "username", "paths", "tags", "kind", "parent", "chain",
-                     "depth", "tree", "summary", "program"}
+                     "depth", "tree", "summary", "program", "signer", "signature"}
+            signer, signature = doc.get("signer"), doc.get("signature")
+            if (signer is not None and not isinstance(signer, str)) or (
+                    signature is not None and not isinstance(signature, str)):
+                raise ValueError("bad signer or signature field")
             summary = doc.get("summary", {})
             if not isinstance(summary, dict):
                 raise ValueError("bad summary")
@@ -90,7 +111,7 @@ class Snapshot:
             return cls(time=str(doc["time"]), host=str(doc["host"]), paths=paths, kind=kind, tree=tree,
                        parent=parent, chain=chain, depth=depth, tags=tags, username=str(doc.get("username", "")),
                        summary=summary, program=str(doc.get("program", "")), id=snapshot_id,
-                       extra={k: v for k, v in doc.items() if k not in known})
+                       extra={k: v for k, v in doc.items() if k not in known}, signer=signer, signature=signature)
         except (ValueError, KeyError, TypeError) as e:
             raise FormatError(f"snapshot {snapshot_id[:12]} is malformed: {e}") from e
 

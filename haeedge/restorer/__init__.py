@@ -16,15 +16,19 @@ that are all zeros are skipped, so sparse files stay sparse.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
+import grp
 import os
+import pwd
 import stat
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, UsageError
@@ -34,10 +38,16 @@ from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
 
-BATCH_BYTES = 256 << 20
-BATCH_FILES = 20_000
+BATCH_BYTES = 128 << 20
+BATCH_FILES = 5_000
 MERGE_GAP = 1 << 20
 _ZERO = bytes(8 << 20)
+#: Zero runs this long, aligned in the file, are left as holes (sparse files stay sparse).
+SPARSE_BLOCK = 64 << 10
+_ZERO_BLOCK = bytes(SPARSE_BLOCK)
+#: Paths at least this long are reached through directory descriptors: a system
+#: call takes at most PATH_MAX (4096) bytes, and TARGET + a stored path may be longer.
+LONG_PATH = 3072
 
 
 @dataclass
@@ -71,6 +81,8 @@ class _FileJob:
     remaining: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     failed: bool = False
+    #: One chunk: created, written and finished in one go by the data phase.
+    simple: bool = False
 
 
 class Restorer:
@@ -82,11 +94,14 @@ class Restorer:
         self.target = os.fsencode(os.path.abspath(options.target))
         self.owners = (os.geteuid() == 0) if options.owners is None else options.owners
         self._dirs_ok: set[bytes] = set()
+        #: Directories this run created: nothing can be in the way inside them.
+        self._fresh: set[bytes] = set()
         self._dir_meta: list[tuple[bytes, dict]] = []
         self._symlinks: list[tuple[bytes, dict]] = []
         self._hardlinks: list[tuple[bytes, str]] = []
         self._link_sources: dict[str, bytes] = {}
         self._result_lock = threading.Lock()
+        self._in_flight: list[tuple[list, list[_FileJob]]] = []
 
     # ------------------------------------------------------------------ selection
 
@@ -131,6 +146,8 @@ class Restorer:
     def run(self, snap: Snapshot) -> RestoreResult:
         if not self.opts.dry_run:
             try:
+                if not os.path.lexists(self.target) or (os.path.isdir(self.target) and not os.listdir(self.target)):
+                    self._fresh.add(b"")
                 os.makedirs(self.target, exist_ok=True)
             except OSError as e:
                 raise UsageError(f"cannot create target {os.fsdecode(self.target)}: {e.strerror}") from None
@@ -162,6 +179,8 @@ class Restorer:
                         batch, batch_bytes = [], 0
             if batch:
                 self._restore_batch(batch)
+            while self._in_flight:
+                self._settle_batch()
         if not self.opts.dry_run:
             self._finish_links()
             self._finish_dirs()
@@ -192,19 +211,26 @@ class Restorer:
 
     def _ensure_parent(self, rel: bytes) -> None:
         """Every directory from the target down to ``rel``'s parent is a real directory."""
+        missing = []
         parent = rel.rpartition(b"/")[0]
-        if not parent or parent in self._dirs_ok:
-            return
-        self._ensure_parent(parent)
-        self._make_dir(parent)
+        while parent and parent not in self._dirs_ok:  # a loop, not recursion: trees nest thousands deep
+            missing.append(parent)
+            parent = parent.rpartition(b"/")[0]
+        for d in reversed(missing):
+            self._make_dir(d)
 
     def _make_dir(self, rel: bytes) -> None:
         path = self._abs(rel)
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        st = os.lstat(path)
+        with _at(path) as (dir_fd, name):
+            try:
+                os.mkdir(name, 0o700, dir_fd=dir_fd)
+                if rel.rpartition(b"/")[0] in self._fresh:
+                    self._fresh.add(rel)
+                    self._dirs_ok.add(rel)
+                    return
+            except FileExistsError:
+                pass
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
             if stat.S_ISLNK(st.st_mode):
                 raise _Unsafe("refusing to restore through an existing symlink")
@@ -226,7 +252,8 @@ class Restorer:
             self._symlinks.append((path, entry))
             self.result.others += 1
             return None
-        _remove_existing(path)
+        if rel.rpartition(b"/")[0] not in self._fresh:
+            _remove_existing(path)
         if kind == "file":
             group = entry.get("hardlink")
             if group is not None and group in self._link_sources:
@@ -241,7 +268,9 @@ class Restorer:
             self.result.bytes += size
             if entry.get("damaged") and not chunks:
                 return None
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            if len(chunks) == 1:
+                return _FileJob(rel, path, entry, 1, simple=True)
+            fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 if size:
                     os.ftruncate(fd, size)
@@ -254,16 +283,17 @@ class Restorer:
             return _FileJob(rel, path, entry, len(chunks))
         self.result.others += 1
         mode = int(entry.get("mode", 0o600)) & 0o7777
-        if kind == "fifo":
-            os.mkfifo(path, mode)
-        elif kind == "socket":
-            os.mknod(path, stat.S_IFSOCK | mode)
-        elif kind in ("chardev", "blockdev"):
-            if not self.opts.devices:
-                self._warn(f"{os.fsdecode(rel)}: device node skipped (restore with --devices, as root)", skipped=True)
-                return None
-            fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
-            os.mknod(path, fmt | mode, int(entry.get("rdev", 0)))
+        if kind in ("chardev", "blockdev") and not self.opts.devices:
+            self._warn(f"{os.fsdecode(rel)}: device node skipped (restore with --devices, as root)", skipped=True)
+            return None
+        with _at(path) as (dir_fd, name):
+            if kind == "fifo":
+                os.mkfifo(name, mode, dir_fd=dir_fd)
+            elif kind == "socket":
+                os.mknod(name, stat.S_IFSOCK | mode, dir_fd=dir_fd)
+            elif kind in ("chardev", "blockdev"):
+                fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
+                os.mknod(name, fmt | mode, int(entry.get("rdev", 0)), dir_fd=dir_fd)
         self._apply_meta_path(path, entry)
         return None
 
@@ -292,6 +322,13 @@ class Restorer:
             if offset != int(job.entry.get("size", 0)):
                 self._fail(job, "chunk lengths do not add up to the file size")
         futures = [self._pool.submit(self._restore_pack, pack_id, blobs, targets) for pack_id, blobs in by_pack.items()]
+        # Plan the next batch while this one is written; at most two are in flight.
+        self._in_flight.append((futures, batch))
+        while len(self._in_flight) > 1:
+            self._settle_batch()
+
+    def _settle_batch(self) -> None:
+        futures, batch = self._in_flight.pop(0)
         for f in futures:
             f.result()
         for job in batch:
@@ -337,16 +374,14 @@ class Restorer:
     def _write(self, job: _FileJob, offset: int, raw: bytes, zero: bool) -> None:
         if job.failed:
             return
+        if job.simple:
+            self._write_simple(job, raw, zero)
+            return
         try:
             if not zero:
-                fd = os.open(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = _open(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
-                    view = memoryview(raw)
-                    pos = offset
-                    while view:
-                        n = os.pwrite(fd, view, pos)
-                        view = view[n:]
-                        pos += n
+                    _pwrite_sparse(fd, raw, offset)
                 finally:
                     os.close(fd)
             self.progress.advance(nbytes=len(raw))
@@ -356,6 +391,21 @@ class Restorer:
             if done:
                 self._apply_meta_path(job.path, job.entry)
                 self.progress.advance(files=1)
+        except OSError as e:
+            self._fail(job, e.strerror or str(e))
+
+    def _write_simple(self, job: _FileJob, raw: bytes, zero: bool) -> None:
+        try:
+            fd = _open(job.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, len(raw))
+                if not zero:
+                    _pwrite_sparse(fd, raw, 0)
+                self._apply_meta_fd(fd, job.path, job.entry)
+            finally:
+                os.close(fd)
+            job.remaining = 0
+            self.progress.advance(files=1, nbytes=len(raw))
         except OSError as e:
             self._fail(job, e.strerror or str(e))
 
@@ -371,18 +421,26 @@ class Restorer:
     # ------------------------------------------------------------------ metadata
 
     def _apply_meta_fd(self, fd: int, path: bytes, entry: dict) -> None:
-        self._apply_meta_path(path, entry)
+        try:
+            if self.owners:
+                os.fchown(fd, *_owner_ids(entry))
+            os.fchmod(fd, int(entry.get("mode", 0o600)) & 0o7777)
+            mtime = int(entry.get("mtime_ns", 0))
+            os.utime(fd, ns=(mtime, mtime))
+        except OSError as e:
+            self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
 
     def _apply_meta_path(self, path: bytes, entry: dict, follow: bool = False) -> None:
         try:
-            if self.owners:
-                uid, gid = _owner_ids(entry)
-                os.chown(path, uid, gid, follow_symlinks=False)
-            if entry["type"] != "symlink":
-                # Never a symlink here: those are created last and skip this branch.
-                os.chmod(path, int(entry.get("mode", 0o600)) & 0o7777)
-            mtime = int(entry.get("mtime_ns", 0))
-            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+            with _at(path) as (dir_fd, name):
+                if self.owners:
+                    uid, gid = _owner_ids(entry)
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+                if entry["type"] != "symlink":
+                    # Never a symlink here: those are created last and skip this branch.
+                    os.chmod(name, int(entry.get("mode", 0o600)) & 0o7777, dir_fd=dir_fd)
+                mtime = int(entry.get("mtime_ns", 0))
+                os.utime(name, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
         except OSError as e:
             self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
 
@@ -393,9 +451,12 @@ class Restorer:
                 continue
             try:
                 _remove_existing(path)
-                os.link(src, path, follow_symlinks=False)
+                with _at(src) as (src_fd, src_name), _at(path) as (dst_fd, dst_name):
+                    os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
             except OSError as e:
                 self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot create hardlink: {e.strerror}")
+            except _Unsafe as e:
+                self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: hardlink not created: {e}", skipped=True)
         # Symlinks come last: nothing is written after them, so nothing can pass through one.
         for path, entry in self._symlinks:
             target = get_bytes_field(entry, "target")
@@ -404,10 +465,13 @@ class Restorer:
                 continue
             try:
                 _remove_existing(path)
-                os.symlink(target, path)
+                with _at(path) as (dir_fd, name):
+                    os.symlink(target, name, dir_fd=dir_fd)
                 self._apply_meta_path(path, entry)
             except OSError as e:
                 self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot create symlink: {e.strerror}")
+            except _Unsafe as e:
+                self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: symlink not created: {e}", skipped=True)
 
     def _finish_dirs(self) -> None:
         for path, entry in sorted(self._dir_meta, key=lambda pe: pe[0].count(b"/"), reverse=True):
@@ -419,35 +483,112 @@ class _Unsafe(Exception):
 
 
 def _remove_existing(path: bytes) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+    with _at(path) as (dir_fd, name):
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise _Unsafe("a directory is in the way")
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+
+
+def _pwrite_sparse(fd: int, raw: bytes | memoryview, offset: int) -> None:
+    """Write ``raw`` at ``offset`` but skip whole zero blocks (aligned in the file): they stay holes.
+
+    The file must already read as zeros there (freshly created and truncated to size).
+    """
+    if not isinstance(raw, bytes):
+        raw = bytes(raw)
+    n = len(raw)
+    runs = []
+    start = 0
+    b = (-offset) % SPARSE_BLOCK  # first block boundary inside ``raw``
+    while b + SPARSE_BLOCK <= n:
+        if raw.startswith(_ZERO_BLOCK, b):  # memcmp in C, no copy
+            if b > start:
+                runs.append((start, b))
+            start = b + SPARSE_BLOCK
+        b += SPARSE_BLOCK
+    if start < n:
+        runs.append((start, n))
+    view = memoryview(raw)
+    for lo, hi in runs:
+        part = view[lo:hi]
+        pos = offset + lo
+        while part:
+            w = os.pwrite(fd, part, pos)
+            part = part[w:]
+            pos += w
+
+
+@contextlib.contextmanager
+def _at(path: bytes) -> Iterator[tuple[int | None, bytes]]:
+    """(dir_fd, name) for the *at() system calls, for a path of any length.
+
+    Short paths are used as they are (dir_fd None). For longer ones the parent is
+    opened from a short prefix one component at a time with O_NOFOLLOW, so no
+    symlink is followed on the way (the restorer checked every directory it made).
+    """
+    if len(path) < LONG_PATH:
+        yield None, path
         return
-    if stat.S_ISDIR(st.st_mode):
-        raise _Unsafe("a directory is in the way")
+    parent, _, name = path.rpartition(b"/")
+    fd = _open_dir(parent)
     try:
-        os.unlink(path)
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise
+        yield fd, name
+    finally:
+        os.close(fd)
+
+
+def _open_dir(path: bytes) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    cut = path.rfind(b"/", 1, LONG_PATH)
+    fd = os.open(path[:cut] if cut > 0 else b"/", flags)
+    try:
+        for comp in path[cut + 1 :].split(b"/"):
+            if comp:
+                nfd = os.open(comp, flags | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open(path: bytes, flags: int, mode: int = 0o777) -> int:
+    with _at(path) as (dir_fd, name):
+        return os.open(name, flags, mode, dir_fd=dir_fd)
 
 
 def _owner_ids(entry: dict) -> tuple[int, int]:
     """Names win over numbers when this machine knows them (like tar)."""
-    import grp
-    import pwd
-
     uid = int(entry.get("uid", -1))
     gid = int(entry.get("gid", -1))
     user, group = entry.get("user"), entry.get("group")
     if user:
-        try:
-            uid = pwd.getpwnam(user).pw_uid
-        except KeyError:
-            pass
+        uid = _uid_of(user, uid)
     if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            pass
+        gid = _gid_of(group, gid)
     return uid, gid
+
+
+@lru_cache(maxsize=4096)
+def _uid_of(name: str, default: int) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return default
+
+
+@lru_cache(maxsize=4096)
+def _gid_of(name: str, default: int) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return default

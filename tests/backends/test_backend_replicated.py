@@ -77,8 +77,15 @@ def test_a_corrupted_object_is_served_from_the_other_replica(tmp_path: Path,
         assert rep.get(name) == data
     assert any("damaged" in r.getMessage() and a.location in r.getMessage() for r in caplog.records)
     assert rep.failovers[b.location] == 1
-    # A range cannot be hashed: it comes from the first replica that answers (documented).
-    assert rep.get_range(name, 1230, 10) == bytes(damaged[1230:1240])
+    # Once a copy is known damaged, ranges of that object come from the other replicas first.
+    assert rep.get_range(name, 1230, 10) == data[1230:1240]
+    assert rep.damaged_copies == {a.location: [name]}
+    # A range alone cannot be hashed: a fresh session reads it from the first replica,
+    # and recover_range (called when the caller finds the bytes bad) finds the good copy.
+    fresh = ReplicatedBackend([a, b])
+    assert fresh.get_range(name, 1230, 10) == bytes(damaged[1230:1240])
+    assert fresh.recover_range(name, 1230, 10) == data[1230:1240]
+    assert fresh.get_range(name, 1230, 10) == data[1230:1240]
 
 
 def test_damaged_or_missing_everywhere(tmp_path: Path) -> None:

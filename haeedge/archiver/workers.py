@@ -1,0 +1,201 @@
+"""The expensive half of backup, runnable in worker processes.
+
+Reading, chunking, HMAC, zstd and AES-CFB cost most of a backup's CPU, and
+AES-CFB in ``cryptography`` holds the GIL, so threads top out near one core.
+Workers are forked after the index is loaded (they share it copy-on-write),
+read whole batches of files, skip chunks the repository already had, and
+return sealed blobs. The main process stays the only dedup authority: it
+packs a blob only if no other worker sent it first, so two workers sealing
+the same new chunk cost CPU, never storage. Workers never touch the backend,
+so network clients are never forked.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import stat
+import threading
+from dataclasses import dataclass, field
+
+import zstandard
+
+from haeedge.chunking import Chunker, _read_full, chunk_boundaries
+from haeedge.crypto.openpgp import PassphraseSealer
+from haeedge.repo.index import BlobIndex
+from haeedge.repo.pack import COMPRESSION_NONE, COMPRESSION_ZSTD
+
+#: A worker returns after about this many bytes of one file, so no result
+#: (sealed blobs travel back in it) grows with the file; the next segment
+#: restarts at the last chunk boundary, which gives the same chunks.
+SEGMENT_BYTES = 8 << 20
+
+
+@dataclass(slots=True)
+class FileJob:
+    abspath: bytes
+    inode: int
+    mtime_ns: int
+    offset: int = 0
+
+
+@dataclass(slots=True)
+class FileOutcome:
+    chunks: list | None
+    size: int = 0
+    read_bytes: int = 0
+    changed_while_reading: bool = False
+    error: str | None = None
+    #: Where the next segment starts; None when the file was read to its end.
+    next_offset: int | None = None
+
+
+@dataclass(slots=True)
+class NewBlob:
+    blob_id: bytes
+    compression: int
+    sealed: bytes
+    raw_length: int
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[FileOutcome]
+    blobs: list[NewBlob] = field(default_factory=list)
+
+
+class ChunkStore:
+    """Per-process state: keys, chunker and the ids known when the process started."""
+
+    def __init__(self, blob_id_key: bytes, sealer: PassphraseSealer, chunker: Chunker, compression_level: int,
+                 known: BlobIndex):
+        self.blob_id_key = blob_id_key
+        self.sealer = sealer
+        self.chunker = chunker
+        self.level = compression_level
+        self.known = known
+        self.seen: set[bytes] = set()
+        # Per thread: in the thread fallback one ChunkStore serves several threads.
+        self._local = threading.local()
+
+    def _compress(self, data: memoryview) -> tuple[int, bytes | memoryview]:
+        if self.level <= 0 or len(data) <= 32:
+            return COMPRESSION_NONE, data
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
+        packed = compressor.compress(data)
+        if len(packed) < len(data):
+            return COMPRESSION_ZSTD, packed
+        return COMPRESSION_NONE, data
+
+    def _store(self, chunk: memoryview, blobs: list[NewBlob]) -> bytes:
+        bid = hmac.digest(self.blob_id_key, chunk, "sha256")
+        if bid in self.seen or bid in self.known:
+            return bid
+        self.seen.add(bid)
+        compression, stored = self._compress(chunk)
+        blobs.append(NewBlob(bid, compression, self.sealer.seal(stored), len(chunk)))
+        return bid
+
+    def process(self, jobs: list[FileJob]) -> BatchResult:
+        result = BatchResult([])
+        for job in jobs:
+            try:
+                result.outcomes.append(self._process_file(job, result.blobs))
+            except OSError as e:
+                result.outcomes.append(FileOutcome(None, error=e.strerror or str(e)))
+        # Ids sent once need not be sealed again by this process; the main process has them now.
+        return result
+
+    def _process_file(self, job: FileJob, blobs: list[NewBlob]) -> FileOutcome:
+        from haeedge.archiver.walker import open_long
+
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        noatime = getattr(os, "O_NOATIME", 0)
+        try:
+            fd = open_long(job.abspath, flags | noatime)
+        except PermissionError:
+            fd = open_long(job.abspath, flags)
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode) or before.st_ino != job.inode:
+                raise OSError(0, "file was replaced while the backup ran")
+            chunks: list = []
+            data = None
+            if job.offset == 0 and before.st_size < self.chunker.params.max_size:
+                data = _read_full(fd, before.st_size + 1)
+                if len(data) > before.st_size:  # grew while we looked: stream it
+                    data = None
+            if data is not None:
+                for chunk in self.chunker.chunks_of_bytes(data):
+                    chunks.append([self._store(chunk, blobs).hex(), len(chunk)])
+                size, next_offset = len(data), None
+            else:
+                size, next_offset = self._segment(fd, job.offset, chunks, blobs)
+            after = os.fstat(fd)
+            changed = after.st_mtime_ns != job.mtime_ns or before.st_mtime_ns != job.mtime_ns
+            if next_offset is None and after.st_size != job.offset + size:
+                changed = True
+            return FileOutcome(chunks, size, size, changed, None, next_offset)
+        finally:
+            os.close(fd)
+
+    def _segment(self, fd: int, offset: int, chunks: list, blobs: list[NewBlob]) -> tuple[int, int | None]:
+        """Chunk from ``offset`` (a chunk boundary) for about SEGMENT_BYTES; (bytes done, next offset).
+
+        One reused buffer of max chunk size + 1 MiB: the unfinished tail of each
+        read moves to its front and the next read fills the rest.
+        """
+        os.lseek(fd, offset, os.SEEK_SET)
+        params = self.chunker.params
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = bytearray(params.max_size + (1 << 20))
+        view = memoryview(buf)
+        done = 0
+        filled = 0
+        try:
+            while True:
+                eof = False
+                while filled < len(buf):
+                    n = os.readv(fd, [view[filled:]])
+                    if n == 0:
+                        eof = True
+                        break
+                    filled += n
+                data = view[:filled]
+                bounds = chunk_boundaries(data, params)
+                keep = filled
+                if not eof and bounds:
+                    keep = bounds.pop()[0]
+                for off, length in bounds:
+                    chunks.append([self._store(data[off : off + length], blobs).hex(), length])
+                    done += length
+                if eof:
+                    if keep < filled:
+                        chunks.append([self._store(data[keep:filled], blobs).hex(), filled - keep])
+                        done += filled - keep
+                    return done, None
+                if done >= SEGMENT_BYTES:
+                    return done, offset + done
+                tail = bytes(data[keep:filled])
+                buf[: len(tail)] = tail
+                filled = len(tail)
+        finally:
+            view.release()
+
+
+#: Set in the parent before the pool forks; each worker inherits it.
+_STATE: ChunkStore | None = None
+
+
+def set_worker_state(store: ChunkStore) -> None:
+    global _STATE
+    _STATE = store
+
+
+def run_batch(jobs: list[FileJob]) -> BatchResult:
+    """Entry point in a worker process."""
+    assert _STATE is not None, "worker state not set before fork"
+    return _STATE.process(jobs)

@@ -1,0 +1,67 @@
+"""haeedge copy"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
+from haeedge.copier import SnapshotCopier
+from haeedge.errors import ExitCode
+from haeedge.ui.format import human_size
+
+
+@click.command("copy")
+@click.argument("snapshots", nargs=-1, metavar="[SNAPSHOT]...")
+@click.option("--to", "to", multiple=True, required=True, metavar="LOCATION",
+              help="The target repository (repeat for a replicated one). It must exist ('haeedge init').")
+@click.option("--to-password-file", envvar="HAEEDGE_TO_PASSWORD_FILE", metavar="FILE",
+              help="The target's password (default: the source's). [env: HAEEDGE_TO_PASSWORD_FILE]")
+@json_option
+@pass_app
+def command(app: AppContext, snapshots, to, to_password_file) -> None:
+    """Copy snapshots, with the chains they belong to, into another repository.
+
+    Every chunk is decrypted with the source's keys and stored with the
+    target's, re-hashed with the target's id key, so what the target already
+    holds is not stored again. Without SNAPSHOT arguments every snapshot is
+    copied; snapshots copied before are skipped. Exits 4 when some snapshot
+    could not be copied because its data is damaged in the source.
+
+    \b
+    Examples:
+      haeedge -r /srv/backup copy --to sftp://fog1/srv/backup --to-password-file ~/.fog-pw
+      haeedge copy --to s3://bucket/offsite latest
+    """
+    target_app = dataclasses.replace(
+        app, repos=list(to),
+        password_file=to_password_file or app.password_file,
+        password_command=None if to_password_file else app.password_command)
+    progress = app.progress()
+    with app.open_repo(lock="shared", command="copy") as source:
+        selected = ([source.resolve_snapshot(ref) for ref in snapshots] if snapshots
+                    else source.list_snapshots())
+        with target_app.open_repo(lock="shared", command="copy") as target:
+            result = SnapshotCopier(source, target, progress).run(selected)
+    if app.json:
+        app.emit({"message_type": "summary",
+                  "copied": [{"source": s, "target": t} for s, t in result.copied],
+                  "skipped": [{"source": s, "target": t} for s, t in result.skipped],
+                  "failed": [{"source": s, "error": e} for s, e in result.failed],
+                  "chunks_read": result.chunks_read, "chunks_deduplicated": result.chunks_deduplicated,
+                  "raw_bytes_read": result.raw_bytes_read, "data_blobs_added": result.data_blobs_added,
+                  "tree_blobs_added": result.tree_blobs_added, "bytes_added": result.bytes_added})
+    else:
+        for s, t in result.copied:
+            app.out(f"copied {s[:8]} -> {t[:8]}")
+        for s, t in result.skipped:
+            app.out(f"skipped {s[:8]}: already copied as {t[:8]}")
+        app.out(f"{len(result.copied)} snapshots copied, {len(result.skipped)} already there; "
+                f"{result.chunks_read} chunks read ({human_size(result.raw_bytes_read)}), "
+                f"{result.chunks_deduplicated} already in the target; added {human_size(result.bytes_added)}")
+    for s, e in result.failed:
+        click.echo(f"haeedge: snapshot {s[:8]} not copied: {e}", err=True)
+    if result.failed:
+        app.run.error = f"{len(result.failed)} snapshots not copied"
+        fail_with(ExitCode.INTEGRITY)

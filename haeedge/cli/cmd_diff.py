@@ -1,0 +1,106 @@
+"""haeedge diff"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+
+from haeedge.cli.cmd_find import TreeBlobCache
+from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
+from haeedge.ui.format import human_size
+
+#: What a file *is*: a change here is a modification.
+CONTENT_FIELDS = ("type", "size", "rdev", "damaged")
+#: What restore sets besides the content: a change only here is "metadata only".
+#: ctime, inode and the hardlink key change whenever a file is copied or restored, so they are not compared.
+METADATA_FIELDS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "nlink")
+
+
+def classify(a: dict, b: dict) -> str | None:
+    """``modified``, ``metadata`` or None (same) for two entries at one path."""
+    if any(a.get(f) != b.get(f) for f in CONTENT_FIELDS):
+        return "modified"
+    if [c[0] for c in a.get("chunks") or ()] != [c[0] for c in b.get("chunks") or ()]:
+        return "modified"
+    if get_bytes_field(a, "target") != get_bytes_field(b, "target"):
+        return "modified"
+    if any(a.get(f) != b.get(f) for f in METADATA_FIELDS):
+        return "metadata"
+    return None
+
+
+def diff_entries(old: Iterator[dict], new: Iterator[dict]) -> Iterator[tuple[str, dict | None, dict | None]]:
+    """Merge two sorted file lists: (``added``|``removed``|``modified``|``metadata``, old, new)."""
+    a, b = next(old, None), next(new, None)
+    while a is not None or b is not None:
+        ka = sort_key(path_bytes(a)) if a is not None else None
+        kb = sort_key(path_bytes(b)) if b is not None else None
+        if b is None or (a is not None and ka < kb):
+            yield "removed", a, None
+            a = next(old, None)
+        elif a is None or kb < ka:
+            yield "added", None, b
+            b = next(new, None)
+        else:
+            change = classify(a, b)
+            if change:
+                yield change, a, b
+            a, b = next(old, None), next(new, None)
+
+
+_MARK = {"added": "+", "removed": "-", "modified": "M", "metadata": "U"}
+
+
+@click.command("diff")
+@click.argument("snapshot1")
+@click.argument("snapshot2")
+@click.option("--path", "prefix", metavar="PATH", help="Compare only PATH and what is below it.")
+@click.option("--no-metadata", is_flag=True, help="Do not list metadata-only changes (still counted).")
+@json_option
+@pass_app
+def command(app: AppContext, snapshot1, snapshot2, prefix, no_metadata) -> None:
+    """Show what changed between two snapshots.
+
+    Each path is marked + (added), - (removed), M (modified: content, type or
+    link target) or U (metadata only: mode, owner or modification time).
+
+    \b
+    Examples:
+      haeedge diff 1a2b3c4d latest
+      haeedge diff 1a2b3c4d 5e6f7a8b --path /etc --json
+    """
+    import os
+
+    rel = os.fsencode(prefix).strip(b"/") if prefix else b""
+
+    def within(entries: Iterator[dict]) -> Iterator[dict]:
+        return (e for e in entries if not rel or is_under(path_bytes(e), [rel]))
+
+    lists: dict[str, list[str]] = {"added": [], "removed": [], "modified": [], "metadata": []}
+    bytes_added = bytes_removed = 0
+    with app.open_repo(lock=None) as repo:
+        s1 = repo.resolve_snapshot(snapshot1)
+        s2 = repo.resolve_snapshot(snapshot2)
+        cache = TreeBlobCache(repo)
+        for change, a, b in diff_entries(within(cache.entries(s1)), within(cache.entries(s2))):
+            path = "/" + path_bytes(a if a is not None else b).decode("utf-8", "backslashreplace")
+            lists[change].append(path)
+            if change in ("added", "modified") and b is not None:
+                bytes_added += b.get("size", 0) if b.get("type") == "file" else 0
+            if change in ("removed", "modified") and a is not None:
+                bytes_removed += a.get("size", 0) if a.get("type") == "file" else 0
+            if not app.json and not (change == "metadata" and no_metadata):
+                app.out(f"{_MARK[change]}    {path}")
+    counts = {k: len(v) for k, v in lists.items()}
+    if app.json:
+        app.emit({"snapshot_1": s1.id, "snapshot_2": s2.id, "added": lists["added"], "removed": lists["removed"],
+                  "modified": lists["modified"], "metadata_only": [] if no_metadata else lists["metadata"],
+                  "stats": {"added": counts["added"], "removed": counts["removed"],
+                            "modified": counts["modified"], "metadata_only": counts["metadata"],
+                            "bytes_added": bytes_added, "bytes_removed": bytes_removed}})
+        return
+    app.out(f"\n{s1.short_id} -> {s2.short_id}: {counts['added']} added, {counts['removed']} removed, "
+            f"{counts['modified']} modified, {counts['metadata']} metadata only; "
+            f"{human_size(bytes_added)} added, {human_size(bytes_removed)} removed")

@@ -1,0 +1,146 @@
+"""haeedge find"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import click
+
+from haeedge.cli.cmd_ls import entry_json
+from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.repo.pack import BLOB_TREE
+from haeedge.repo.repository import Repository, hex_id
+from haeedge.repo.snapshot import Snapshot
+from haeedge.repo.tree import iter_tree, merge_chain, path_bytes
+from haeedge.ui.format import human_size
+
+
+class TreeBlobCache:
+    """Tree blobs shared by many snapshots (consecutive fulls, chains) are read once per command."""
+
+    def __init__(self, repo: Repository, max_bytes: int = 256 << 20):
+        self.repo = repo
+        self.max_bytes = max_bytes
+        self._blobs: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+
+    def load(self, blob_id: str) -> bytes:
+        data = self._blobs.get(blob_id)
+        if data is not None:
+            self._blobs.move_to_end(blob_id)
+            return data
+        data = self.repo.load_blob(hex_id(blob_id), BLOB_TREE)
+        self._blobs[blob_id] = data
+        self._size += len(data)
+        while self._size > self.max_bytes and len(self._blobs) > 1:
+            _, old = self._blobs.popitem(last=False)
+            self._size -= len(old)
+        return data
+
+    def entries(self, snap: Snapshot) -> Iterator[dict]:
+        """The effective file list of ``snap`` (as ``Repository.iter_entries``), through the cache."""
+        chain = self.repo.chain_of(snap)
+        return merge_chain([iter_tree(s.tree, self.load) for s in chain])
+
+
+def select_snapshots(repo: Repository, refs: tuple[str, ...], hosts: tuple[str, ...], tags: tuple[str, ...],
+                     paths: tuple[str, ...] = ()) -> list[Snapshot]:
+    """Snapshots named by id (or 'latest'), else all; then filtered by host, tag and path."""
+    if refs:
+        seen: dict[str, Snapshot] = {}
+        for r in refs:
+            s = repo.resolve_snapshot(r)
+            seen.setdefault(s.id, s)
+        snaps = sorted(seen.values(), key=lambda s: (s.time, s.id))
+    else:
+        snaps = repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}",
+                                                                          err=True))
+    if hosts:
+        snaps = [s for s in snaps if s.host in hosts]
+    if tags:
+        snaps = [s for s in snaps if set(tags) & set(s.tags)]
+    if paths:
+        snaps = [s for s in snaps if set(paths) <= set(s.paths)]
+    return snaps
+
+
+def matcher(patterns: tuple[str, ...], ignore_case: bool) -> Callable[[str], bool]:
+    """A glob matches the name, or the whole path when it contains '/' (as --exclude does)."""
+    pats = [p.lower() if ignore_case else p for p in patterns]
+
+    def match(path: str) -> bool:
+        p = path.lower() if ignore_case else path
+        name = p.rsplit("/", 1)[-1]
+        for pat in pats:
+            if "/" in pat:
+                if fnmatch.fnmatchcase(p, pat if pat.startswith("/") else "*/" + pat) or fnmatch.fnmatchcase(p, pat):
+                    return True
+            elif fnmatch.fnmatchcase(name, pat):
+                return True
+        return False
+
+    return match
+
+
+@click.command("find")
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("-s", "--snapshot", "snapshots", multiple=True, metavar="SNAPSHOT",
+              help="Search only this snapshot (repeatable; default: all).")
+@click.option("--host", "hosts", multiple=True, help="Only snapshots of this host (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only snapshots with this tag (repeatable).")
+@click.option("--path", "paths", multiple=True, help="Only snapshots that include this path.")
+@click.option("-i", "--ignore-case", is_flag=True, help="Match without regard to case.")
+@click.option("--type", "types", multiple=True,
+              type=click.Choice(["file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"]),
+              help="Only entries of this type (repeatable).")
+@click.option("-l", "--long", "long_", is_flag=True, help="Show size and modification time.")
+@json_option
+@pass_app
+def command(app: AppContext, patterns, snapshots, hosts, tags, paths, ignore_case, types, long_) -> None:
+    """Find files by name or path glob across snapshots.
+
+    A PATTERN without '/' matches file names ('*.conf'); with '/', whole paths
+    ('/etc/nginx/*'). Several patterns match any.
+
+    \b
+    Examples:
+      haeedge find '*.sql'
+      haeedge find --host web1 -i 'nginx*.conf' '/etc/ssl/*'
+    """
+    from datetime import UTC, datetime
+
+    match = matcher(patterns, ignore_case)
+    results = []
+    total = hit_snapshots = 0
+    with app.open_repo(lock=None) as repo:
+        cache = TreeBlobCache(repo)
+        for snap in select_snapshots(repo, snapshots, hosts, tags, paths):
+            found = []
+            for entry in cache.entries(snap):
+                if types and entry.get("type") not in types:
+                    continue
+                path = "/" + path_bytes(entry).decode("utf-8", "backslashreplace")
+                if match(path):
+                    found.append(entry)
+            if not found:
+                continue
+            total += len(found)
+            hit_snapshots += 1
+            if app.json:
+                results.append({"snapshot_id": snap.id, "time": snap.time, "host": snap.host,
+                                "entries": [entry_json(e) for e in found]})
+                continue
+            app.out(f"snapshot {snap.short_id} ({snap.time[:19].replace('T', ' ')}, {snap.host}):")
+            for e in found:
+                path = "/" + path_bytes(e).decode("utf-8", "backslashreplace")
+                if long_:
+                    mtime = datetime.fromtimestamp(e.get("mtime_ns", 0) / 1e9, UTC)
+                    app.out(f"  {e['type']:<8} {human_size(e.get('size', 0)):>10}  {mtime:%Y-%m-%d %H:%M:%S}  {path}")
+                else:
+                    app.out(f"  {path}")
+    if app.json:
+        app.emit({"patterns": list(patterns), "matches": total, "snapshots": results})
+    else:
+        app.out(f"{total} matches in {hit_snapshots} snapshots")

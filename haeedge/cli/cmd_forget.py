@@ -1,0 +1,169 @@
+"""haeedge forget"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from haeedge.cli.cmd_prune import parse_max_unused, prune_json, report_prune
+from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.durations import parse_duration
+from haeedge.errors import UsageError
+from haeedge.repo.prune import forget_snapshots, leftover_originals, plan_forget, prune
+from haeedge.retention import (
+    GROUP_FIELDS,
+    UNLIMITED,
+    Decision,
+    GroupDecisions,
+    KeepPolicy,
+    SnapshotFacts,
+    decide,
+)
+
+
+class CountType(click.ParamType):
+    """A non-negative count, or 'unlimited'."""
+
+    name = "N|unlimited"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and value == UNLIMITED:  # from a profile's default_map
+            return UNLIMITED
+        if str(value).strip().lower() == "unlimited":
+            return UNLIMITED
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a count or 'unlimited'", param, ctx)
+        if n < 0:
+            self.fail(f"{value!r} is negative (use 'unlimited' for no limit)", param, ctx)
+        return n
+
+
+COUNT = CountType()
+
+
+def _keep_option(period: str, what: str):
+    return click.option(f"--keep-{period}", f"keep_{period}", type=COUNT, default=0, metavar="N",
+                        help=f"Keep the newest snapshot of each of the last N {what} that have one.")
+
+
+def build_policy(keep_last: int, keep_hourly: int, keep_daily: int, keep_weekly: int, keep_monthly: int,
+                 keep_yearly: int, keep_within: str | None, keep_tags: tuple[str, ...]) -> KeepPolicy:
+    within = None
+    if keep_within:
+        try:
+            within = parse_duration(keep_within)
+        except ValueError as e:
+            raise UsageError(f"--keep-within: {e}") from None
+    tags = tuple(frozenset(t.strip() for t in spec.split(",") if t.strip()) for spec in keep_tags)
+    if any(not t for t in tags):
+        raise UsageError("--keep-tag: give at least one tag")
+    return KeepPolicy(last=keep_last, hourly=keep_hourly, daily=keep_daily, weekly=keep_weekly,
+                      monthly=keep_monthly, yearly=keep_yearly, within=within, tags=tags, tz=None)
+
+
+def parse_group_by(value: str) -> tuple[str, ...]:
+    fields = tuple(f.strip() for f in value.split(",") if f.strip())
+    bad = [f for f in fields if f not in GROUP_FIELDS]
+    if bad:
+        raise UsageError(f"--group-by: unknown field {bad[0]!r} (use {', '.join(GROUP_FIELDS)}, or '' for none)")
+    return fields
+
+
+@click.command("forget")
+@click.argument("snapshot_ids", nargs=-1, metavar="[SNAPSHOT]...")
+@click.option("--keep-last", "keep_last", type=COUNT, default=0, metavar="N", help="Keep the N newest snapshots.")
+@_keep_option("hourly", "hours")
+@_keep_option("daily", "days")
+@_keep_option("weekly", "ISO weeks")
+@_keep_option("monthly", "months")
+@_keep_option("yearly", "years")
+@click.option("--keep-within", metavar="DURATION",
+              help="Keep snapshots at most DURATION older than the group's newest one (e.g. 7d, 1y2mo).")
+@click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG[,TAG...]",
+              help="Keep snapshots that have all these tags (repeatable: any of the lists).")
+@click.option("--group-by", default="host,paths", show_default=True, metavar="FIELDS",
+              help="Judge snapshots in groups with equal host, paths and/or tags ('' = one group).")
+@click.option("--host", "hosts", multiple=True, help="Only consider snapshots of this host (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only consider snapshots with this tag (repeatable).")
+@click.option("--path", "paths", multiple=True, help="Only consider snapshots that include this path.")
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would be kept and removed, and why; change nothing.")
+@click.option("--prune", "prune_after", is_flag=True, help="Run 'prune' afterwards to free the space.")
+@click.option("--max-unused", default="5%", show_default=True, metavar="P%",
+              help="With --prune: repack packs with more than this share unused.")
+@json_option
+@pass_app
+def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+            keep_yearly, keep_within, keep_tags, group_by, hosts, tags, paths, dry_run, prune_after,
+            max_unused) -> None:
+    """Remove snapshots by a retention policy, or the snapshots given.
+
+    Chain-aware: a kept incremental whose parent is removed is first rebased
+    onto a new full file list, so every kept snapshot still restores.
+    Space is freed by 'prune' (or --prune).
+
+    \b
+    Examples:
+      haeedge forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
+      haeedge forget --keep-last 10 --group-by host --prune
+      haeedge forget 1a2b3c4d
+    """
+    policy = build_policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within,
+                          keep_tags)
+    fields = parse_group_by(group_by)
+    share = parse_max_unused(max_unused)
+    if snapshot_ids and not policy.is_empty():
+        raise UsageError("give either snapshots or a --keep-* policy, not both")
+    if not snapshot_ids and policy.is_empty():
+        raise UsageError("no snapshots and no --keep-* policy given: nothing to do",
+                         hint="for example: haeedge forget --keep-daily 7 --keep-weekly 4")
+    now = datetime.now(UTC)
+    lock = "shared" if dry_run else "exclusive"
+    with app.open_repo(lock=lock, command="forget", load_index=not dry_run) as repo:
+        snaps = repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True))
+        leftovers = leftover_originals(snaps)
+        considered = [s for s in snaps if s.id not in leftovers and (not hosts or s.host in hosts)
+                      and (not tags or set(tags) & set(s.tags)) and (not paths or set(paths) <= set(s.paths))]
+        if snapshot_ids:
+            named = {repo.resolve_snapshot(ref).id for ref in snapshot_ids}
+            groups = [GroupDecisions({}, [Decision(s.id, False, ("given on the command line",))
+                                          for s in reversed(snaps) if s.id in named])]
+        else:
+            groups = decide([SnapshotFacts(s.id, s.datetime, s.host, tuple(s.paths), tuple(s.tags))
+                             for s in considered], policy, now, fields)
+        remove = {d.id for g in groups for d in g.decisions if not d.keep}
+        plan = plan_forget(snaps, remove)
+        result = forget_snapshots(repo, plan, app.progress()) if not dry_run else None
+        pruned = prune(repo, share, progress=app.progress()) if prune_after and not dry_run else None
+    by_id = {s.id: s for s in snaps}
+    rebase = {s.id for s in plan.rebase}
+    if app.json:
+        app.emit({"dry_run": dry_run, "policy": policy.describe(),
+                  "groups": [{"key": g.key, "snapshots": [
+                      {"id": d.id, "time": by_id[d.id].time, "kind": by_id[d.id].kind, "keep": d.keep,
+                       "reasons": list(d.reasons), "rebase": d.id in rebase} for d in g.decisions]} for g in groups],
+                  "remove": sorted(s.id for s in plan.remove), "leftovers": sorted(leftovers),
+                  "rebase": sorted(rebase), "removed": result.removed if result else [],
+                  "rewritten": result.rewritten if result else {},
+                  "prune": prune_json(pruned) if pruned else None})
+        return
+    for g in groups:
+        key = "  ".join(f"{k} {' '.join(v) if isinstance(v, tuple) else v}" for k, v in g.key.items())
+        app.out(key or "all snapshots")
+        for d in g.decisions:
+            s = by_id[d.id]
+            note = "; rebased: becomes a full snapshot (its parent is removed)" if d.id in rebase else ""
+            app.out(f"  {'keep' if d.keep else 'remove':<6}  {s.short_id}  {s.time[:19].replace('T', ' ')}  "
+                    f"{s.kind:<11}  {', '.join(d.reasons)}{note}")
+    for sid in sorted(leftovers):
+        app.out(f"  remove  {sid[:8]}  (left by an interrupted forget or repair; a rewritten copy exists)")
+    verb = "would remove" if dry_run else "removed"
+    app.out(f"{verb} {len(plan.remove)} snapshots, {'would rebase' if dry_run else 'rebased'} {len(rebase)}, "
+            f"kept {len(snaps) - len(plan.remove)}")
+    if pruned is not None:
+        report_prune(app, pruned)
+    elif prune_after and dry_run:
+        app.out("prune skipped (dry run)")
+

@@ -1,0 +1,454 @@
+"""Removing snapshots without breaking chains, and removing data no snapshot needs.
+
+``forget_snapshots`` removes snapshots. A kept incremental whose parent is
+removed is rebased first: its effective file list is written as a new full
+snapshot and its dependants are re-linked to it (``rewrite.rewrite_snapshots``).
+Order: new tree blobs + index, then new snapshots, then deletions deepest
+first, so after a crash every snapshot still present has an intact chain.
+Rewritten snapshots name the one they replace (``"replaces"``), so the next
+run can drop originals an interrupted run left behind.
+
+``prune`` deletes packs no snapshot needs and repacks packs that are mostly
+unused. Order: new packs, then one new index object that supersedes every old
+one, then (after checking the lock is still ours) deletions. A crash at any
+point leaves only unreferenced leftovers, never a missing blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from haeedge.backends.base import data_name
+from haeedge.errors import HaeedgeError, IntegrityError, RepositoryLocked
+from haeedge.progress import ProgressSink, SilentProgress
+from haeedge.repo.index import IndexPack, decode_index
+from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackBuilder, PackEntry, encode_header
+from haeedge.repo.repository import Repository, hex_id, object_id_of
+from haeedge.repo.rewrite import dependants, rewrite_snapshots
+from haeedge.repo.snapshot import KIND_FULL, Snapshot
+
+DEFAULT_MAX_UNUSED = 0.05
+REPAIR_HINT = ("run 'haeedge repair index' (the index may lack packs), then 'haeedge verify'; "
+               "'haeedge repair snapshots' if data is really lost")
+
+
+# ---------------------------------------------------------------------- forget
+
+
+@dataclass
+class ForgetPlan:
+    """What removing ``remove`` from ``snapshots`` takes."""
+
+    snapshots: list[Snapshot]
+    remove: list[Snapshot]
+    #: Kept incrementals whose parent is removed: each becomes a full snapshot.
+    rebase: list[Snapshot]
+    #: Originals left by an interrupted rewrite (a newer copy names them in "replaces").
+    leftovers: list[Snapshot] = field(default_factory=list)
+
+
+@dataclass
+class ForgetResult:
+    removed: list[str] = field(default_factory=list)
+    #: old id -> new id of every rewritten snapshot (rebased ones and their re-linked dependants).
+    rewritten: dict[str, str] = field(default_factory=dict)
+    rebased: list[str] = field(default_factory=list)
+
+
+def leftover_originals(snapshots: Iterable[Snapshot]) -> set[str]:
+    """Ids of snapshots that a rewritten copy replaces (left by an interrupted forget or repair).
+
+    A copy keeps its original's time, host and paths; requiring that keeps a
+    stray "replaces" from ever removing an unrelated snapshot.
+    """
+    by_id = {s.id: s for s in snapshots}
+    out = set()
+    for s in by_id.values():
+        orig = by_id.get(s.extra.get("replaces"))  # type: ignore[arg-type]
+        if orig is not None and orig.id != s.id and (orig.time, orig.host, orig.paths) == (s.time, s.host, s.paths):
+            out.add(orig.id)
+    return out
+
+
+def plan_forget(snapshots: list[Snapshot], remove_ids: Iterable[str]) -> ForgetPlan:
+    """Which kept snapshots must be rebased when ``remove_ids`` go (leftovers always go)."""
+    leftovers = leftover_originals(snapshots)
+    remove = set(remove_ids) | leftovers
+    by_id = {s.id: s for s in snapshots}
+    rebase = [s for s in snapshots
+              if s.id not in remove and s.kind != KIND_FULL and s.parent in remove and s.parent in by_id]
+    return ForgetPlan(snapshots, [s for s in snapshots if s.id in remove], rebase,
+                      [s for s in snapshots if s.id in leftovers])
+
+
+def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink | None = None) -> ForgetResult:
+    """Carry out a plan: rebase, re-link, then delete. Needs the index loaded and an exclusive lock."""
+    progress = progress or SilentProgress()
+    result = ForgetResult()
+    removed = {s.id for s in plan.remove}
+    new_trees: dict[str, list[str]] = {}
+    for snap in plan.rebase:
+        # The merged list is read through the old chain, which is complete until the deletions below.
+        writer = repo.tree_writer()
+        for entry in repo.iter_entries(snap):
+            writer.add(entry)
+        new_trees[snap.id] = writer.finish()
+        progress.info(f"snapshot {snap.short_id}: rebased onto a new full file list ({writer.count} entries)")
+    repo.flush()
+
+    kept = [s for s in plan.snapshots if s.id not in removed]
+    children = dependants(kept)
+    changes = {}
+    todo = list(new_trees)
+    while todo:
+        sid = todo.pop()
+        if sid in changes:
+            continue
+        changes[sid] = _rebase_to(sid, new_trees[sid]) if sid in new_trees else replaces(sid)
+        todo += [c.id for c in children.get(sid, ())]
+    if changes:
+        result.rewritten = rewrite_snapshots(repo, changes, snapshots=kept, delete_old=False)
+        result.rebased = [result.rewritten[sid] for sid in new_trees]
+    doomed = [s for s in plan.snapshots if s.id in removed or result.rewritten.get(s.id, s.id) != s.id]
+    # Deepest first: whatever is still present always has its parent.
+    for s in sorted(doomed, key=lambda s: s.depth, reverse=True):
+        repo.backend.delete(f"snapshots/{s.id}")
+        if s.id in removed:
+            result.removed.append(s.id)
+    return result
+
+
+def _rebase_to(old_id: str, tree: list[str]) -> Callable[[Snapshot], None]:
+    def change(s: Snapshot) -> None:
+        s.extra["replaces"] = old_id
+        s.kind, s.tree, s.parent, s.chain, s.depth = KIND_FULL, tree, None, None, 0
+
+    return change
+
+
+def replaces(old_id: str) -> Callable[[Snapshot], None]:
+    """A rewrite that records its original, so a rerun can tell the two apart."""
+
+    def change(s: Snapshot) -> None:
+        s.extra["replaces"] = old_id
+
+    return change
+
+
+# ---------------------------------------------------------------------- prune
+
+
+@dataclass
+class PackInfo:
+    pack_id: str
+    size: int
+    #: (blob id, offset) -> entry, as the index lists them.
+    entries: dict[tuple[bytes, int], PackEntry]
+    used: list[PackEntry] = field(default_factory=list)
+
+    @property
+    def blob_bytes(self) -> int:
+        return sum(e.length for e in self.entries.values())
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(e.length for e in self.used)
+
+
+@dataclass
+class PrunePlan:
+    max_unused: float
+    packs: dict[str, PackInfo]
+    index_objects: list[str]
+    keep: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    repack: list[str] = field(default_factory=list)
+    #: On storage but in no index: left by an interrupted backup or prune.
+    unindexed: dict[str, int] = field(default_factory=dict)
+    #: In the index but not on storage, and holding nothing a snapshot uses.
+    vanished: list[str] = field(default_factory=list)
+    #: Superseded index objects still stored (an interrupted prune or repair left them).
+    superseded_left: int = 0
+    used_blobs: int = 0
+    used_bytes: int = 0
+    unused_bytes: int = 0
+
+
+@dataclass
+class PruneResult:
+    dry_run: bool
+    packs_before: int = 0
+    bytes_before: int = 0
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    packs_written: int = 0
+    bytes_deleted: int = 0
+    bytes_written: int = 0
+    blobs_repacked: int = 0
+    unindexed_deleted: int = 0
+    index_objects_written: int = 0
+    index_objects_deleted: int = 0
+    used_bytes: int = 0
+    unused_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return self.bytes_deleted - self.bytes_written
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "bytes_freed": self.bytes_freed}
+
+
+def used_blobs(repo: Repository, snapshots: list[Snapshot]) -> set[bytes]:
+    """Every blob some snapshot's own file list names (tree blobs and file chunks).
+
+    Own lists suffice: an incremental's unchanged files are named by its
+    ancestors, which are snapshots too. Any unreadable list aborts: prune must
+    never guess what is unused.
+    """
+    used: set[bytes] = set()
+    seen_trees: set[tuple[str, ...]] = set()
+    for snap in snapshots:
+        key = tuple(snap.tree)
+        if key in seen_trees:
+            continue
+        seen_trees.add(key)
+        for tid in snap.tree:
+            used.add(hex_id(tid))
+        try:
+            for entry in repo.iter_tree(snap.tree):
+                for chunk_id, _length in entry.get("chunks") or ():
+                    used.add(hex_id(chunk_id))
+        except HaeedgeError as e:
+            raise IntegrityError(f"snapshot {snap.short_id}: file list unreadable ({e}); nothing was pruned",
+                                 hint=REPAIR_HINT) from e
+    return used
+
+
+def _read_index_packs(repo: Repository) -> tuple[dict[str, tuple[int, dict[tuple[bytes, int], PackEntry]]],
+                                                  list[str], set[str]]:
+    """pack id -> (size, entries) from every index object not superseded; every index object id; superseded ids."""
+    names = [i.name for i in repo.backend.list("index")]
+    docs = []
+    for name in names:
+        data = repo.get_object(name)
+        docs.append((object_id_of(name), *decode_index(repo.open_sealed("meta", data))))
+    superseded = {s for _o, _p, sup in docs for s in sup}
+    packs: dict[str, tuple[int, dict[tuple[bytes, int], PackEntry]]] = {}
+    for oid, plist, _sup in docs:
+        if oid in superseded:
+            continue
+        for p in plist:
+            size, entries = packs.setdefault(p.pack_id, (p.size, {}))
+            for e in p.entries:
+                entries[(e.blob_id, e.offset)] = e
+    return packs, [oid for oid, _p, _s in docs], superseded
+
+
+def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
+               progress: ProgressSink | None = None, only: set[str] | None = None) -> PrunePlan:
+    """Decide what to delete and repack. Reads index, snapshots and file lists; writes nothing.
+
+    ``only``: touch just these packs (repack them whatever their unused share,
+    or delete them when unused) and nothing else: how ``repair`` drops damaged data.
+    """
+    progress = progress or SilentProgress()
+    if not 0 <= max_unused <= 1:
+        raise ValueError("max_unused is a share between 0 and 1")
+    errors: list[str] = []
+    snapshots = repo.list_snapshots(on_error=lambda sid, e: errors.append(f"snapshot {sid[:12]}: {e}"))
+    if errors:
+        raise IntegrityError(f"{errors[0]}; nothing was pruned", hint="run 'haeedge verify' and "
+                             "'haeedge repair snapshots' (unreadable snapshots would lose their data)")
+    used = used_blobs(repo, snapshots)
+    index_packs, index_objects, superseded = _read_index_packs(repo)
+    stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
+    plan = PrunePlan(max_unused, {}, index_objects)
+    plan.superseded_left = len(superseded & set(index_objects))
+    plan.used_blobs = len(used)
+    for pack_id, (size, entries) in index_packs.items():
+        plan.packs[pack_id] = PackInfo(pack_id, size, entries)
+    missing = 0
+    for bid in used:
+        loc = repo.index.lookup(bid)
+        info = plan.packs.get(loc.pack_id) if loc is not None else None
+        entry = info.entries.get((bid, loc.offset)) if info is not None and loc is not None else None
+        if entry is None:
+            missing += 1
+            continue
+        info.used.append(entry)
+    if missing:
+        raise IntegrityError(f"{missing} blobs that snapshots use are not in the index; nothing was pruned",
+                             hint=REPAIR_HINT)
+    for pack_id, info in sorted(plan.packs.items()):
+        on_disk = stored.get(pack_id)
+        if info.used and on_disk != info.size:
+            why = "is missing" if on_disk is None else f"has size {on_disk}, the index says {info.size}"
+            raise IntegrityError(f"pack {pack_id[:16]}, which snapshots use, {why}; nothing was pruned",
+                                 hint="run 'haeedge verify --read-data' and 'haeedge repair'")
+        plan.used_bytes += info.used_bytes
+        plan.unused_bytes += info.blob_bytes - info.used_bytes
+        if on_disk is None:
+            plan.vanished.append(pack_id)
+        elif only is not None and pack_id not in only:
+            plan.keep.append(pack_id)
+        elif not info.used:
+            plan.delete.append(pack_id)
+        elif only is not None or (info.blob_bytes and
+                                  (info.blob_bytes - info.used_bytes) / info.blob_bytes > max_unused):
+            plan.repack.append(pack_id)
+        else:
+            plan.keep.append(pack_id)
+    if only is None:
+        plan.unindexed = {p: s for p, s in stored.items() if p not in plan.packs}
+    progress.info(f"{len(snapshots)} snapshots use {len(used)} blobs")
+    return plan
+
+
+class _PackWriter:
+    """Copies sealed blobs into new packs (one blob type per pack), uploading each when full."""
+
+    def __init__(self, repo: Repository, result: PruneResult):
+        self.repo = repo
+        self.result = result
+        self.builders = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
+        self.written: list[IndexPack] = []
+
+    def add(self, entry: PackEntry, sealed: bytes) -> None:
+        b = self.builders[entry.blob_type]
+        b.add(entry.blob_type, entry.compression, entry.blob_id, sealed, entry.raw_length)
+        if b.size >= self.repo.config.pack_size:
+            self._upload(entry.blob_type)
+
+    def _upload(self, blob_type: int) -> None:
+        b = self.builders[blob_type]
+        self.builders[blob_type] = PackBuilder()
+        entries = b.entries
+        pack_id, data = b.finish(self.repo.seal("meta", encode_header(entries)))
+        self.repo.put_named(data_name(pack_id), data)
+        self.written.append(IndexPack(pack_id, len(data), entries))
+        self.result.packs_written += 1
+        self.result.bytes_written += len(data)
+
+    def finish(self) -> list[IndexPack]:
+        for t in (BLOB_DATA, BLOB_TREE):
+            if len(self.builders[t]):
+                self._upload(t)
+        return self.written
+
+
+def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | None = None) -> PruneResult:
+    """Repack, write the new index, then delete. Needs an exclusive lock."""
+    progress = progress or SilentProgress()
+    result = _summary(plan, dry_run=False)
+    if not (plan.delete or plan.repack or plan.unindexed or plan.vanished or plan.superseded_left):
+        return result  # nothing to do: leave the index objects as they are
+    writer = _PackWriter(repo, result)
+    repacked: list[str] = []
+    keep_whole: list[str] = []
+    progress.start("repack", sum(plan.packs[p].size for p in plan.repack))
+    for pack_id in plan.repack:
+        info = plan.packs[pack_id]
+        blobs = _verified_blobs(repo, info, result)
+        progress.advance(nbytes=info.size)
+        if blobs is None:
+            keep_whole.append(pack_id)
+            continue
+        for entry, sealed in blobs:
+            writer.add(entry, sealed)
+            result.blobs_repacked += 1
+        repacked.append(pack_id)
+    new_packs = writer.finish()
+    progress.finish()
+    result.packs_repacked = len(repacked)
+
+    index_packs = [IndexPack(p, plan.packs[p].size, sorted(plan.packs[p].entries.values(), key=lambda e: e.offset))
+                   for p in plan.keep + keep_whole]
+    repo.write_index(index_packs + new_packs, superseded=plan.index_objects)
+    result.index_objects_written = 1
+
+    assert_lock_still_ours(repo)
+    doomed = [(p, plan.packs[p].size) for p in plan.delete + repacked] + sorted(plan.unindexed.items())
+    progress.start("delete", sum(s for _p, s in doomed))
+    for pack_id, size in doomed:
+        repo.backend.delete(data_name(pack_id))
+        result.packs_deleted += 1
+        result.bytes_deleted += size
+        result.unindexed_deleted += pack_id in plan.unindexed
+        progress.advance(nbytes=size)
+    progress.finish()
+    for oid in plan.index_objects:
+        repo.backend.delete(f"index/{oid}")
+        result.index_objects_deleted += 1
+    return result
+
+
+def _verified_blobs(repo: Repository, info: PackInfo, result: PruneResult) -> list[tuple[PackEntry, bytes]] | None:
+    """The used blobs of a pack, each checked; None (keep the pack as it is) when one is damaged."""
+    data = repo.backend.get(data_name(info.pack_id))
+    if len(data) != info.size:
+        result.warnings.append(f"pack {info.pack_id[:16]} changed size while prune ran; kept")
+        return None
+    damaged_pack = hashlib.sha256(data).hexdigest() != info.pack_id
+    out = []
+    for e in info.used:
+        sealed = data[e.offset : e.offset + e.length]
+        if damaged_pack:
+            loc = repo.index.lookup(e.blob_id)
+            try:
+                repo.decode_blob(e.blob_id, loc, sealed)
+            except HaeedgeError as err:
+                result.warnings.append(f"pack {info.pack_id[:16]} is damaged ({err}); kept as it is for "
+                                       "'haeedge repair snapshots'")
+                return None
+        out.append((e, sealed))
+    return out
+
+
+def assert_lock_still_ours(repo: Repository) -> None:
+    """Before deleting: our exclusive lock must still exist and no one else's live lock may."""
+    host, pid = socket.gethostname(), os.getpid()
+    locks = repo.list_locks()
+    if not any(lk.host == host and lk.pid == pid and lk.exclusive for lk in locks):
+        raise RepositoryLocked("our exclusive lock was removed while we ran; stopped before deleting anything",
+                               hint="run the command again")
+    for lk in locks:
+        if (lk.host, lk.pid) != (host, pid) and not lk.is_stale():
+            raise RepositoryLocked(f"repository was locked while we ran ({lk.describe()}); "
+                                   "stopped before deleting anything")
+
+
+def _summary(plan: PrunePlan, dry_run: bool) -> PruneResult:
+    r = PruneResult(dry_run=dry_run)
+    r.packs_before = len(plan.packs) - len(plan.vanished) + len(plan.unindexed)
+    r.bytes_before = sum(i.size for p, i in plan.packs.items() if p not in plan.vanished) + \
+        sum(plan.unindexed.values())
+    r.used_bytes = plan.used_bytes
+    r.unused_bytes = plan.unused_bytes
+    return r
+
+
+def dry_run_result(plan: PrunePlan) -> PruneResult:
+    """What ``execute_prune`` would do, assuming every repacked pack is intact."""
+    r = _summary(plan, dry_run=True)
+    r.packs_repacked = len(plan.repack)
+    r.blobs_repacked = sum(len(plan.packs[p].used) for p in plan.repack)
+    r.bytes_written = sum(sum(e.length for e in plan.packs[p].used) for p in plan.repack)
+    r.packs_deleted = len(plan.delete) + len(plan.repack) + len(plan.unindexed)
+    r.unindexed_deleted = len(plan.unindexed)
+    r.bytes_deleted = sum(plan.packs[p].size for p in plan.delete + plan.repack) + sum(plan.unindexed.values())
+    return r
+
+
+def prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED, dry_run: bool = False,
+          progress: ProgressSink | None = None) -> PruneResult:
+    plan = plan_prune(repo, max_unused, progress)
+    if dry_run:
+        return dry_run_result(plan)
+    return execute_prune(repo, plan, progress)
+

@@ -1,0 +1,70 @@
+"""Fixtures for the replication suite: real sshd and moto S3 servers, and the CLI aimed at them.
+
+Everything here runs the installed ``haeedge`` console script (the ``cli``
+fixture of ``tests/conftest.py``) against servers listening on 127.0.0.1.
+``Site`` names a set of locations (one, or several for a replicated
+repository) and runs the CLI with ``-r`` for each, plus the environment that
+reaches the servers (AWS_* for S3, the test key and known_hosts for SFTP).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.servers import S3Server, SshdServer, start_s3, start_sshd
+except ImportError:  # run without the project root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.servers import S3Server, SshdServer, start_s3, start_sshd
+
+from .helpers import Site, s3_env, sftp_env
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
+    """One sshd for the suite; tests that stop a server start their own."""
+    srv = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One moto S3 server process for the suite; tests that kill a server start their own."""
+    srv = start_s3(tmp_path_factory.mktemp("s3"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_site(cli, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Site]:
+    """``make_site("s3", "sftp", "local", tag="a", sshd=srv, s3=srv)``: a Site over those kinds of location."""
+    unique = uuid.uuid4().hex[:10]
+
+    def make(*kinds: str, tag: str = "a", sshd: SshdServer | None = None, s3: S3Server | None = None) -> Site:
+        site = Site(cli, [])
+        for kind in kinds:
+            if kind == "local":
+                site.locations.append(str(tmp_path / f"local-{tag}"))
+            elif kind == "sftp":
+                srv = sshd or request.getfixturevalue("sshd")
+                loc = srv.url_for(str(tmp_path / f"sftp-{tag}"))
+                site.locations.append(loc)
+                site.options[loc] = srv.options()
+                site.env.update(sftp_env(srv))
+            elif kind == "s3":
+                s3srv = s3 or request.getfixturevalue("s3")
+                loc = s3srv.url_for(f"{unique}/{tag}")
+                site.locations.append(loc)
+                site.options[loc] = s3srv.options()
+                site.env.update(s3_env(s3srv, tmp_path))
+            else:
+                raise AssertionError(kind)
+        return site
+
+    return make

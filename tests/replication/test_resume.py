@@ -1,0 +1,85 @@
+"""Resumability: a backup cut off mid-way (server killed, or haeedge killed) leaves a repository
+that verifies, and the next run reuses what was already uploaded.
+
+The repositories use 1 MiB packs, so the index checkpoints (every 32 packs)
+happen within the first seconds of a backup of a few dozen MiB; each test
+cuts the backup once two checkpoints are stored, so at least 64 MiB of packs
+are indexed and must not be uploaded again.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from haeedge.repo.repository import INDEX_CHECKPOINT_PACKS
+from tests.servers import start_sshd
+
+from .helpers import MiB, files_under, kill, make_files, wait_for
+
+TOTAL_FILES = 40  # of 2 MiB: 80 MiB, 80 packs, two checkpoints before the end
+#: Uploads are slowed a little, so that the cut surely lands before the end.
+SLOW_UPLOADS = {"HAEEDGE_FAULTS": "put:latency=0.03:match=data/"}
+
+
+def _reused_enough(first_total: int, second: dict) -> None:
+    """The second run stored at most what the two checkpoints did not cover, plus file lists."""
+    left = first_total - 2 * INDEX_CHECKPOINT_PACKS * MiB
+    assert second["errors"] == 0
+    assert second["bytes_added"] <= left + 4 * MiB, (
+        f"the resumed backup stored {second['bytes_added']} bytes of {first_total}: uploaded data was not reused")
+
+
+def test_backup_cut_by_sftp_server_death_resumes(make_site, trees, tmp_path: Path) -> None:
+    own = start_sshd(tmp_path / "own-sshd")
+    try:
+        site = make_site("sftp", sshd=own)
+        site.init_library(pack_size=MiB)
+        src = make_files(tmp_path / "src", [2 * MiB] * TOTAL_FILES)
+        total = TOTAL_FILES * 2 * MiB
+        root = tmp_path / "sftp-a"
+
+        proc = site.popen("backup", src, env=SLOW_UPLOADS)
+        wait_for(lambda: len(files_under(root / "index")) >= 2, 120, proc, "two index checkpoints")
+        own.kill()  # the fog node dies mid-backup, dropping its connections
+        _out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 1, err.decode()[-2000:]
+        assert site.locations[0] in err.decode()
+        assert len(files_under(root / "snapshots")) == 0
+
+        own.restart()
+        site("verify", "--read-data").ok()  # unindexed leftovers are warnings, not errors
+        second = site.backup(src)
+        _reused_enough(total, second)
+        target = tmp_path / "restore"
+        site("restore", "latest", "--target", target).ok()
+        assert not trees.differences(trees.scan(src), trees.scan(trees.restored_path(target, src)))
+        site("verify").ok()
+    finally:
+        own.stop()
+
+
+def test_backup_cut_by_killing_haeedge_on_s3_resumes(make_site, s3, trees, tmp_path: Path) -> None:
+    site = make_site("s3")
+    site.init_library(pack_size=MiB)
+    src = make_files(tmp_path / "src", [2 * MiB] * TOTAL_FILES)
+    total = TOTAL_FILES * 2 * MiB
+    prefix = site.locations[0].split("/", 3)[3]
+
+    def index_objects() -> int:
+        listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{prefix}/index/")
+        return len(listing.get("Contents", []))
+
+    proc = site.popen("backup", src, env=SLOW_UPLOADS)
+    wait_for(lambda: index_objects() >= 2, 120, proc, "two index checkpoints")
+    kill(proc)
+
+    report = site("--json", "verify", "--read-data").ok().json()
+    assert report["ok"]
+    second = site.backup(src)
+    _reused_enough(total, second)
+    target = tmp_path / "restore"
+    site("restore", "latest", "--target", target).ok()
+    assert not trees.differences(trees.scan(src), trees.scan(trees.restored_path(target, src)))
+    site("verify").ok()
+    assert re.fullmatch(r"[0-9a-f]{64}", second["snapshot_id"])

@@ -1,0 +1,153 @@
+"""Small pure parts: durations, option parsing, documents (snapshot, config), locks, tree ordering."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+
+from haeedge.checker import parse_subset
+from haeedge.chunking import ChunkerParams
+from haeedge.cli.cmd_backup import parse_compression
+from haeedge.durations import parse_duration
+from haeedge.errors import ExitCode, FormatError, HaeedgeError, UsageError
+from haeedge.repo.config import RepositoryConfig
+from haeedge.repo.lock import STALE_AFTER, LockInfo, decode_lock, encode_lock
+from haeedge.repo.snapshot import Snapshot
+from haeedge.repo.tree import is_under, merge_chain, sort_key
+
+
+@pytest.mark.parametrize("text,seconds", [("7d", 7 * 86400), ("12h", 43200), ("1w2d", 9 * 86400), ("90m", 5400),
+                                          ("1y", 365 * 86400), ("2mo", 60 * 86400), ("0s", 0), (" 3D ", 3 * 86400)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "7", "d", "7 d", "-1d", "1.5h", "7days", "1d x"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_parse_compression():
+    assert parse_compression(None) is None
+    assert parse_compression("off") == 0 and parse_compression("auto") == 3 and parse_compression("22") == 22
+    for bad in ("0", "23", "x", ""):
+        with pytest.raises(UsageError):
+            parse_compression(bad)
+
+
+def test_parse_subset():
+    assert parse_subset(None) is None
+    sel = parse_subset("2/3")
+    ids = [f"{i:08x}" + "0" * 56 for i in range(300)]
+    assert sum(map(sel, ids)) == 100
+    parts = [parse_subset(f"{n}/3") for n in (1, 2, 3)]
+    assert all(sum(p(i) for p in parts) == 1 for i in ids)  # the parts partition the packs
+    assert parse_subset("100%")(ids[0])
+    for bad in ("0/3", "4/3", "x", "0%", "101%", "1/0"):
+        with pytest.raises(UsageError):
+            parse_subset(bad)
+
+
+def test_exit_codes_are_the_documented_ones():
+    assert (ExitCode.OK, ExitCode.FATAL, ExitCode.USAGE, ExitCode.PARTIAL, ExitCode.INTEGRITY) == (0, 1, 2, 3, 4)
+    assert (ExitCode.NO_REPOSITORY, ExitCode.LOCKED, ExitCode.WRONG_PASSWORD, ExitCode.INTERRUPTED) == \
+        (10, 11, 12, 130)
+    assert HaeedgeError("x").exit_code == 1
+
+
+# ---------------------------------------------------------------------- documents
+
+
+def _snap(**kw) -> Snapshot:
+    base = dict(time="2026-01-02T03:04:05.000006Z", host="h", paths=["/a"], kind="full", tree=["ab" * 32])
+    base.update(kw)
+    return Snapshot(**base)
+
+
+def test_snapshot_round_trip_keeps_unknown_fields():
+    s = _snap(tags=["t"], summary={"files_new": 1}, extra={"future_field": [1, 2]})
+    back = Snapshot.from_bytes(s.to_bytes(), "cd" * 32)
+    assert back.tags == ["t"] and back.summary == {"files_new": 1} and back.extra == {"future_field": [1, 2]}
+    assert back.id == "cd" * 32 and back.chain_root == back.id
+
+
+@pytest.mark.parametrize("change", [
+    {"kind": "weird"},
+    {"kind": "incremental"},  # no parent, chain, depth
+    {"kind": "full", "parent": "ab" * 32},
+    {"tree": ["not hex"]},
+    {"time": "yesterday"},
+    {"kind": "incremental", "parent": "ab" * 32, "chain": "ab" * 32, "depth": 0},
+])
+def test_snapshot_validation(change):
+    doc = json.loads(_snap().to_bytes())
+    doc.update(change)
+    with pytest.raises(FormatError):
+        Snapshot.from_bytes(json.dumps(doc).encode(), "00" * 32)
+    with pytest.raises(FormatError):
+        Snapshot.from_bytes(b"\xff not json", "00" * 32)
+
+
+def test_config_round_trip_and_validation():
+    c = RepositoryConfig(repository_id="r1", chunker=ChunkerParams(4096, 16384, 65536), compression_level=7)
+    back = RepositoryConfig.from_bytes(c.to_bytes())
+    assert back == c
+    doc = json.loads(c.to_bytes())
+    for key, value in (("haeedge_repository", 2), ("pack_size", 10), ("key_scheme", "rot13")):
+        bad = dict(doc, **{key: value})
+        with pytest.raises(FormatError):
+            RepositoryConfig.from_bytes(json.dumps(bad).encode())
+    bad = dict(doc, chunker={"algorithm": "fastcdc-2020-gear", "min": 10, "avg": 5, "max": 1})
+    with pytest.raises(FormatError):
+        RepositoryConfig.from_bytes(json.dumps(bad).encode())
+
+
+def test_chunker_params_validation():
+    ChunkerParams().validate()
+    for bad in (ChunkerParams(0, 1024, 4096), ChunkerParams(8192, 4096, 65536), ChunkerParams(64, 128, 512),
+                ChunkerParams(1 << 20, 1 << 21, 1 << 27)):
+        with pytest.raises(ValueError):
+            bad.validate()
+
+
+# ---------------------------------------------------------------------- locks
+
+
+def test_lock_documents_and_staleness():
+    info = decode_lock("n", encode_lock(True, "prune"))
+    assert info.exclusive and info.pid == os.getpid() and info.host == socket.gethostname()
+    assert info.command == "prune" and not info.is_stale()
+    assert info.is_stale(now=time.time() + STALE_AFTER + 1)
+    dead = LockInfo("d", socket.gethostname(), 2**22 + 12345, "u", time.time(), True)
+    assert dead.is_stale()  # no such process here
+    remote = LockInfo("r", "another-host.example", 2**22 + 12345, "u", time.time(), True)
+    assert not remote.is_stale()  # cannot check another host's processes: trust the refresh time
+    with pytest.raises(FormatError):
+        decode_lock("x", b"{}")
+
+
+# ---------------------------------------------------------------------- tree order and chains
+
+
+def test_sort_key_is_component_wise():
+    paths = [b"a.b", b"a/b", b"a", b"a/b/c", b"a-b", b"a/b.c", b"\xff", b"A"]
+    assert sorted(paths, key=sort_key) == [b"A", b"a", b"a/b", b"a/b/c", b"a/b.c", b"a-b", b"a.b", b"\xff"]
+    assert is_under(b"a/b", [b"a"]) and is_under(b"a", [b"a"]) and not is_under(b"ab", [b"a"])
+
+
+def test_merge_chain_overlays_newest_first():
+    def e(path, **kw):
+        return {"path": path, **kw}
+
+    full = [e("a", v=0), e("a/x", v=0), e("b", v=0), e("c", v=0)]
+    inc1 = [e("a/x", deleted=True), e("b", v=1), e("bb", v=1)]
+    inc2 = [e("a/x", v=2), e("c", deleted=True)]
+    merged = list(merge_chain([iter(full), iter(inc1), iter(inc2)]))
+    assert [(m["path"], m.get("v")) for m in merged] == [("a", 0), ("a/x", 2), ("b", 1), ("bb", 1)]
+    assert [m["path"] for m in merge_chain([iter(full), iter(inc1)])] == ["a", "b", "bb", "c"]
