@@ -34,7 +34,7 @@ from haeedge.errors import BackendError, HaeedgeError
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import IndexPack, decode_index
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackEntry
-from haeedge.repo.prune import execute_prune, leftover_originals, plan_prune, replaces
+from haeedge.repo.prune import execute_prune, plan_prune, replaces
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
@@ -142,7 +142,6 @@ class SnapshotsRepairResult:
     rewritten: dict[str, str] = field(default_factory=dict)
     #: snapshot objects that could not be read at all, with the reason; they are removed.
     unreadable: dict[str, str] = field(default_factory=dict)
-    leftovers_removed: list[str] = field(default_factory=list)
     bad_blobs: int = 0
     #: Damaged packs whose intact blobs were copied to new packs before they were deleted.
     packs_replaced: int = 0
@@ -292,9 +291,6 @@ def repair_snapshots(repo: Repository, dry_run: bool = False,
     unreadable: dict[str, str] = {}
     snaps = repo.list_snapshots(on_error=lambda sid, e: unreadable.__setitem__(sid, str(e)))
     result.unreadable = unreadable
-    leftovers = leftover_originals(snaps)
-    result.leftovers_removed = sorted(leftovers)
-    snaps = [s for s in snaps if s.id not in leftovers]
     result.snapshots = len(snaps)
     bad = set(checker.bad_blobs)
     result.bad_blobs = len(bad)
@@ -320,7 +316,7 @@ def repair_snapshots(repo: Repository, dry_run: bool = False,
         result.rewritten = rewrite_snapshots(repo, changes, snapshots=snaps, delete_old=True)
         for r in result.repaired:
             r.new_id = result.rewritten[r.old_id]
-    for sid in sorted(leftovers) + sorted(unreadable):
+    for sid in sorted(unreadable):
         repo.backend.delete(f"snapshots/{sid}")
     # The damaged bytes and lost packs themselves: no snapshot needs them now, and verify would report
     # them forever. Damaged packs are replaced by copies of their intact blobs; lost ones leave the index.

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +28,7 @@ from haeedge.archiver.workers import (
     ChunkStore,
     FileJob,
     FileOutcome,
+    die_with_parent,
     run_batch,
     set_worker_state,
 )
@@ -143,9 +144,10 @@ class Archiver:
         parent_entries: Iterator[dict] = iter(())
         if parent is not None:
             # A full backup reads the parent's list only for its statistics.
-            parent_entries = self.repo.iter_entries(parent)
             if kind == KIND_FULL:
-                parent_entries = self._tolerant(parent_entries)
+                parent_entries = self._tolerant(lambda: self.repo.iter_entries(parent))
+            else:
+                parent_entries = self.repo.iter_entries(parent)
 
         skip = frozenset(_repository_paths(self.repo))
         walk = walk_sources(sources, excluder, opts.one_file_system, self._walk_error, skip)
@@ -187,9 +189,9 @@ class Archiver:
             self.repo.save_snapshot(snap)
         return BackupResult(snap if not opts.dry_run else None, summary, self.warnings)
 
-    def _tolerant(self, entries: Iterator[dict]) -> Iterator[dict]:
+    def _tolerant(self, entries: Callable[[], Iterator[dict]]) -> Iterator[dict]:
         try:
-            yield from entries
+            yield from entries()
         except HaeedgeError as e:
             self._warn(f"parent snapshot unreadable, statistics are relative to nothing: {e}")
 
@@ -212,7 +214,8 @@ class Archiver:
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
                 "HAEEDGE_THREADS") != "1":
             set_worker_state(store)
-            return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+            return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=die_with_parent, initargs=(os.getpid(),))
         set_worker_state(store)
         return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read")
 

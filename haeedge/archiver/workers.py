@@ -195,6 +195,20 @@ def set_worker_state(store: ChunkStore) -> None:
     _STATE = store
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: a killed backup must not leave workers behind holding its pipes."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def run_batch(jobs: list[FileJob]) -> BatchResult:
     """Entry point in a worker process."""
     assert _STATE is not None, "worker state not set before fork"

@@ -70,4 +70,9 @@ def _dispatch(args: list[str], run) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before the CLI's own handlers exist (during imports)
+        click.echo("haeedge: interrupted", err=True)
+        code = ExitCode.INTERRUPTED
+    sys.exit(code)

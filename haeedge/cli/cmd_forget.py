@@ -82,7 +82,7 @@ def parse_group_by(value: str) -> tuple[str, ...]:
 @_keep_option("yearly", "years")
 @click.option("--keep-within", metavar="DURATION",
               help="Keep snapshots at most DURATION older than the group's newest one (e.g. 7d, 1y2mo).")
-@click.option("--keep-tag", "keep_tags", multiple=True, metavar="TAG[,TAG...]",
+@click.option("--keep-tag", "keep_tag", multiple=True, metavar="TAG[,TAG...]",
               help="Keep snapshots that have all these tags (repeatable: any of the lists).")
 @click.option("--group-by", default="host,paths", show_default=True, metavar="FIELDS",
               help="Judge snapshots in groups with equal host, paths and/or tags ('' = one group).")
@@ -96,7 +96,7 @@ def parse_group_by(value: str) -> tuple[str, ...]:
 @json_option
 @pass_app
 def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
-            keep_yearly, keep_within, keep_tags, group_by, hosts, tags, paths, dry_run, prune_after,
+            keep_yearly, keep_within, keep_tag, group_by, hosts, tags, paths, dry_run, prune_after,
             max_unused) -> None:
     """Remove snapshots by a retention policy, or the snapshots given.
 
@@ -111,10 +111,10 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
       haeedge forget 1a2b3c4d
     """
     policy = build_policy(keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within,
-                          keep_tags)
+                          keep_tag)
     fields = parse_group_by(group_by)
     share = parse_max_unused(max_unused)
-    if snapshot_ids and not policy.is_empty():
+    if snapshot_ids and _policy_given_here():
         raise UsageError("give either snapshots or a --keep-* policy, not both")
     if not snapshot_ids and policy.is_empty():
         raise UsageError("no snapshots and no --keep-* policy given: nothing to do",
@@ -167,3 +167,9 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
     elif prune_after and dry_run:
         app.out("prune skipped (dry run)")
 
+
+def _policy_given_here() -> bool:
+    """A --keep-* option on the command line (a profile's policy does not stop 'forget ID')."""
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE
+               for p in ctx.command.params if p.name and p.name.startswith("keep_"))

@@ -69,7 +69,7 @@ def snapshots_command(app: AppContext, dry_run) -> None:
         r = repair_snapshots(repo, dry_run=dry_run, progress=app.progress())
     if app.json:
         app.emit({"dry_run": dry_run, "snapshots": r.snapshots, "bad_blobs": r.bad_blobs,
-                  "unreadable": r.unreadable, "leftovers_removed": r.leftovers_removed, "rewritten": r.rewritten,
+                  "unreadable": r.unreadable, "rewritten": r.rewritten,
                   "packs_replaced": r.packs_replaced, "warnings": r.warnings,
                   "repaired": [{"old_id": x.old_id, "new_id": x.new_id, "damaged_files": x.damaged_files,
                                 "lost_ranges": x.lost_ranges_text(), "dropped_entries": x.dropped_entries,

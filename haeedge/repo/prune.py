@@ -62,6 +62,9 @@ class ForgetResult:
 def leftover_originals(snapshots: Iterable[Snapshot]) -> set[str]:
     """Ids of snapshots that a rewritten copy replaces (left by an interrupted forget or repair).
 
+    Originals stay restorable (rewriters store every copy before deleting
+    anything), so only ``forget`` removes them, deepest first as always.
+
     A copy keeps its original's time, host and paths; requiring that keeps a
     stray "replaces" from ever removing an unrelated snapshot.
     """

@@ -141,11 +141,6 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-@pytest.mark.xfail(reason="BUG: the forked worker processes of `haeedge backup` (archiver ProcessPoolExecutor, "
-                          "fork context) outlive a SIGKILLed parent: they block forever on their result pipe, "
-                          "keep memory and keep the parent's stdout/stderr open (a cron or shell pipeline reading "
-                          "them never sees EOF). Workers should die with the parent (prctl PR_SET_PDEATHSIG or "
-                          "a getppid() check)", strict=True)
 def test_no_orphans_after_sigkill(cli, fast_repo, tmp_path):
     big = tmp_path / "big"
     _big_tree(big, 100)

@@ -187,3 +187,24 @@ def test_unknown_snapshot_and_unlimited(cli, repo, tmp_path):
         cli.backup(src)
     out = cli("forget", "--keep-last", "unlimited", "--json").ok().json()
     assert out["removed"] == [] and len(snapshot_ids(cli)) == 3
+
+
+def test_policy_from_a_profile_default_map(cli, repo, tmp_path):
+    """Profiles map onto forget's options by parameter name (click default_map)."""
+    from click.testing import CliRunner
+
+    from haeedge.cli.app import cli as app
+
+    src = tmp_path / "s"
+    src.mkdir()
+    ids = [cli.backup(src, "--full")["snapshot_id"] for _ in range(3)]
+    base = ["-r", str(repo.path), "--password-file", str(cli.password_file)]
+    profile = {"forget": {"keep_last": 2, "keep_tag": ["never"], "group_by": "host"}}
+    r = CliRunner().invoke(app, [*base, "forget", "--dry-run", "--json"], default_map=profile)
+    assert r.exit_code == 0, r.output
+    out = __import__("json").loads(r.output)
+    assert out["remove"] == [ids[0]] and out["policy"] == "last 2, tag never"
+    # Naming snapshots still works: the profile's policy is not "given here".
+    r = CliRunner().invoke(app, [*base, "forget", ids[1][:12], "--json"], default_map=profile)
+    assert r.exit_code == 0, r.output
+    assert set(snapshot_ids(cli)) == {ids[0], ids[2]}
