@@ -28,7 +28,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 ruff check haeedge tests bench
 
 set +e
-python -m pytest -p no:cacheprovider -q "$@"
+# Two workers: the suite is mostly waiting on real servers and subprocesses.
+python -m pytest -p no:cacheprovider -q -n "${HAEEDGE_TEST_WORKERS:-2}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -10,7 +10,8 @@ from haeedge.cli.cmd_prune import parse_max_unused, prune_json, report_prune
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.durations import parse_duration
 from haeedge.errors import UsageError
-from haeedge.repo.prune import forget_snapshots, leftover_originals, plan_forget, prune
+from haeedge.repo.prune import forget_snapshots, leftover_originals, plan_forget
+from haeedge.repo.prune import prune as prune_repository
 from haeedge.retention import (
     GROUP_FIELDS,
     UNLIMITED,
@@ -27,13 +28,13 @@ class CountType(click.ParamType):
 
     name = "N|unlimited"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int) and value == UNLIMITED:  # from a profile's default_map
             return UNLIMITED
         if str(value).strip().lower() == "unlimited":
             return UNLIMITED
         try:
-            n = int(value)
+            n = int(str(value).strip())
         except ValueError:
             self.fail(f"{value!r} is not a count or 'unlimited'", param, ctx)
         if n < 0:
@@ -90,13 +91,13 @@ def parse_group_by(value: str) -> tuple[str, ...]:
 @click.option("--tag", "tags", multiple=True, help="Only consider snapshots with this tag (repeatable).")
 @click.option("--path", "paths", multiple=True, help="Only consider snapshots that include this path.")
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be kept and removed, and why; change nothing.")
-@click.option("--prune", "prune_after", is_flag=True, help="Run 'prune' afterwards to free the space.")
+@click.option("--prune", "prune", is_flag=True, help="Run 'prune' afterwards to free the space.")
 @click.option("--max-unused", default="5%", show_default=True, metavar="P%",
               help="With --prune: repack packs with more than this share unused.")
 @json_option
 @pass_app
 def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
-            keep_yearly, keep_within, keep_tag, group_by, hosts, tags, paths, dry_run, prune_after,
+            keep_yearly, keep_within, keep_tag, group_by, hosts, tags, paths, dry_run, prune,
             max_unused) -> None:
     """Remove snapshots by a retention policy, or the snapshots given.
 
@@ -136,7 +137,7 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
         remove = {d.id for g in groups for d in g.decisions if not d.keep}
         plan = plan_forget(snaps, remove)
         result = forget_snapshots(repo, plan, app.progress()) if not dry_run else None
-        pruned = prune(repo, share, progress=app.progress()) if prune_after and not dry_run else None
+        pruned = prune_repository(repo, share, progress=app.progress()) if prune and not dry_run else None
     by_id = {s.id: s for s in snaps}
     rebase = {s.id for s in plan.rebase}
     if app.json:
@@ -159,12 +160,15 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
                     f"{s.kind:<11}  {', '.join(d.reasons)}{note}")
     for sid in sorted(leftovers):
         app.out(f"  remove  {sid[:8]}  (left by an interrupted forget or repair; a rewritten copy exists)")
+    if result is not None:
+        for s in plan.rebase:
+            app.out(f"  rebased {s.short_id} -> {result.rewritten[s.id][:8]} (a full snapshot now)")
     verb = "would remove" if dry_run else "removed"
     app.out(f"{verb} {len(plan.remove)} snapshots, {'would rebase' if dry_run else 'rebased'} {len(rebase)}, "
             f"kept {len(snaps) - len(plan.remove)}")
     if pruned is not None:
         report_prune(app, pruned)
-    elif prune_after and dry_run:
+    elif prune and dry_run:
         app.out("prune skipped (dry run)")
 
 

@@ -59,7 +59,12 @@ def command() -> None:
 @json_option
 @pass_app
 def list_(app: AppContext) -> None:
-    """List key slots: id, kind, role, host, label, creation time, and the one in use."""
+    """List key slots: id, kind, role, host, label, creation time, and the one in use.
+
+    \b
+    Example:
+      haeedge key list --json
+    """
     from haeedge.keymgmt import list_keys
 
     with app.open_repo(lock=None, load_index=False) as repo:
@@ -89,7 +94,14 @@ def list_(app: AppContext) -> None:
 @json_option
 @pass_app
 def add(app: AppContext, new_password_file, recipient_file, writer, host, label) -> None:
-    """Add a key: another password, an OpenPGP certificate, or a write-only host key."""
+    """Add a key: another password, an OpenPGP certificate, or a write-only host key.
+
+    \b
+    Examples:
+      haeedge key add --new-password-file ~/.pw2 --label laptop
+      haeedge key add --recipient-file owner.asc
+      haeedge key add --writer --host web1 --new-password-file web1.pw
+    """
     from haeedge import keymgmt
 
     if writer and recipient_file:
@@ -125,7 +137,12 @@ def add(app: AppContext, new_password_file, recipient_file, writer, host, label)
 @json_option
 @pass_app
 def remove(app: AppContext, key_id: str) -> None:
-    """Remove a key slot (never the last one able to read, nor the one in use)."""
+    """Remove a key slot (never the last one able to read, nor the one in use).
+
+    \b
+    Example:
+      haeedge key remove 1a2b3c4d
+    """
     from haeedge.keymgmt import remove_key
 
     with app.open_repo(lock=None, load_index=False) as repo:
@@ -139,7 +156,12 @@ def remove(app: AppContext, key_id: str) -> None:
 @json_option
 @pass_app
 def passwd(app: AppContext, new_password_file) -> None:
-    """Change the password of the key in use (a new slot is added, then the old one removed)."""
+    """Change the password of the key in use (a new slot is added, then the old one removed).
+
+    \b
+    Example:
+      haeedge key passwd --new-password-file ~/.new-pw
+    """
     from haeedge.keymgmt import change_passphrase
 
     with app.open_repo(lock=None, load_index=False) as repo:
@@ -155,7 +177,12 @@ def passwd(app: AppContext, new_password_file) -> None:
 @json_option
 @pass_app
 def signers(app: AppContext, export_file) -> None:
-    """List the signing keys the owner trusts, and for which host."""
+    """List the signing keys the owner trusts, and for which host.
+
+    \b
+    Example:
+      haeedge key signers --export signers.asc && gpg --import signers.asc
+    """
     from haeedge.crypto.openpgp import armor
 
     with app.open_repo(lock=None, load_index=False) as repo:

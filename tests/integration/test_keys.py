@@ -195,3 +195,24 @@ def test_certificate_slot_has_no_password_to_change(cli, fast_repo, owner, tmp_p
 def test_add_option_combinations(cli, fast_repo, option):
     r = cli("key", "add", option, *(["web1"] if option == "--host" else []))
     assert r.code == 2 and "Traceback" not in r.stderr, r.describe()
+
+
+def test_writer_in_a_password_repository_needs_an_owner_certificate(cli, fast_repo, owner, tmp_path):  # noqa: F811
+    host_pw = _write(tmp_path / "host.pw", "password of web9\n")
+    r = cli("key", "add", "--writer", "--host", "web9", "--new-password-file", host_pw)
+    assert r.code == 2 and "--recipient-file" in r.stderr, r.describe()
+    cli("key", "add", "--recipient-file", owner.cert_file).ok()
+    cli("key", "add", "--writer", "--host", "web9", "--new-password-file", host_pw).ok()
+    kinds = sorted((k["kind"], k["role"], k["host"]) for k in _keys(cli))
+    assert [(k, r) for k, r, _h in kinds] == [("certificate", "owner"), ("passphrase", "owner"), ("writer", "writer")]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"written by web9")
+    r = cli("--json", "backup", "--host", "web9", src, env={"HAEEDGE_PASSWORD_FILE": str(host_pw)})
+    assert r.code == 0, r.describe()
+    # The owner's password reads what owners wrote, not what the writer wrote; the owner's secret key does.
+    r = cli("restore", "latest", "--target", tmp_path / "no")
+    assert r.code == 12 and "--identity-file" in r.stderr, r.describe()
+    env = {"HAEEDGE_IDENTITY_FILE": str(owner.secret_file), "HAEEDGE_PASSWORD_FILE": str(owner.passphrase_file)}
+    cli("restore", "latest", "--target", tmp_path / "yes", env=env).ok()
+    assert (tmp_path / "yes" / str(src).lstrip("/") / "f").read_bytes() == b"written by web9"

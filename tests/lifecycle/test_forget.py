@@ -208,3 +208,18 @@ def test_policy_from_a_profile_default_map(cli, repo, tmp_path):
     r = CliRunner().invoke(app, [*base, "forget", ids[1][:12], "--json"], default_map=profile)
     assert r.exit_code == 0, r.output
     assert set(snapshot_ids(cli)) == {ids[0], ids[2]}
+
+
+def test_retention_from_a_config_file_profile(cli, repo, tmp_path):
+    src = tmp_path / "s"
+    src.mkdir()
+    ids = [cli.backup(src, "--full")["snapshot_id"] for _ in range(3)]
+    cfg = tmp_path / "haeedge.yaml"
+    cfg.write_text(f"profiles:\n  nightly:\n    repository: {repo.path}\n    password_file: {cli.password_file}\n"
+                   "    retention:\n      keep_last: 2\n      keep_tag: [keep-forever]\n      prune: true\n")
+    r = cli("-c", cfg, "--profile", "nightly", "--json", "forget", unset=("HAEEDGE_REPOSITORY",)).ok().json()
+    assert r["policy"] == "last 2, tag keep-forever" and r["removed"] == [ids[0]]
+    assert r["prune"] is not None  # prune: true in the profile
+    # The command line wins over the profile.
+    r = cli("-c", cfg, "--profile", "nightly", "--json", "forget", "--keep-last", "1", "--dry-run").ok().json()
+    assert r["policy"] == "last 1, tag keep-forever" and r["remove"] == [ids[1]]

@@ -84,8 +84,8 @@ def test_backup_holds_a_shared_lock_that_names_its_holder(cli, repo, tmp_path):
 def test_an_exclusive_lock_blocks_everything_else(cli, repo, tmp_path):
     src = random_tree(tmp_path / "src", seed=2, n_files=3)
     sid = cli.backup(src)["snapshot_id"]
-    # prune stalls before writing its new index, holding the exclusive lock.
-    proc = cli.popen("prune", env={"HAEEDGE_FAULTS": "put:latency=120:match=index/"})
+    # prune stalls while it lists the snapshots, holding the exclusive lock.
+    proc = cli.popen("prune", env={"HAEEDGE_FAULTS": "list:latency=120:match=snapshots"})
     try:
         lk = _wait_for_lock(repo, proc, exclusive=True)
         assert lk.command == "prune"
@@ -131,17 +131,18 @@ def test_unlock_removes_stale_locks_and_remove_all_removes_the_rest(cli, repo):
 
 
 def test_a_held_lock_is_refreshed(repo, monkeypatch):
-    monkeypatch.setattr(locking, "REFRESH_EVERY", 0.05)
+    monkeypatch.setattr(locking, "REFRESH_EVERY", 0.3)
     with repo.open(load_index=False) as r, r.lock(exclusive=True, command="test") as held:
         first = held.name
-        t0 = _locks(repo)[0].time
-        deadline = time.monotonic() + 10
-        while held.name == first and time.monotonic() < deadline:
+        (t0,) = [lk.time for lk in _locks(repo)]
+        deadline = time.monotonic() + 20
+        while (repo.path / "locks" / first).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(0.1)
-        now = _locks(repo)
-        assert held.name != first and len(now) == 1 and now[0].time > t0
-        assert not (repo.path / "locks" / first).exists()
+        assert not (repo.path / "locks" / first).exists(), "the lock was never refreshed"
+        assert held.name != first
+        current = {lk.name: lk for lk in _locks(repo)}
+        assert first not in current and (held.name in current or len(current) == 1)
+        assert all(lk.time > t0 and lk.exclusive and lk.command == "test" for lk in current.values())
     assert _locks(repo) == []
 
 
