@@ -16,13 +16,16 @@ damaged is an error naming that replica. Locks are exempt: they come and go.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import random
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
+from haeedge.backends.local import LocalBackend
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import BlobIndex, BlobLocation, decode_index
@@ -239,48 +242,41 @@ class Checker:
             by_pack.setdefault(loc.pack_id, []).append((bid, loc))
         packs = [p for p in sorted(self._stored_packs) if selector is None or selector(p)]
         self.progress.start("read-data", sum(self._stored_packs[p] for p in packs))
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="verify") as pool:
-            for _ in pool.map(lambda p: self._read_pack(p, by_pack.get(p, [])), packs):
-                pass
+        jobs = [(p, by_pack.get(p, [])) for p in packs]
+        with self._pack_executor() as pool:
+            for result in pool.map(_check_pack_job, jobs, chunksize=1):
+                self._merge(result)
         self.progress.finish()
 
-    def _read_pack(self, pack_id: str, blobs: list[tuple[bytes, BlobLocation]]) -> None:
-        repo = self.repo
-        name = data_name(pack_id)
-        try:
-            data = repo.backend.get(name)
-        except (BackendError, ObjectNotFound, IntegrityError) as e:  # IntegrityError: every replica's copy is bad
-            self.error(name, f"cannot read pack: {e}")
-            for bid, _loc in blobs:
-                self._bad_blobs.setdefault(bid, f"pack unreadable: {e}")
-            return
-        with self._counter_lock:  # several reader threads
-            self.report.packs_read += 1
-            self.report.bytes_read += len(data)
-        self.progress.advance(nbytes=len(data))
-        if hashlib.sha256(data).hexdigest() != pack_id:
-            # Blame only the blobs that fail their own checks below (MDC, keyed id): the
-            # others are intact and still restore, so no file is reported damaged for them.
-            self.error(name, "pack content does not match its name (damaged or modified)")
-        try:
-            hlen = split_pack_trailer(len(data), data[-4:])
-            header = repo.decode_pack_header(pack_id, memoryview(data)[len(data) - 4 - hlen : len(data) - 4],
-                                             len(data) - 4 - hlen)
-            in_header = {(e.blob_id, e.offset, e.length) for e in header}
-            for bid, loc in blobs:
-                if (bid, loc.offset, loc.length) not in in_header:
-                    self.error(name, f"blob {bid.hex()[:16]} is in the index but not in the pack header")
-        except HaeedgeError as e:
-            self.error(name, f"pack header unreadable: {e}")
-        mv = memoryview(data)
-        for bid, loc in blobs:
-            try:
-                repo.decode_blob(bid, loc, mv[loc.offset : loc.offset + loc.length])
-                with self._counter_lock:
-                    self.report.blobs_checked += 1
-            except HaeedgeError as e:
-                self.error(name, str(e))
-                self._bad_blobs[bid] = str(e)
+    def _pack_executor(self):
+        """Processes for a local repository (decryption holds the GIL); threads otherwise.
+
+        Workers are forked and read packs themselves; network clients are never forked.
+        """
+        global _CHECK_REPO
+        _CHECK_REPO = self.repo
+        workers = int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
+        if (isinstance(self.repo.backend, LocalBackend) and workers > 1
+                and "fork" in multiprocessing.get_all_start_methods() and os.environ.get("HAEEDGE_THREADS") != "1"):
+            from haeedge.archiver.workers import die_with_parent
+
+            return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=die_with_parent, initargs=(os.getpid(),))
+        return ThreadPoolExecutor(max_workers=3, thread_name_prefix="verify")
+
+    def _merge(self, r: PackCheck) -> None:
+        self.report.packs_read += r.packs_read
+        self.report.bytes_read += r.bytes_read
+        self.report.blobs_checked += r.blobs_checked
+        self.progress.advance(nbytes=r.bytes_read)
+        for obj, msg in r.errors:
+            self.error(obj, msg)
+        for bid, why in r.bad_blobs:
+            if r.soft_bad:
+                self._bad_blobs.setdefault(bid, why)
+            else:
+                self._bad_blobs[bid] = why
+
 
     # ------------------------------------------------------------------ blame
 
@@ -313,3 +309,61 @@ class Checker:
             if not s:
                 continue
             self.error(f"{kind} blob {bid.hex()[:16]}", why, snapshots=sorted(s), files=files[:100])
+
+
+@dataclass
+class PackCheck:
+    packs_read: int = 0
+    bytes_read: int = 0
+    blobs_checked: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    bad_blobs: list[tuple[bytes, str]] = field(default_factory=list)
+    #: The pack could not be read at all: do not override a more precise reason.
+    soft_bad: bool = False
+
+
+#: The repository the pack checkers use; set before worker processes fork.
+_CHECK_REPO: Repository | None = None
+
+
+def _check_pack_job(job: tuple[str, list[tuple[bytes, BlobLocation]]]) -> PackCheck:
+    assert _CHECK_REPO is not None
+    return check_pack(_CHECK_REPO, *job)
+
+
+def check_pack(repo: Repository, pack_id: str, blobs: list[tuple[bytes, BlobLocation]]) -> PackCheck:
+    """Read one pack whole and check its hash, header and every blob (MDC, keyed id)."""
+    r = PackCheck()
+    name = data_name(pack_id)
+    try:
+        data = repo.backend.get(name)
+    except (BackendError, ObjectNotFound, IntegrityError) as e:  # IntegrityError: every replica's copy is bad
+        r.errors.append((name, f"cannot read pack: {e}"))
+        r.bad_blobs = [(bid, f"pack unreadable: {e}") for bid, _loc in blobs]
+        r.soft_bad = True
+        return r
+    r.packs_read = 1
+    r.bytes_read = len(data)
+    if hashlib.sha256(data).hexdigest() != pack_id:
+        # Blame only the blobs that fail their own checks below (MDC, keyed id): the
+        # others are intact and still restore, so no file is reported damaged for them.
+        r.errors.append((name, "pack content does not match its name (damaged or modified)"))
+    try:
+        hlen = split_pack_trailer(len(data), data[-4:])
+        header = repo.decode_pack_header(pack_id, memoryview(data)[len(data) - 4 - hlen : len(data) - 4],
+                                         len(data) - 4 - hlen)
+        in_header = {(e.blob_id, e.offset, e.length) for e in header}
+        for bid, loc in blobs:
+            if (bid, loc.offset, loc.length) not in in_header:
+                r.errors.append((name, f"blob {bid.hex()[:16]} is in the index but not in the pack header"))
+    except HaeedgeError as e:
+        r.errors.append((name, f"pack header unreadable: {e}"))
+    mv = memoryview(data)
+    for bid, loc in blobs:
+        try:
+            repo.decode_blob(bid, loc, mv[loc.offset : loc.offset + loc.length])
+            r.blobs_checked += 1
+        except HaeedgeError as e:
+            r.errors.append((name, str(e)))
+            r.bad_blobs.append((bid, str(e)))
+    return r

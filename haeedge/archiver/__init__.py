@@ -33,9 +33,9 @@ from haeedge.archiver.workers import (
     set_worker_state,
 )
 from haeedge.chunking import Chunker
-from haeedge.errors import HaeedgeError, IntegrityError, UsageError
+from haeedge.errors import HaeedgeError, IntegrityError, SnapshotNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
-from haeedge.repo.pack import BLOB_DATA
+from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import KIND_FULL, KIND_INCREMENTAL, Snapshot, now_iso
 from haeedge.repo.tree import path_bytes, set_path, sort_key
@@ -104,10 +104,19 @@ class Archiver:
         if self.opts.full_every is not None and parent.depth + 1 >= self.opts.full_every:
             return KIND_FULL, f"--full-every {self.opts.full_every}"
         try:
-            self.repo.chain_of(parent)
-        except IntegrityError as e:
+            chain = self.repo.chain_of(parent)
+        except (IntegrityError, SnapshotNotFound) as e:
             self._warn(f"parent snapshot {parent.short_id} has a broken chain ({e}); making a full backup")
             return KIND_FULL, "parent chain is broken"
+        try:
+            # An incremental is built on the chain's file lists: every one must open with our keys
+            # (another host's identical tree blob may be sealed with a tree key we do not hold).
+            for link in chain:
+                for tree_id in link.tree:
+                    self.repo.load_blob(bytes.fromhex(tree_id), BLOB_TREE)
+        except HaeedgeError as e:
+            self._warn(f"parent snapshot {parent.short_id}: file list unreadable ({e}); making a full backup")
+            return KIND_FULL, "parent file list unreadable"
         if self.opts.full_if_older_than is not None:
             root = self.repo.load_snapshot(parent.chain_root)
             if datetime.now(UTC) - root.datetime >= self.opts.full_if_older_than:

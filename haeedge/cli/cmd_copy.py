@@ -37,7 +37,9 @@ def command(app: AppContext, snapshots, to, to_password_file) -> None:
     target_app = dataclasses.replace(
         app, repos=list(to),
         password_file=to_password_file or app.password_file,
-        password_command=None if to_password_file else app.password_command)
+        password_command=None if to_password_file else app.password_command,
+        # A target with its own password is opened with it, not with the source's secret key.
+        identity_file=None if to_password_file else app.identity_file)
     progress = app.progress()
     with app.open_repo(lock="shared", command="copy") as source:
         selected = ([source.resolve_snapshot(ref) for ref in snapshots] if snapshots
