@@ -34,7 +34,7 @@ def test_restore_completes_when_s3_is_killed_in_the_middle(make_site, sshd, tree
         reads_before = _s3_data_reads(srv.log)
         # Every replica answers range reads slowly, so the restore takes a few seconds.
         proc = site.popen("restore", snap["snapshot_id"], "--target", target,
-                          env={"HAEEDGE_FAULTS": "get_range:latency=0.25:match=data/"})
+                          env={"HAEEDGE_FAULTS": "get_range:latency=0.5:match=data/"})
         wait_for(lambda: _s3_data_reads(srv.log) - reads_before >= 3, 120, proc, "S3 to serve part of the restore")
         srv.kill()
         served_by_s3 = _s3_data_reads(srv.log) - reads_before
