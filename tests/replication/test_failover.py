@@ -16,7 +16,8 @@ from .helpers import MiB, files_under, make_files, wait_for
 
 
 def _s3_data_reads(log: str) -> int:
-    return len(re.findall(r'"GET /[^ ]*/data/[0-9a-f]{2}/[0-9a-f]{64}', log))
+    # No leading quote: werkzeug may wrap the request line in ANSI colour codes (206 replies).
+    return len(re.findall(r'GET /[^ ]*/data/[0-9a-f]{2}/[0-9a-f]{64}', log))
 
 
 def test_restore_completes_when_s3_is_killed_in_the_middle(make_site, sshd, trees, tmp_path: Path) -> None:
@@ -30,22 +31,12 @@ def test_restore_completes_when_s3_is_killed_in_the_middle(make_site, sshd, tree
         assert packs >= 20
         scan = trees.scan(src)
 
-        # Every replica answers range reads slowly, so the restore takes a few seconds. On a
-        # loaded machine a restore can still finish before S3's log shows its reads: that run
-        # proves nothing about failover, so check its result and try again, slower.
-        for attempt, latency in enumerate((0.5, 1.0, 2.0)):
-            target = tmp_path / f"restore{attempt}"
-            reads_before = _s3_data_reads(srv.log)
-            proc = site.popen("restore", snap["snapshot_id"], "--target", target,
-                              env={"HAEEDGE_FAULTS": f"get_range:latency={latency}:match=data/"})
-            try:
-                wait_for(lambda: _s3_data_reads(srv.log) - reads_before >= 3, 120, proc,  # noqa: B023
-                         "S3 to serve part of the restore")
-                break
-            except AssertionError:
-                if latency == 2.0 or proc.returncode != 0:
-                    raise
-                assert not trees.differences(scan, trees.scan(trees.restored_path(target, src)))
+        target = tmp_path / "restore"
+        reads_before = _s3_data_reads(srv.log)
+        # Every replica answers range reads slowly, so the restore takes a few seconds.
+        proc = site.popen("restore", snap["snapshot_id"], "--target", target,
+                          env={"HAEEDGE_FAULTS": "get_range:latency=0.5:match=data/"})
+        wait_for(lambda: _s3_data_reads(srv.log) - reads_before >= 3, 120, proc, "S3 to serve part of the restore")
         srv.kill()
         served_by_s3 = _s3_data_reads(srv.log) - reads_before
         assert proc.poll() is None, "the restore ended before S3 was killed"
