@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
-from haeedge.errors import ExitCode
-from haeedge.restorer import RestoreOptions, Restorer
+from haeedge.errors import ExitCode, HaeedgeError
+from haeedge.restorer import RestoreOptions, Restorer, RestoreResult
 from haeedge.ui.format import human_size
 
 
@@ -35,8 +35,14 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
     progress = app.progress()
     with app.open_repo(lock="shared", command="restore") as repo:
         snap = repo.resolve_snapshot(snapshot, host=host)
-        result = Restorer(repo, RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
-                                               dry_run=dry_run, devices=devices), progress).run(snap)
+        restorer = Restorer(repo, RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
+                                                 dry_run=dry_run, devices=devices), progress)
+        try:
+            result = restorer.run(snap)
+        except HaeedgeError:
+            if restorer.result.stopped_early:
+                _report_stopped(restorer.result)
+            raise
     if app.json:
         app.emit({"message_type": "summary", "snapshot_id": snap.id, "files": result.files, "dirs": result.dirs,
                   "others": result.others, "bytes": result.bytes, "damaged": result.damaged,
@@ -50,11 +56,22 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
         else:
             app.out(f"restored snapshot {snap.short_id}: {result.files} files, {result.dirs} dirs, "
                     f"{result.others} other entries, {human_size(result.bytes)}")
-        if result.damaged:
-            click.echo(f"haeedge: {len(result.damaged)} damaged files could not be fully restored:", err=True)
-            for p in result.damaged:  # every one: an operator must know exactly what to recover elsewhere
-                click.echo(f"  /{p}", err=True)
+        _list_damaged(result)
     if result.damaged:
         fail_with(ExitCode.INTEGRITY)
     if result.skipped:
         fail_with(ExitCode.PARTIAL)
+
+
+def _list_damaged(result: RestoreResult) -> None:
+    if result.damaged:
+        click.echo(f"haeedge: {len(result.damaged)} damaged files could not be fully restored:", err=True)
+        for p in result.damaged:  # every one: an operator must know exactly what to recover elsewhere
+            click.echo(f"  /{p}", err=True)
+
+
+def _report_stopped(result: RestoreResult) -> None:
+    """The error that follows says why; this says what is on disk: whole files and the named damaged ones."""
+    click.echo(f"haeedge: restore stopped early: {result.files} files were reached and written "
+               "(entries after them in the snapshot were not restored)", err=True)
+    _list_damaged(result)

@@ -532,17 +532,30 @@ class Repository:
     def decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
         """Open, decompress and check a sealed blob against its keyed id.
 
-        On a replicated repository, damaged bytes from one replica are not
-        final: ``recover_range`` re-reads the blob from a replica whose whole
-        pack verifies (a range alone cannot be hashed by the backend).
+        Damaged bytes are not final at once. A read can be damaged on its way
+        (a flaky disk controller, a proxy, a bit flip in RAM), so the blob is read
+        a second time; only if that copy is damaged too is the blob bad. On a
+        replicated repository ``recover_range`` instead re-reads it from a replica
+        whose whole pack verifies (a range alone cannot be hashed by the backend).
         """
         try:
             return self._decode_blob(blob_id, loc, sealed)
         except IntegrityError:
+            name = data_name(loc.pack_id)
             recover = getattr(self.backend, "recover_range", None)
-            good = recover(data_name(loc.pack_id), loc.offset, loc.length) if recover is not None else None
+            if recover is not None:
+                good = recover(name, loc.offset, loc.length)
+            else:
+                try:
+                    good = self.backend.get_range(name, loc.offset, loc.length)
+                except HaeedgeError:
+                    good = None
+                if good is not None and (len(good) != loc.length or good == sealed):
+                    good = None  # the same bytes again: the stored copy is damaged
             if good is None:
                 raise
+            log.info("blob %s in pack %s: first read was damaged, second read used",
+                     blob_id.hex()[:16], loc.pack_id[:16])
             return self._decode_blob(blob_id, loc, good)
 
     def _decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:

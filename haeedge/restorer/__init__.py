@@ -71,6 +71,8 @@ class RestoreResult:
     damaged: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)  # dry run: what would be restored
+    #: The file list broke off: entries after that point were not restored at all.
+    stopped_early: bool = False
 
 
 @dataclass
@@ -156,9 +158,23 @@ class Restorer:
         self.progress.start("restore", snap.summary.get("bytes_total"))
         batch: list[_FileJob] = []
         batch_bytes = 0
+        stopped: HaeedgeError | None = None
         with ThreadPoolExecutor(max_workers=max(1, self.opts.workers), thread_name_prefix="restore") as pool:
             self._pool = pool
-            for rel, entry in self._entries(snap):
+            entries = self._entries(snap)
+            while True:
+                try:
+                    rel, entry = next(entries)
+                except StopIteration:
+                    break
+                except HaeedgeError as e:
+                    # The file list cannot be read on (a damaged list blob, storage gone). Files
+                    # already created must not be left looking whole: finish their data below,
+                    # so each one is either complete or named damaged, then report the error.
+                    if self.opts.dry_run:
+                        raise
+                    stopped = e
+                    break
                 if self.opts.dry_run:
                     self.result.planned.append(os.fsdecode(rel))
                     self._count(entry)
@@ -185,6 +201,9 @@ class Restorer:
             self._finish_links()
             self._finish_dirs()
         self.progress.finish()
+        if stopped is not None:
+            self.result.stopped_early = True
+            raise stopped
         return self.result
 
     def _count(self, entry: dict) -> None:

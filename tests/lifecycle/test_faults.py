@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from .helpers import copy_repo, random_tree, write_files
 
 BACKUP_FAULTS = [
@@ -28,9 +26,8 @@ RESTORE_FAULTS = [
     "get:every=2",
     "get_range:every=2:missing",
 ]
-#: Open: under this fault, in the full parallel suite only, a restore that exits 4 once left
-#: a file with wrong content that its damaged list did not name. Kept apart and not strict
-#: until it is understood (see the closing note of this landing).
+#: Flipped bits in range reads: data blobs and file-list blobs fail their checks at random
+#: points. Each blob gets a second read; a restore whose file list breaks off stops early.
 FLIP_FAULT = "get_range:flip:every=2"
 PRUNE_FAULTS = [
     "delete:every=2",
@@ -106,36 +103,49 @@ def test_restore_under_faults(cli, trees, tmp_path):
         _assert_clean(r, spec)
         outcomes[spec] = r.code
         assert r.code in (0, 1, 4), r.describe()
-        if r.code == 0:  # success means every byte is right
-            assert not trees.differences(scan, trees.scan(trees.restored_path(target, src)))
-        elif r.code == 4:  # damaged files are named; the others are intact
-            got = trees.scan(trees.restored_path(target, src))
-            named = {p.strip().lstrip("/") for p in r.stderr.splitlines() if p.startswith("  /")}
-            prefix = str(src).lstrip("/") + "/"
-            ignore = {p[len(prefix):].encode() for p in named if p.startswith(prefix)}
-            assert not trees.differences(scan, got, fields=("type", "size", "sha256"), ignore=ignore), spec
+        _check_restored(r, trees, scan, src, target, spec)
         shutil.rmtree(target, ignore_errors=True)
     _consistent(cli, trees, handle.path, {first: (src, scan)}, tmp_path, "restores")
     print(f"\nrestore under faults: {outcomes}")
     assert sum(code != 0 for code in outcomes.values()) >= 2, outcomes
 
 
-@pytest.mark.xfail(reason="OPEN: once seen in the full parallel suite: a file restored with wrong bytes that "
-                          "the damaged list did not name (flipped range reads); not reproduced alone", strict=False)
 def test_restore_under_flipped_reads_names_every_damaged_file(cli, trees, tmp_path):
     handle, src, first, scan = _base(cli, trees, tmp_path)
-    for n in range(3):
+    for n in range(4):
         env = {"HAEEDGE_REPOSITORY": str(handle.path), "HAEEDGE_FAULTS": FLIP_FAULT, "HAEEDGE_FAULTS_SEED": str(n)}
         target = tmp_path / f"t{n}"
         r = cli("restore", first, "--target", target, env=env)
         _assert_clean(r, FLIP_FAULT)
         assert r.code in (0, 4), r.describe()
-        got = trees.scan(trees.restored_path(target, src))
-        named = {p.strip().lstrip("/") for p in r.stderr.splitlines() if p.startswith("  /")}
-        prefix = str(src).lstrip("/") + "/"
-        ignore = {p[len(prefix):].encode() for p in named if p.startswith(prefix)}
-        assert not trees.differences(scan, got, fields=("type", "size", "sha256"), ignore=ignore), r.stderr
+        _check_restored(r, trees, scan, src, target, FLIP_FAULT)
         shutil.rmtree(target, ignore_errors=True)
+
+
+def _check_restored(r, trees, scan: dict, src, target, spec: str) -> None:
+    """Success means every byte is right; exit 4 means every file on disk is whole or named damaged.
+
+    A restore whose file list broke off ("stopped early") did not reach the entries after the
+    break: those may be absent, but none may be present with wrong bytes.
+    """
+    stopped = "restore stopped early" in r.stderr
+    if r.code not in (0, 4) and not stopped:  # failed before it wrote any file
+        return
+    restored = trees.restored_path(target, src)
+    if stopped and not restored.exists():  # broke off before the first entry
+        return
+    got = trees.scan(restored)
+    if r.code == 0:
+        assert not trees.differences(scan, got), spec
+        return
+    named = {p.strip().lstrip("/") for p in r.stderr.splitlines() if p.startswith("  /")}
+    prefix = str(src).lstrip("/") + "/"
+    ignore = {p[len(prefix):].encode() for p in named if p.startswith(prefix)}
+    expected = scan
+    if stopped:
+        expected = {p: v for p, v in scan.items() if p in got}
+    assert not trees.differences(expected, got, fields=("type", "size", "sha256"), ignore=ignore), \
+        f"{spec}:\n{r.stderr}"
 
 
 def test_prune_under_faults(cli, trees, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 
@@ -177,6 +178,31 @@ def test_repair_snapshots_salvages_a_file_list_with_an_unreadable_blob(cli, repo
     assert not trees.differences(scan, got, fields=("type", "size", "sha256"), ignore=unknown)
     assert all(rel in got for rel in unknown)
     assert len(unknown) < 2500 // 2
+
+
+def test_restore_stops_at_an_unreadable_file_list_blob_with_every_file_whole_or_named(cli, repo, trees, tmp_path):
+    """A stored, damaged file-list blob (a second read gives the same bytes): restore cannot go on
+    past it, but the files it already created are finished, never left sized but empty."""
+    src = tmp_path / "src"
+    rng = random.Random(7)
+    write_files(src, {f"many/{'n' * 100}{i:04d}.bin": rng.randbytes(40_000) for i in range(600)})
+    sid = cli.backup(src)["snapshot_id"]
+    scan = trees.scan(src)
+    tree = _tree_blobs(repo, sid)
+    assert len(tree) >= 3, "the file list should span several tree blobs"
+    lost = tree[1]
+    flip_byte(pack_path(repo.path, lost.pack_id), lost.offset + lost.length // 2)
+
+    target = tmp_path / "r"
+    r = cli("restore", sid, "--target", target)
+    assert r.code == 4, r.describe()
+    assert "restore stopped early" in r.stderr and "haeedge: error:" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    got = trees.scan(trees.restored_path(target, src))
+    files = {p for p, v in got.items() if v["type"] == "file"}
+    assert 10 < len(files) < 600, len(files)  # the part before the damaged blob, not more
+    reached = {p: v for p, v in scan.items() if p in got}
+    assert not trees.differences(reached, got, fields=("type", "size", "sha256"))
 
 
 def test_repair_snapshots_turns_an_orphaned_incremental_into_a_full(cli, repo, trees, tmp_path):

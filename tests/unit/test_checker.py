@@ -7,8 +7,12 @@ import os
 import pytest
 
 from haeedge.archiver import Archiver, BackupOptions
+from haeedge.backends.faulty import FaultyBackend
+from haeedge.backends.local import LocalBackend
 from haeedge.checker import Checker
+from haeedge.errors import IntegrityError
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
+from haeedge.repo.repository import Credentials, Repository
 from haeedge.repo.tree import path_bytes
 from haeedge.restorer import RestoreOptions, Restorer
 
@@ -114,3 +118,28 @@ def test_pack_missing_from_index_is_a_warning(populated, tmp_path):
     assert any(f.severity == "warning" and "not in any index" in f.message for f in report.findings)
     # ... but the snapshots now point at blobs nobody can find: that is an error.
     assert not report.ok
+
+
+def test_a_damaged_read_is_read_again_but_damage_on_storage_stays_an_error(populated):
+    """Bits flipped on the way (the first read of each pack) cost a second read, not the file;
+    the same flip on disk is still reported."""
+    handle, src, first, _second = populated
+
+    faulty = FaultyBackend(LocalBackend(str(handle.path)), "get_range:flip:once:match=data/")
+    repo = Repository.open(faulty, Credentials(passphrases=[handle.password]))
+    try:
+        repo.load_index()
+        entries = {path_bytes(e): e for e in repo.iter_entries(first)}
+        victim = entries[os.fsencode(src).lstrip(b"/") + b"/two"]
+        chunk = bytes.fromhex(victim["chunks"][0][0])
+        assert repo.load_blob(chunk) == (src / "two").read_bytes()[: victim["chunks"][0][1]]
+        assert faulty.injected["get_range"] >= 1
+        loc = repo.lookup_blob(chunk)
+    finally:
+        repo.close()
+    pack = handle.path / "data" / loc.pack_id[:2] / loc.pack_id
+    raw = bytearray(pack.read_bytes())
+    raw[loc.offset + loc.length // 2] ^= 1
+    pack.write_bytes(bytes(raw))
+    with handle.open() as repo, pytest.raises(IntegrityError):
+        repo.load_blob(chunk)
