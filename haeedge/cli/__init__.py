@@ -15,8 +15,10 @@ from haeedge.errors import ExitCode, HaeedgeError
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, then report the outcome (hooks, metrics, log file) whatever it was."""
+    from haeedge.allocator import tune_allocator
     from haeedge.monitoring import begin_run, finish_run
 
+    tune_allocator()
     run = begin_run()
     code = _dispatch(sys.argv[1:] if argv is None else argv, run)
     finish_run(run, code)
