@@ -20,6 +20,7 @@ import random
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,3 +542,32 @@ class TreeTools:
 @pytest.fixture(scope="session")
 def trees() -> type[TreeTools]:
     return TreeTools
+
+
+# ---------------------------------------------------------------------- servers
+
+
+def _servers():
+    """tests/servers.py, importable as ``tests.servers`` whatever pytest put on sys.path."""
+    try:
+        import tests.servers as servers
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        import tests.servers as servers
+    return servers
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    """One OpenSSH sshd on 127.0.0.1 for the session; tests that stop a server start their own."""
+    srv = _servers().start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """One moto S3 server process on 127.0.0.1 for the session; tests that kill a server start their own."""
+    srv = _servers().start_s3(tmp_path_factory.mktemp("s3"))
+    yield srv
+    srv.stop()

@@ -28,7 +28,7 @@ from haeedge.repo.pack import COMPRESSION_NONE, COMPRESSION_ZSTD
 #: A worker returns after about this many bytes of one file, so no result
 #: (sealed blobs travel back in it) grows with the file; the next segment
 #: restarts at the last chunk boundary, which gives the same chunks.
-SEGMENT_BYTES = 8 << 20
+SEGMENT_BYTES = 4 << 20
 
 
 @dataclass(slots=True)
@@ -172,6 +172,10 @@ class ChunkStore:
                 for off, length in bounds:
                     chunks.append([self._store(data[off : off + length], blobs).hex(), length])
                     done += length
+                    if done >= SEGMENT_BYTES and not eof:
+                        # Return early: the rest of the buffer is read again by the next segment
+                        # (page cache), which keeps each result, and its copy in transit, small.
+                        return done, offset + done
                 if eof:
                     if keep < filled:
                         chunks.append([self._store(data[keep:filled], blobs).hex(), filled - keep])

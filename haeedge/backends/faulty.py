@@ -57,7 +57,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from haeedge.backends.base import Backend, ObjectInfo
+from haeedge.backends.base import Backend, BackendWrapper, ObjectInfo
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
 log = logging.getLogger("haeedge.backends")
@@ -155,7 +155,7 @@ def parse_spec(spec: str) -> list[FaultRule]:
     return rules
 
 
-class FaultyBackend:
+class FaultyBackend(BackendWrapper):
     """Wraps a backend and injects the faults its rules describe. Thread-safe."""
 
     def __init__(
@@ -166,8 +166,7 @@ class FaultyBackend:
         seed: int = 0,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.inner = inner
-        self.location = inner.location
+        super().__init__(inner)
         self.rules: list[FaultRule] = parse_spec(spec) if isinstance(spec, str) else list(spec or [])
         self._rng = random.Random(seed)
         self._sleep = sleep
@@ -268,16 +267,8 @@ class FaultyBackend:
         self._before("create", "")
         self.inner.create()
 
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, attr: str):  # noqa: ANN204 - pass through extras such as remove_temporaries
-        if attr == "inner":
-            raise AttributeError(attr)
-        return getattr(self.inner, attr)
-
-    def __repr__(self) -> str:
-        return f"FaultyBackend({self.inner!r}, rules={len(self.rules)})"
+    def _describe(self) -> str:
+        return f"rules={len(self.rules)}"
 
 
 def wrap_from_env(backend: Backend, env: Mapping[str, str] | None = None) -> Backend:

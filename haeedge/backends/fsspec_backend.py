@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo
+from haeedge.backends.base import NAMESPACES, ObjectInfo, check_name
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
 TMP_PREFIX = ".tmp-"
@@ -203,8 +203,7 @@ class FsspecBackend:
     # -- helpers -------------------------------------------------------------------------
 
     def _path(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in name.split("/") or name.endswith("/"):
-            raise BackendError(f"{self.location}: invalid object name {name!r}")
+        check_name(self.location, name)
         return f"{self.root}/{name}"
 
     def _error(self, e: BaseException, action: str, name: str | None) -> BackendError:

@@ -6,7 +6,7 @@ import errno
 import os
 from collections.abc import Iterator
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo
+from haeedge.backends.base import NAMESPACES, ObjectInfo, check_name
 from haeedge.errors import BackendError, ObjectNotFound
 
 
@@ -16,8 +16,7 @@ class LocalBackend:
         self.location = self.root
 
     def _path(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in name.split("/"):
-            raise BackendError(f"invalid object name {name!r}")
+        check_name(self.location, name)
         return os.path.join(self.root, name)
 
     def create(self) -> None:
@@ -125,6 +124,16 @@ class LocalBackend:
     def close(self) -> None:
         pass
 
+    def open_spool(self) -> LocalSpool:
+        """A pack file written in place as blobs arrive, committed by fsync and rename (see ``put``)."""
+        directory = os.path.join(self.root, "data")
+        tmp = os.path.join(directory, f".tmp-pack-{os.getpid()}-{os.urandom(6).hex()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise BackendError(f"{self.location}: cannot create a pack file: {e.strerror}") from e
+        return LocalSpool(self, fd, tmp)
+
     def remove_temporaries(self) -> int:
         """Delete leftovers of interrupted writes; returns how many."""
         n = 0
@@ -137,6 +146,55 @@ class LocalBackend:
                     except OSError:
                         pass
         return n
+
+
+class LocalSpool:
+    """One pack file under ``data/.tmp-pack-*`` until ``commit`` renames it to its name.
+
+    A crash leaves the temporary file, which nothing lists or reads; ``prune``
+    removes such leftovers.
+    """
+
+    def __init__(self, backend: LocalBackend, fd: int, tmp: str):
+        self.backend = backend
+        self.fd: int | None = fd
+        self.tmp = tmp
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self.fd is not None
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError as e:
+            raise BackendError(f"{self.backend.location}: cannot write a pack file: {e.strerror}") from e
+
+    def commit(self, name: str) -> None:
+        path = self.backend._path(name)
+        assert self.fd is not None
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+            directory = os.path.dirname(path)
+            try:
+                os.replace(self.tmp, path)
+            except FileNotFoundError:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                os.replace(self.tmp, path)
+            _fsync_dir(directory)
+        except OSError as e:
+            raise BackendError(f"{self.backend.location}: cannot write {name}: {e.strerror}") from e
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
 
 
 def _fsync_dir(path: str) -> None:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from haeedge.backends.base import Backend, ObjectInfo
+from haeedge.backends.base import Backend, BackendWrapper, ObjectInfo
 from haeedge.errors import BackendError, ObjectNotFound
 
 log = logging.getLogger("haeedge.backends")
@@ -61,7 +61,7 @@ def is_transient(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS
 
 
-class RetryingBackend:
+class RetryingBackend(BackendWrapper):
     """A Backend that retries transient failures of ``inner``. Thread-safe if ``inner`` is."""
 
     def __init__(
@@ -79,8 +79,7 @@ class RetryingBackend:
     ):
         if attempts < 1 or (read_attempts is not None and read_attempts < 1):
             raise ValueError("attempts must be at least 1")
-        self.inner = inner
-        self.location = inner.location
+        super().__init__(inner)
         self.attempts = attempts
         self.read_attempts = read_attempts or attempts
         self.base_delay = base_delay
@@ -184,16 +183,3 @@ class RetryingBackend:
     def exists(self, name: str) -> bool:
         return self._call("stat", name, lambda: self.inner.exists(name))
 
-    def create(self) -> None:
-        self.inner.create()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, attr: str):  # noqa: ANN204 - pass through extras such as remove_temporaries
-        if attr == "inner":
-            raise AttributeError(attr)
-        return getattr(self.inner, attr)
-
-    def __repr__(self) -> str:
-        return f"RetryingBackend({self.inner!r})"

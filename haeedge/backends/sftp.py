@@ -57,7 +57,7 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 from paramiko.sftp import CMD_EXTENDED
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo
+from haeedge.backends.base import NAMESPACES, ObjectInfo, check_name
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
 log = logging.getLogger("haeedge.backends")
@@ -411,8 +411,7 @@ class SFTPBackend:
         return self.root
 
     def _path(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in name.split("/") or "\\" in name:
-            raise BackendError(f"{self.location}: invalid object name {name!r}")
+        check_name(self.location, name)
         return posixpath.join(self._root(), name)
 
     # -- the Backend protocol ------------------------------------------------------------

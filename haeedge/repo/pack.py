@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from haeedge.errors import FormatError
 
@@ -63,12 +65,13 @@ def decode_header(data: bytes) -> list[PackEntry]:
 
 
 class PackBuilder:
-    """Accumulates sealed blobs in memory until the pack is full."""
+    """Accumulates sealed blobs in memory until the pack is full (any backend)."""
 
     def __init__(self) -> None:
         # One growing buffer: the blobs are copied once, and the pack is never joined again.
         self.buffer = bytearray()
         self.entries: list[PackEntry] = []
+        self.length = 0
 
     @property
     def size(self) -> int:
@@ -81,12 +84,79 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self, sealed_header: bytes) -> tuple[str, bytearray]:
-        """(pack id, pack bytes). The id is the SHA-256 of the bytes."""
+    def finish(self, sealed_header: bytes) -> str:
+        """Close the pack; its id is the SHA-256 of its bytes."""
         self.buffer += sealed_header
         self.buffer += struct.pack("<I", len(sealed_header))
+        self.length = len(self.buffer)
+        return hashlib.sha256(self.buffer).hexdigest()
+
+    def store(self, put: Callable[[str, bytes | bytearray], None], name: str) -> None:
         data, self.buffer = self.buffer, bytearray()
-        return hashlib.sha256(data).hexdigest(), data
+        put(name, data)
+
+    def discard(self) -> None:
+        self.buffer = bytearray()
+
+
+class PackSpool(Protocol):
+    """A pack being written straight to its storage (see ``LocalBackend.open_spool``)."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+    def commit(self, name: str) -> None: ...
+    def discard(self) -> None: ...
+
+
+class SpooledPackBuilder(PackBuilder):
+    """Writes blobs to a spool as they come instead of holding the pack in memory.
+
+    A backend that can place a finished file under its final name (local disk)
+    offers spools; a pack then costs page cache, not process memory, and
+    storing it is an fsync and a rename.
+    """
+
+    def __init__(self, open_spool: Callable[[], PackSpool]) -> None:
+        super().__init__()
+        self._open_spool = open_spool
+        self._spool: PackSpool | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self._spool is None:
+            self._spool = self._open_spool()  # first blob: no empty spools for empty packs
+        self._spool.write(data)
+        self._hash.update(data)
+        self._size += len(data)
+
+    def add(self, blob_type: int, compression: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        self._write(sealed)  # first: a failed write adds no entry
+        self.entries.append(PackEntry(blob_type, compression, blob_id, self._size - len(sealed), len(sealed),
+                                      raw_length))
+
+    def finish(self, sealed_header: bytes) -> str:
+        self._write(sealed_header)
+        self._write(struct.pack("<I", len(sealed_header)))
+        self.length = self._size
+        return self._hash.hexdigest()
+
+    def store(self, put: Callable[[str, bytes | bytearray], None], name: str) -> None:
+        assert self._spool is not None
+        spool, self._spool = self._spool, None
+        try:
+            spool.commit(name)
+        except BaseException:
+            spool.discard()
+            raise
+
+    def discard(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.discard()
 
 
 def split_pack_trailer(pack_size: int, tail: bytes) -> int:

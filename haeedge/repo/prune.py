@@ -16,6 +16,7 @@ point leaves only unreferenced leftovers, never a missing blob.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -26,7 +27,7 @@ from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, RepositoryLocked
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import IndexPack, decode_index
-from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackBuilder, PackEntry, encode_header
+from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackEntry, encode_header
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot
@@ -197,6 +198,7 @@ class PruneResult:
     index_objects_deleted: int = 0
     used_bytes: int = 0
     unused_bytes: int = 0
+    temporaries_removed: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -319,7 +321,7 @@ class _PackWriter:
     def __init__(self, repo: Repository, result: PruneResult):
         self.repo = repo
         self.result = result
-        self.builders = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
+        self.builders = {BLOB_DATA: repo.new_pack_builder(), BLOB_TREE: repo.new_pack_builder()}
         self.written: list[IndexPack] = []
 
     def add(self, entry: PackEntry, sealed: bytes) -> None:
@@ -330,13 +332,13 @@ class _PackWriter:
 
     def _upload(self, blob_type: int) -> None:
         b = self.builders[blob_type]
-        self.builders[blob_type] = PackBuilder()
+        self.builders[blob_type] = self.repo.new_pack_builder()
         entries = b.entries
-        pack_id, data = b.finish(self.repo.seal("meta", encode_header(entries)))
-        self.repo.put_named(data_name(pack_id), data)
-        self.written.append(IndexPack(pack_id, len(data), entries))
+        pack_id = b.finish(self.repo.seal("meta", encode_header(entries)))
+        b.store(self.repo.put_named, data_name(pack_id))
+        self.written.append(IndexPack(pack_id, b.length, entries))
         self.result.packs_written += 1
-        self.result.bytes_written += len(data)
+        self.result.bytes_written += b.length
 
     def finish(self) -> list[IndexPack]:
         for t in (BLOB_DATA, BLOB_TREE):
@@ -344,29 +346,43 @@ class _PackWriter:
                 self._upload(t)
         return self.written
 
+    def discard(self) -> None:
+        for b in self.builders.values():
+            with contextlib.suppress(Exception):
+                b.discard()
+
 
 def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | None = None) -> PruneResult:
     """Repack, write the new index, then delete. Needs an exclusive lock."""
     progress = progress or SilentProgress()
     result = _summary(plan, dry_run=False)
+    # Leftovers of interrupted writes (a killed backup's half-written pack file). Safe under
+    # the exclusive lock: no other writer is running.
+    remove_temporaries = getattr(repo.backend, "remove_temporaries", None)
+    if remove_temporaries is not None:
+        result.temporaries_removed = remove_temporaries()
     if not (plan.delete or plan.repack or plan.unindexed or plan.vanished or plan.superseded_left):
         return result  # nothing to do: leave the index objects as they are
     writer = _PackWriter(repo, result)
     repacked: list[str] = []
     keep_whole: list[str] = []
     progress.start("repack", sum(plan.packs[p].size for p in plan.repack))
-    for pack_id in plan.repack:
-        info = plan.packs[pack_id]
-        blobs = _verified_blobs(repo, info, result)
-        progress.advance(nbytes=info.size)
-        if blobs is None:
-            keep_whole.append(pack_id)
-            continue
-        for entry, sealed in blobs:
-            writer.add(entry, sealed)
-            result.blobs_repacked += 1
-        repacked.append(pack_id)
-    new_packs = writer.finish()
+    try:
+        for pack_id in plan.repack:
+            info = plan.packs[pack_id]
+            blobs = _verified_blobs(repo, info, result)
+            progress.advance(nbytes=info.size)
+            if blobs is None:
+                keep_whole.append(pack_id)
+                continue
+            for entry, sealed in blobs:
+                writer.add(entry, sealed)
+                result.blobs_repacked += 1
+            repacked.append(pack_id)
+        new_packs = writer.finish()
+    except BaseException:
+        writer.discard()
+        raise
     progress.finish()
     result.packs_repacked = len(repacked)
 

@@ -65,6 +65,7 @@ from haeedge.repo.pack import (
     MAX_BLOB_RAW,
     PackBuilder,
     PackEntry,
+    SpooledPackBuilder,
     decode_header,
     encode_header,
     split_pack_trailer,
@@ -147,7 +148,8 @@ class Repository:
         self.compression_level = config.compression_level
         self._mutex = threading.Lock()
         self._pending_ids: set[bytes] = set()
-        self._builders: dict[int, PackBuilder] = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
+        self._builders: dict[int, PackBuilder] = {BLOB_DATA: self.new_pack_builder(),
+                                                  BLOB_TREE: self.new_pack_builder()}
         self._unindexed: list[IndexPack] = []
         self._last_checkpoint = time.monotonic()
         self._uploads: list[Future] = []
@@ -425,7 +427,7 @@ class Repository:
             builder.add(blob_type, compression, bid, sealed, raw_len)
             if builder.size >= self.config.pack_size:
                 full = builder
-                self._builders[blob_type] = PackBuilder()
+                self._builders[blob_type] = self.new_pack_builder()
         with self.stats.lock:
             self.stats.blobs_added += 1
             if blob_type == BLOB_DATA:
@@ -451,17 +453,26 @@ class Repository:
         with self._mutex:
             self._uploads.append(fut)
 
+    def new_pack_builder(self) -> PackBuilder:
+        """A spooled builder where the backend can take a finished file (local disk), else one in memory."""
+        open_spool = getattr(self.backend, "open_spool", None)
+        if open_spool is None or self.dry_run:
+            return PackBuilder()
+        return SpooledPackBuilder(open_spool)
+
     def _write_pack(self, builder: PackBuilder) -> None:
         try:
             header = self.seal("meta", encode_header(builder.entries))
-            pack_id, data = builder.finish(header)
-            if not self.dry_run:
-                self.put_named(data_name(pack_id), data)
+            pack_id = builder.finish(header)
+            if self.dry_run:
+                builder.discard()
+            else:
+                builder.store(self.put_named, data_name(pack_id))
             with self.stats.lock:
                 self.stats.packs_written += 1
             checkpoint: list[IndexPack] = []
             with self._mutex:
-                self._unindexed.append(IndexPack(pack_id, len(data), builder.entries))
+                self._unindexed.append(IndexPack(pack_id, builder.length, builder.entries))
                 if (len(self._unindexed) >= INDEX_CHECKPOINT_PACKS
                         or time.monotonic() - self._last_checkpoint >= INDEX_CHECKPOINT_SECONDS):
                     checkpoint, self._unindexed = self._unindexed, []
@@ -485,7 +496,7 @@ class Repository:
         for blob_type in (BLOB_DATA, BLOB_TREE):
             with self._mutex:
                 builder = self._builders[blob_type]
-                self._builders[blob_type] = PackBuilder()
+                self._builders[blob_type] = self.new_pack_builder()
             if len(builder):
                 self._submit_pack(builder)
         self._wait_uploads()
@@ -507,11 +518,14 @@ class Repository:
         """Drop unfinished packs after a failure; uploaded ones stay for reuse or prune."""
         with self._mutex:
             dropped = self._builders
-            self._builders = {BLOB_DATA: PackBuilder(), BLOB_TREE: PackBuilder()}
+            self._builders = {BLOB_DATA: self.new_pack_builder(), BLOB_TREE: self.new_pack_builder()}
             # Blobs of dropped packs were never stored: forget that they were promised.
             for builder in dropped.values():
                 for e in builder.entries:
                     self._pending_ids.discard(e.blob_id)
+        for builder in dropped.values():
+            with contextlib.suppress(Exception):
+                builder.discard()
         with contextlib.suppress(Exception):
             self._wait_uploads()
 

@@ -159,6 +159,7 @@ class Restorer:
         batch: list[_FileJob] = []
         batch_bytes = 0
         stopped: HaeedgeError | None = None
+        reached = 0
         with ThreadPoolExecutor(max_workers=max(1, self.opts.workers), thread_name_prefix="restore") as pool:
             self._pool = pool
             entries = self._entries(snap)
@@ -171,10 +172,11 @@ class Restorer:
                     # The file list cannot be read on (a damaged list blob, storage gone). Files
                     # already created must not be left looking whole: finish their data below,
                     # so each one is either complete or named damaged, then report the error.
-                    if self.opts.dry_run:
-                        raise
+                    if self.opts.dry_run or not reached:
+                        raise  # nothing was written: the error alone says it all
                     stopped = e
                     break
+                reached += 1
                 if self.opts.dry_run:
                     self.result.planned.append(os.fsdecode(rel))
                     self._count(entry)

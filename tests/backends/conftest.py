@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.servers import S3Server, SshdServer, start_s3, start_sshd
+    from tests.servers import S3Server, SshdServer
 except ImportError:  # run without the project root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.servers import S3Server, SshdServer, start_s3, start_sshd
+    from tests.servers import S3Server, SshdServer
 
 from haeedge.backends.base import Backend
 from haeedge.backends.fsspec_backend import FsspecBackend
@@ -27,20 +27,6 @@ from haeedge.backends.sftp import SFTPBackend
 BACKEND_KINDS = ["local", "memory", "s3", "sftp", "replicated"]
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    """One sshd for the whole session (tests that stop a server start their own)."""
-    srv = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """One moto S3 server for the whole session."""
-    srv = start_s3(tmp_path_factory.mktemp("s3"))
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

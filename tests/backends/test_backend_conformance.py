@@ -109,9 +109,11 @@ def test_error_messages_name_the_location(backend: Backend) -> None:
 
 
 def test_invalid_names_are_refused(backend: Backend) -> None:
-    for bad in ("../escape", "/etc/passwd", "keys/../../x"):
-        with pytest.raises(BackendError):
+    for bad in ("../escape", "/etc/passwd", "keys/../../x", "", "keys//x", "keys/", "keys/./x", "keys\\..\\x"):
+        with pytest.raises(BackendError, match="invalid object name"):
             backend.put(bad, b"x")
+        with pytest.raises(BackendError, match="invalid object name"):
+            backend.get(bad)
 
 
 def test_list_gives_full_names_and_sizes_per_namespace(backend: Backend) -> None:

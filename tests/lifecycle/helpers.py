@@ -121,10 +121,10 @@ def store_crafted_blob(repo, blob_id: bytes, stored: bytes, raw_length: int, com
     b.add(blob_type, compression, blob_id, repo.seal("content" if blob_type == BLOB_DATA else "tree", stored),
           raw_length)
     entries = b.entries
-    pack_id, data = b.finish(repo.seal("meta", encode_header(entries)))
-    repo.backend.put(data_name(pack_id), data)
-    repo.write_index([IndexPack(pack_id, len(data), entries)])
-    repo.index.add_pack(bytes.fromhex(pack_id), len(data), entries)
+    pack_id = b.finish(repo.seal("meta", encode_header(entries)))
+    b.store(repo.backend.put, data_name(pack_id))
+    repo.write_index([IndexPack(pack_id, b.length, entries)])
+    repo.index.add_pack(bytes.fromhex(pack_id), b.length, entries)
 
 
 def file_entry(path: str, chunks: list, **extra) -> dict:

@@ -87,7 +87,9 @@ def test_pack_layout_blobs_then_header_then_length(blobs, header):
     b = PackBuilder()
     for i, blob in enumerate(blobs):
         b.add(BLOB_DATA, 0, bytes([i]) * 32, blob, len(blob))
-    pack_id, data = b.finish(header)
+    pack_id = b.finish(header)
+    data = bytes(b.buffer)
+    assert len(data) == b.length
     assert pack_id == hashlib.sha256(data).hexdigest()
     hlen = split_pack_trailer(len(data), data[-4:])
     assert data[len(data) - 4 - hlen : -4] == header
@@ -253,9 +255,17 @@ def test_damaged_blob_never_decodes_to_wrong_bytes(small_repo, blob, data):
     bid, _new = repo.save_blob(BLOB_DATA, blob + os.urandom(8))
     repo.flush()
     loc = repo.lookup_blob(bid)
-    sealed = bytearray(repo.backend.get_range(f"data/{loc.pack_id[:2]}/{loc.pack_id}", loc.offset, loc.length))
+    name = f"data/{loc.pack_id[:2]}/{loc.pack_id}"
+    sealed = bytearray(repo.backend.get_range(name, loc.offset, loc.length))
     pos = data.draw(st.integers(0, len(sealed) - 1))
     sealed[pos] ^= data.draw(st.integers(1, 255))
+    # Damaged on the way only: the second read gives the stored, intact blob.
+    assert repo.decode_blob(bid, loc, bytes(sealed)) == blob + repo.load_blob(bid)[len(blob):]
+    # Damaged where it is stored: both reads are bad, so it is an error, never other bytes.
+    path = small_repo / name
+    stored = bytearray(path.read_bytes())
+    stored[loc.offset + pos] = sealed[pos]
+    path.write_bytes(bytes(stored))
     with pytest.raises(HaeedgeError):
         repo.decode_blob(bid, loc, bytes(sealed))
     with pytest.raises(IntegrityError):

@@ -11,34 +11,18 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 try:
-    from tests.servers import S3Server, SshdServer, start_s3, start_sshd
+    from tests.servers import S3Server, SshdServer
 except ImportError:  # run without the project root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.servers import S3Server, SshdServer, start_s3, start_sshd
+    from tests.servers import S3Server, SshdServer
 
 from .helpers import Site, s3_env, sftp_env
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    """One sshd for the suite; tests that stop a server start their own."""
-    srv = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """One moto S3 server process for the suite; tests that kill a server start their own."""
-    srv = start_s3(tmp_path_factory.mktemp("s3"))
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
