@@ -20,8 +20,9 @@ import multiprocessing
 import os
 import random
 import threading
+from array import array
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
@@ -237,12 +238,13 @@ class Checker:
 
     def _read_packs(self, selector: Callable[[str], bool] | None) -> None:
         repo = self.repo
-        by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = {}
-        for bid, loc in repo.index.iter_entries():
-            by_pack.setdefault(loc.pack_id, []).append((bid, loc))
+        # Record numbers, not locations: 4 bytes per blob here, and in each job sent to a worker.
+        by_pack = repo.index.records_by_pack()
         packs = [p for p in sorted(self._stored_packs) if selector is None or selector(p)]
         self.progress.start("read-data", sum(self._stored_packs[p] for p in packs))
-        jobs = [(p, by_pack.get(p, [])) for p in packs]
+        none = array("I")
+        jobs = [(p, by_pack.get(p, none)) for p in packs]
+        del by_pack
         with self._pack_executor() as pool:
             for result in pool.map(_check_pack_job, jobs, chunksize=1):
                 self._merge(result)
@@ -253,15 +255,15 @@ class Checker:
 
         Workers are forked and read packs themselves; network clients are never forked.
         """
-        global _CHECK_REPO
+        global _CHECK_REPO, _CHECK_WINDOW
         _CHECK_REPO = self.repo
+        _CHECK_WINDOW = READ_WINDOW if isinstance(self.repo.backend, LocalBackend) else None
         workers = int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
         if (isinstance(self.repo.backend, LocalBackend) and workers > 1
                 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get("HAEEDGE_THREADS") != "1"):
-            from haeedge.archiver.workers import die_with_parent
+            from haeedge.archiver.workers import fork_pool
 
-            return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=die_with_parent, initargs=(os.getpid(),))
+            return fork_pool(workers)
         return ThreadPoolExecutor(max_workers=3, thread_name_prefix="verify")
 
     def _merge(self, r: PackCheck) -> None:
@@ -324,46 +326,115 @@ class PackCheck:
 
 #: The repository the pack checkers use; set before worker processes fork.
 _CHECK_REPO: Repository | None = None
+#: Read packs in pieces (local disk) or whole (None: one request to a network backend).
+_CHECK_WINDOW: int | None = None
 
 
-def _check_pack_job(job: tuple[str, list[tuple[bytes, BlobLocation]]]) -> PackCheck:
+def _check_pack_job(job: tuple[str, array]) -> PackCheck:
+    """One pack, its blobs given as index record numbers (the index is shared with the parent)."""
     assert _CHECK_REPO is not None
-    return check_pack(_CHECK_REPO, *job)
+    pack_id, records = job
+    entry_at = _CHECK_REPO.index.entry_at
+    return check_pack(_CHECK_REPO, pack_id, [entry_at(i) for i in records], window=_CHECK_WINDOW)
 
 
-def check_pack(repo: Repository, pack_id: str, blobs: list[tuple[bytes, BlobLocation]]) -> PackCheck:
-    """Read one pack whole and check its hash, header and every blob (MDC, keyed id)."""
+#: Local packs are read in pieces of about this size (a pack is 16 MiB by default).
+READ_WINDOW = 4 << 20
+
+
+def check_pack(repo: Repository, pack_id: str, blobs: list[tuple[bytes, BlobLocation]],
+               window: int | None = None) -> PackCheck:
+    """Read one pack and check its hash, header and every blob (MDC, keyed id).
+
+    With ``window`` (cheap ranged reads: local disk) the pack is read front to back
+    in pieces of about that size, each hashed and its blobs checked before the next
+    is read, so a worker never holds a whole pack. Otherwise it is read whole: one
+    request to a network backend.
+    """
     r = PackCheck()
     name = data_name(pack_id)
+    hasher = hashlib.sha256()
     try:
-        data = repo.backend.get(name)
+        if window:
+            size = repo.backend.stat(name).size
+            pieces = _windows(size, blobs, window)
+            data = None
+        else:
+            data = repo.backend.get(name)
+            size = len(data)
+            pieces = [(0, size, blobs)]
+        last_start, last = 0, b""
+        for start, end, inside in pieces:
+            piece = data if data is not None else repo.backend.get_range(name, start, end - start)
+            if len(piece) != end - start:
+                raise BackendError(f"{name} changed size while it was read")
+            hasher.update(piece)
+            r.bytes_read += len(piece)
+            _check_blobs(repo, name, piece, start, inside, r)
+            last_start, last = start, piece
     except (BackendError, ObjectNotFound, IntegrityError) as e:  # IntegrityError: every replica's copy is bad
         r.errors.append((name, f"cannot read pack: {e}"))
         r.bad_blobs = [(bid, f"pack unreadable: {e}") for bid, _loc in blobs]
+        r.blobs_checked = 0
         r.soft_bad = True
         return r
     r.packs_read = 1
-    r.bytes_read = len(data)
-    if hashlib.sha256(data).hexdigest() != pack_id:
-        # Blame only the blobs that fail their own checks below (MDC, keyed id): the
+    if hasher.hexdigest() != pack_id:
+        # Blame only the blobs that fail their own checks (MDC, keyed id): the
         # others are intact and still restore, so no file is reported damaged for them.
         r.errors.append((name, "pack content does not match its name (damaged or modified)"))
     try:
-        hlen = split_pack_trailer(len(data), data[-4:])
-        header = repo.decode_pack_header(pack_id, memoryview(data)[len(data) - 4 - hlen : len(data) - 4],
-                                         len(data) - 4 - hlen)
+        hlen = split_pack_trailer(size, bytes(last[-4:]) if len(last) >= 4 else b"")
+        hstart = size - 4 - hlen
+        if hstart >= last_start:
+            sealed_header = memoryview(last)[hstart - last_start : size - 4 - last_start]
+        else:
+            sealed_header = repo.backend.get_range(name, hstart, hlen)
+        header = repo.decode_pack_header(pack_id, sealed_header, hstart)
         in_header = {(e.blob_id, e.offset, e.length) for e in header}
         for bid, loc in blobs:
             if (bid, loc.offset, loc.length) not in in_header:
                 r.errors.append((name, f"blob {bid.hex()[:16]} is in the index but not in the pack header"))
     except HaeedgeError as e:
         r.errors.append((name, f"pack header unreadable: {e}"))
-    mv = memoryview(data)
+    return r
+
+
+def _windows(size: int, blobs: list[tuple[bytes, BlobLocation]],
+             window: int) -> list[tuple[int, int, list[tuple[bytes, BlobLocation]]]]:
+    """Cut [0, size) into consecutive pieces of about ``window`` bytes, each grown to hold
+    whole every blob that starts in it; (start, end, blobs starting there)."""
+    order = sorted(blobs, key=lambda b: b[1].offset)
+    out: list[tuple[int, int, list[tuple[bytes, BlobLocation]]]] = []
+    pos = i = 0
+    while pos < size:
+        end = min(size, pos + window)
+        inside = []
+        while i < len(order) and order[i][1].offset < end:
+            loc = order[i][1]
+            end = max(end, min(size, loc.offset + loc.length))
+            inside.append(order[i])
+            i += 1
+        out.append((pos, end, inside))
+        pos = end
+    if i < len(order):  # entries beyond the end of the pack: checked (and failed) with the last piece
+        if out:
+            out[-1][2].extend(order[i:])
+        else:
+            out.append((0, 0, order[i:]))
+    return out
+
+
+def _check_blobs(repo: Repository, name: str, piece: bytes, start: int,
+                 blobs: list[tuple[bytes, BlobLocation]], r: PackCheck) -> None:
+    mv = memoryview(piece)
     for bid, loc in blobs:
+        lo = loc.offset - start
         try:
-            repo.decode_blob(bid, loc, mv[loc.offset : loc.offset + loc.length])
+            if lo < 0 or lo + loc.length > len(mv):
+                raise IntegrityError(f"blob {bid.hex()[:16]} lies outside pack {name.rsplit('/', 1)[-1][:16]}")
+            repo.decode_blob(bid, loc, mv[lo : lo + loc.length])
             r.blobs_checked += 1
         except HaeedgeError as e:
             r.errors.append((name, str(e)))
             r.bad_blobs.append((bid, str(e)))
-    return r

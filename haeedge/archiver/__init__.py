@@ -15,7 +15,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +28,7 @@ from haeedge.archiver.workers import (
     ChunkStore,
     FileJob,
     FileOutcome,
-    die_with_parent,
+    fork_pool,
     run_batch,
     set_worker_state,
 )
@@ -223,8 +223,7 @@ class Archiver:
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
                 "HAEEDGE_THREADS") != "1":
             set_worker_state(store)
-            return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=die_with_parent, initargs=(os.getpid(),))
+            return fork_pool(workers)
         set_worker_state(store)
         return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read")
 

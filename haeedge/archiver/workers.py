@@ -12,10 +12,13 @@ so network clients are never forked.
 
 from __future__ import annotations
 
+import gc
 import hmac
+import multiprocessing
 import os
 import stat
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import zstandard
@@ -211,6 +214,28 @@ def die_with_parent(parent_pid: int) -> None:
         pass
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _ready() -> None:
+    """A no-op task: submitting it makes the pool fork its workers now."""
+
+
+def fork_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes forked from this one, sharing its memory copy-on-write.
+
+    The garbage collector is frozen while they fork: a collection in a child
+    walks every object it inherited and so copies every page holding one. Frozen,
+    those objects are never walked and their pages stay shared.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=die_with_parent, initargs=(os.getpid(),))
+        pool.submit(_ready).result()  # with fork, the first task starts every worker at once
+    finally:
+        gc.unfreeze()
+    return pool
 
 
 def run_batch(jobs: list[FileJob]) -> BatchResult:

@@ -336,8 +336,12 @@ def _skesk_session_keys(body: bytes | memoryview, passphrases: Sequence[bytes]) 
     return out
 
 
-def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> bytes | None:
-    """Decrypt a SEIPD v1 body; None when the key is wrong (quick check and MDC)."""
+def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> memoryview | None:
+    """Decrypt a SEIPD v1 body; None when the key is wrong (quick check and MDC).
+
+    A view into the decrypted buffer, not a copy: blobs are megabytes, and the
+    literal packet is copied out of it once anyway.
+    """
     if len(body) < 1 or body[0] != 1:
         raise OpenPGPError("unsupported SEIPD version (only v1 is accepted)")
     if algo not in SYM_KEY_SIZES or len(key) != SYM_KEY_SIZES[algo]:
@@ -353,7 +357,7 @@ def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> bytes | No
         return None
     if hashlib.sha1(mv[:-20]).digest() != bytes(mv[-20:]):
         return None
-    return plain[18:-22]
+    return mv[18:-22]
 
 
 def _decompress(algo: int, data: bytes | memoryview, limit: int) -> bytes:

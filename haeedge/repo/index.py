@@ -155,9 +155,25 @@ class BlobIndex:
 
     def iter_entries(self) -> Iterator[tuple[bytes, BlobLocation]]:
         for i in range(self._count):
-            bid, pack_no, offset, length, flags = _RECORD.unpack_from(self._records, i * RECORD_SIZE)
-            yield bid, BlobLocation(self._pack_ids[pack_no].hex(), offset, length, flags & _RAW_MASK,
-                                    BLOB_TREE if flags & _FLAG_TREE else BLOB_DATA, 1 if flags & _FLAG_ZSTD else 0)
+            yield self.entry_at(i)
+
+    def entry_at(self, record: int) -> tuple[bytes, BlobLocation]:
+        """The blob stored as record number ``record`` (0 <= record < len(self))."""
+        bid, pack_no, offset, length, flags = _RECORD.unpack_from(self._records, record * RECORD_SIZE)
+        return bid, BlobLocation(self._pack_ids[pack_no].hex(), offset, length, flags & _RAW_MASK,
+                                 BLOB_TREE if flags & _FLAG_TREE else BLOB_DATA, 1 if flags & _FLAG_ZSTD else 0)
+
+    def records_by_pack(self) -> dict[str, array]:
+        """Each pack's record numbers, 4 bytes per blob: a plan over every blob that holds
+        no object per blob (``entry_at`` turns a number back into its location)."""
+        groups: dict[int, array] = {}
+        pack_numbers = memoryview(self._records).cast("I")[8::RECORD_SIZE // 4]  # after the 32-byte id
+        for i, pack_no in enumerate(pack_numbers[: self._count]):
+            group = groups.get(pack_no)
+            if group is None:
+                group = groups[pack_no] = array("I")
+            group.append(i)
+        return {self._pack_ids[n].hex(): g for n, g in groups.items()}
 
 
 @dataclass

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from haeedge.archiver import Archiver, BackupOptions
 from haeedge.backends.faulty import FaultyBackend
 from haeedge.backends.local import LocalBackend
-from haeedge.checker import Checker
+from haeedge.checker import Checker, _windows, check_pack
 from haeedge.errors import IntegrityError
+from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.repository import Credentials, Repository
 from haeedge.repo.tree import path_bytes
@@ -143,3 +146,37 @@ def test_a_damaged_read_is_read_again_but_damage_on_storage_stays_an_error(popul
     pack.write_bytes(bytes(raw))
     with handle.open() as repo, pytest.raises(IntegrityError):
         repo.load_blob(chunk)
+
+
+@given(size=st.integers(0, 5000), window=st.integers(1, 3000),
+       spans=st.lists(st.tuples(st.integers(0, 6000), st.integers(1, 900)), max_size=30))
+def test_read_windows_cover_the_pack_once_and_hold_every_blob_whole(size, window, spans):
+    blobs = [(bytes([i % 256]) * 32, BlobLocation(pack_id="p" * 64, offset=off, length=length, raw_length=length,
+                                                   blob_type=BLOB_DATA, compression=0))
+             for i, (off, length) in enumerate(spans)]
+    pieces = _windows(size, blobs, window)
+    assert [p[0] for p in pieces[1:]] == [p[1] for p in pieces[:-1]]  # contiguous
+    if size:
+        assert pieces[0][0] == 0 and pieces[-1][1] == size
+    placed = [b for _s, _e, inside in pieces for b in inside]
+    assert sorted(id(b) for b in placed) == sorted(id(b) for b in blobs)  # every blob exactly once
+    for start, end, inside in pieces:
+        for _bid, loc in inside:
+            if loc.offset + loc.length <= size:
+                assert start <= loc.offset and loc.offset + loc.length <= end
+
+
+def test_windowed_and_whole_pack_reads_find_the_same_damage(populated):
+    handle, _src, _first, _second = populated
+    pack = _pack_of(handle, BLOB_DATA)[0]
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 3] ^= 0x10
+    pack.write_bytes(bytes(raw))
+    with handle.open() as repo:
+        blobs = [(bid, loc) for bid, loc in repo.index.iter_entries() if loc.pack_id == pack.name]
+        whole = check_pack(repo, pack.name, blobs)
+        pieces = check_pack(repo, pack.name, blobs, window=7000)
+    assert whole.errors and sorted(whole.errors) == sorted(pieces.errors)
+    assert sorted(whole.bad_blobs) == sorted(pieces.bad_blobs) and whole.bad_blobs
+    assert whole.bytes_read == pieces.bytes_read == len(raw)
+    assert whole.blobs_checked == pieces.blobs_checked == len(blobs) - len(whole.bad_blobs)
