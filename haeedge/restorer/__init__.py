@@ -41,6 +41,9 @@ from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
 BATCH_BYTES = 128 << 20
 BATCH_FILES = 5_000
 MERGE_GAP = 1 << 20
+#: One ranged read covers at most this much (more if one blob is bigger): with four
+#: reader threads, what a restore holds in flight stays small next to a 16 MiB pack.
+MAX_READ = 4 << 20
 _ZERO = bytes(8 << 20)
 #: Zero runs this long, aligned in the file, are left as holes (sparse files stay sparse).
 SPARSE_BLOCK = 64 << 10
@@ -362,8 +365,9 @@ class Restorer:
         groups: list[list[tuple[bytes, BlobLocation]]] = []
         for bid, loc in items:
             if groups:
-                last = groups[-1][-1][1]
-                if loc.offset - (last.offset + last.length) <= MERGE_GAP:
+                first, last = groups[-1][0][1], groups[-1][-1][1]
+                if (loc.offset - (last.offset + last.length) <= MERGE_GAP
+                        and loc.offset + loc.length - first.offset <= MAX_READ):
                     groups[-1].append((bid, loc))
                     continue
             groups.append([(bid, loc)])
@@ -388,7 +392,7 @@ class Restorer:
                     for job, _off in targets[bid]:
                         self._fail(job, str(e))
                     continue
-                zero = len(raw) <= len(_ZERO) and raw == _ZERO[: len(raw)]
+                zero = len(raw) <= len(_ZERO) and _ZERO.startswith(raw)  # memcmp, no copy
                 for job, off in targets[bid]:
                     self._write(job, off, raw, zero)
 
