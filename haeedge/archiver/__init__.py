@@ -11,11 +11,13 @@ from __future__ import annotations
 import getpass
 import multiprocessing
 import os
+import queue
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -44,6 +46,8 @@ DEFAULT_FULL_IF_OLDER_THAN = timedelta(days=7)
 MAX_IN_FLIGHT = 4096
 BATCH_FILES = 256
 BATCH_BYTES = 4 << 20
+#: How often the main process, waiting for a result, looks for announced segments (seconds).
+ANNOUNCE_POLL = 0.005
 
 
 @dataclass
@@ -222,8 +226,14 @@ class Archiver:
                            repo.index)
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
                 "HAEEDGE_THREADS") != "1":
+            announcements = multiprocessing.get_context("fork").SimpleQueue()
+            self._announcements = _Announcements(announcements.empty, announcements.get)
+            store.announce = lambda token, offset: announcements.put((token, offset))
             set_worker_state(store)
             return fork_pool(workers)
+        local: queue.SimpleQueue = queue.SimpleQueue()
+        self._announcements = _Announcements(local.empty, local.get)
+        store.announce = lambda token, offset: local.put((token, offset))
         set_worker_state(store)
         return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read")
 
@@ -231,7 +241,12 @@ class Archiver:
                       tree, pool: Executor) -> None:
         self._pool = pool
         self._inflight: deque[_Batch] = deque()
-        self._max_inflight = max(1, getattr(pool, "_max_workers", 2)) + 1
+        self._workers = max(1, getattr(pool, "_max_workers", 2))
+        self._max_inflight = self._workers + 1
+        #: Segments announced before their predecessor's result came back, waiting for room.
+        self._early: deque[_Batch] = deque()
+        self._by_token: dict[int, _Slot] = {}
+        self._next_token = 0
         pending: deque[tuple[dict, dict | None, _Slot | None, WalkItem | None]] = deque()
         parent_iter = iter(parent_entries)
         parent_next = next(parent_iter, None)
@@ -292,7 +307,7 @@ class Archiver:
                     if "hardlink" in entry:
                         self._hardlink_groups.add(entry["hardlink"])
                     slot = _Slot(current, len(current.jobs))
-                    current.jobs.append(FileJob(item.abspath, item.st.st_ino, item.st.st_mtime_ns))
+                    current.jobs.append(self._job(FileJob(item.abspath, item.st.st_ino, item.st.st_mtime_ns), slot))
                     current.slots.append(slot)
                     current_bytes += min(item.st.st_size, SEGMENT_BYTES)
                     if len(current.jobs) >= BATCH_FILES or current_bytes >= BATCH_BYTES:
@@ -302,26 +317,87 @@ class Archiver:
         emit_deleted_before(None)
         dispatch()
         drain(force=True)
+        # Segments that outlived their file (it failed part-way) are applied too: a worker
+        # sends each new blob once, so a result left unapplied could lose a blob that a
+        # later file of this run names.
+        while self._early:
+            b = self._early.popleft()
+            if not b.applied:
+                self._apply(b, wait=True)
+        while self._inflight:
+            self._apply(self._inflight[0], wait=True)
 
     # The scheduler: batches go to workers; finished ones are applied as soon as
     # they are seen (their blobs packed, continuations of big files submitted),
     # in any order; entries are completed strictly in walk order.
 
-    def _submit(self, b: _Batch) -> None:
-        while len(self._inflight) >= self._max_inflight:
+    def _job(self, job: FileJob, slot: _Slot) -> FileJob:
+        """Give ``job`` a token, so that an announcement of its next segment finds its slot."""
+        self._next_token += 1
+        job.token = self._next_token
+        self._by_token[job.token] = slot
+        return job
+
+    def _submit(self, b: _Batch, limit: int | None = None) -> None:
+        assert b.future is None and not b.applied, "a batch is submitted once"
+        while len(self._inflight) >= (limit or self._max_inflight):
             self._apply(self._inflight[0], wait=True)
+            if b.future is not None:  # submitted meanwhile (an announced segment, while we waited)
+                return
         b.future = self._pool.submit(run_batch, b.jobs)
         self._inflight.append(b)
 
     def _poll(self) -> None:
+        self._take_announcements()
         for b in [b for b in self._inflight if b.future is not None and b.future.done()]:
             self._apply(b, wait=False)
+
+    def _wait(self, future: Future) -> BatchResult:
+        """The result of ``future``; announcements that arrive meanwhile start their segments."""
+        while not future.done():
+            futures_wait([future], timeout=ANNOUNCE_POLL)
+            self._take_announcements()
+        return future.result()
+
+    def _take_announcements(self) -> None:
+        """Start the next segment of a big file as soon as a worker knows where it begins."""
+        ann = self._announcements
+        while not ann.empty():
+            token, offset = ann.get()
+            slot = self._by_token.get(token)
+            if slot is not None and slot.next_offset is None and not slot.root().done:
+                self._continue(slot, offset, submit=False)
+        # Announced segments may exceed the in-flight limit by one per worker: the batches
+        # ahead of them may wait for the very segment whose successor this is.
+        limit = self._max_inflight + self._workers
+        while self._early and len(self._inflight) < limit:
+            b = self._early.popleft()
+            if b.future is None and not b.applied:  # not started meanwhile by a wait for it
+                self._submit(b, limit)
+
+    def _continue(self, slot: _Slot, offset: int, submit: bool) -> None:
+        """Queue (or submit) the segment of ``slot``'s file that starts at ``offset``."""
+        slot.next_offset = offset
+        job = slot.batch.jobs[slot.index]
+        cont = _Batch()
+        cont_slot = _Slot(cont, 0, parent=slot)
+        cont.jobs.append(self._job(FileJob(job.abspath, job.inode, job.mtime_ns, offset), cont_slot))
+        cont.slots.append(cont_slot)
+        slot.root().segments.append(cont)
+        if submit:
+            self._submit(cont)
+        else:
+            self._early.append(cont)
 
     def _apply(self, b: _Batch, wait: bool) -> None:
         if b.applied:
             return
+        if b.future is None:  # an announced segment still waiting for room
+            self._submit(b)
         assert b.future is not None
-        res: BatchResult = b.future.result()
+        res: BatchResult = self._wait(b.future)
+        if b.applied:  # applied while we waited (announcements can apply batches to make room)
+            return
         b.applied = True
         self._inflight.remove(b)
         add = self.repo.add_sealed_blob
@@ -331,20 +407,19 @@ class Archiver:
         res.blobs = []
         b.future = None
         for slot, outcome in zip(b.slots, res.outcomes, strict=True):
-            slot.take(outcome)
-            if outcome.next_offset is not None and outcome.error is None:
-                job = b.jobs[slot.index]
-                cont = _Batch()
-                cont.jobs.append(FileJob(job.abspath, job.inode, job.mtime_ns, outcome.next_offset))
-                cont.slots.append(_Slot(cont, 0, parent=slot))
-                slot.root().continuation = cont
-                self._submit(cont)
+            self._by_token.pop(b.jobs[slot.index].token, None)
+            slot.take(outcome, b.jobs[slot.index].offset)
+            if outcome.next_offset is not None and outcome.error is None and not slot.root().done:
+                if slot.next_offset is None:  # not announced (yet): start it now
+                    self._continue(slot, outcome.next_offset, submit=True)
+                elif slot.next_offset != outcome.next_offset:
+                    raise AssertionError("a segment announced another cut than it returned")
 
     def _finish_slot(self, slot: _Slot) -> _Slot:
-        """Wait until the file's last segment is in; returns the slot holding the totals."""
+        """Wait until every segment of the file is in; returns the slot holding the totals."""
         while not slot.done:
-            batch = slot.continuation if slot.outcome is not None else slot.batch
-            assert batch is not None
+            batch = next((b for b in slot.segments if not b.applied), None)
+            assert batch is not None, "a file is unfinished with no segment outstanding"
             self._apply(batch, wait=True)
         return slot
 
@@ -396,6 +471,14 @@ class Archiver:
         tree.add(entry)
 
 
+@dataclass(frozen=True, slots=True)
+class _Announcements:
+    """Where workers report the start of a big file's next segment (a queue's two ends)."""
+
+    empty: Callable[[], bool]
+    get: Callable[[], tuple[int, int]]
+
+
 class _Batch:
     __slots__ = ("jobs", "slots", "future", "applied")
 
@@ -407,17 +490,24 @@ class _Batch:
 
 
 class _Slot:
-    """One file's place in a batch; segments of a big file accumulate into the first slot."""
+    """One file's place in a batch. A big file is read in segments, each in a slot of its own
+    whose ``parent`` is the previous one; the first (root) slot gathers them in file order,
+    whatever order their results arrive in."""
 
-    __slots__ = ("batch", "index", "parent", "outcome", "continuation", "chunks", "size", "changed", "error",
-                 "done")
+    __slots__ = ("batch", "index", "parent", "next_offset", "segments", "parts", "cursor", "chunks", "size",
+                 "changed", "error", "done")
 
     def __init__(self, batch: _Batch, index: int, parent: _Slot | None = None) -> None:
         self.batch = batch
         self.index = index
         self.parent = parent
-        self.outcome: FileOutcome | None = None
-        self.continuation: _Batch | None = None
+        #: Where the segment after this one starts, once known (announced or returned).
+        self.next_offset: int | None = None
+        # Root only: the batches holding the file's segments, results by segment offset,
+        # and the offset of the next segment to append.
+        self.segments: list[_Batch] = [batch] if parent is None else []
+        self.parts: dict[int, FileOutcome] = {}
+        self.cursor = 0
         self.chunks: list = []
         self.size = 0
         self.changed = False
@@ -430,17 +520,25 @@ class _Slot:
             s = s.parent
         return s
 
-    def take(self, outcome: FileOutcome) -> None:
-        self.outcome = outcome
+    def take(self, outcome: FileOutcome, offset: int) -> None:
         root = self.root()
-        if outcome.error is not None or outcome.chunks is None:
-            root.error = outcome.error or "unreadable"
-        else:
-            root.chunks.extend(outcome.chunks)
-            root.size += outcome.size
-            root.changed |= outcome.changed_while_reading
-        if outcome.next_offset is None or root.error is not None:
-            root.done = True
+        root.parts[offset] = outcome
+        while not root.done:
+            part = root.parts.pop(root.cursor, None)
+            if part is None:
+                return  # an earlier segment is still out
+            if part.error is not None or part.chunks is None:
+                root.error = part.error or "unreadable"
+                root.done = True
+            else:
+                root.chunks.extend(part.chunks)
+                root.size += part.size
+                root.changed |= part.changed_while_reading
+                if part.next_offset is None:
+                    root.done = True
+                else:
+                    root.cursor = part.next_offset
+        root.parts.clear()
 
     def ready(self) -> bool:
         return self.done

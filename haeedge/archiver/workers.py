@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import stat
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -32,6 +33,8 @@ from haeedge.repo.pack import COMPRESSION_NONE, COMPRESSION_ZSTD
 #: (sealed blobs travel back in it) grows with the file; the next segment
 #: restarts at the last chunk boundary, which gives the same chunks.
 SEGMENT_BYTES = 4 << 20
+#: A segment reads in steps of this size while it looks for its last chunk boundary.
+READ_STEP = 1 << 20
 
 
 @dataclass(slots=True)
@@ -40,6 +43,8 @@ class FileJob:
     inode: int
     mtime_ns: int
     offset: int = 0
+    #: Names the job in announcements of where its file's next segment starts.
+    token: int = 0
 
 
 @dataclass(slots=True)
@@ -78,6 +83,8 @@ class ChunkStore:
         self.level = compression_level
         self.known = known
         self.seen: set[bytes] = set()
+        #: Called with (job token, next segment's offset) as soon as a segment's cut is known.
+        self.announce: Callable[[int, int], None] | None = None
         # Per thread: in the thread fallback one ChunkStore serves several threads.
         self._local = threading.local()
 
@@ -135,7 +142,7 @@ class ChunkStore:
                     chunks.append([self._store(chunk, blobs).hex(), len(chunk)])
                 size, next_offset = len(data), None
             else:
-                size, next_offset = self._segment(fd, job.offset, chunks, blobs)
+                size, next_offset = self._segment(fd, job, chunks, blobs)
             after = os.fstat(fd)
             changed = after.st_mtime_ns != job.mtime_ns or before.st_mtime_ns != job.mtime_ns
             if next_offset is None and after.st_size != job.offset + size:
@@ -144,51 +151,53 @@ class ChunkStore:
         finally:
             os.close(fd)
 
-    def _segment(self, fd: int, offset: int, chunks: list, blobs: list[NewBlob]) -> tuple[int, int | None]:
-        """Chunk from ``offset`` (a chunk boundary) for about SEGMENT_BYTES; (bytes done, next offset).
+    def _segment(self, fd: int, job: FileJob, chunks: list, blobs: list[NewBlob]) -> tuple[int, int | None]:
+        """Chunk from ``job.offset`` (a chunk boundary) for about SEGMENT_BYTES; (bytes done, next offset).
 
-        One reused buffer of max chunk size + 1 MiB: the unfinished tail of each
-        read moves to its front and the next read fills the rest.
+        The cut is found first, and announced, before any chunk is sealed: the main
+        process can then hand the next segment to another worker at once, so one
+        big file keeps every core busy. Reading goes on in steps until a real chunk
+        boundary at or past SEGMENT_BYTES is seen (the piece at the end of what was
+        read is not one: more data could move it). One reused buffer per thread.
         """
+        offset = job.offset
         os.lseek(fd, offset, os.SEEK_SET)
         params = self.chunker.params
         buf = getattr(self._local, "buffer", None)
         if buf is None:
-            buf = self._local.buffer = bytearray(params.max_size + (1 << 20))
+            buf = self._local.buffer = bytearray(SEGMENT_BYTES + params.max_size + READ_STEP)
         view = memoryview(buf)
-        done = 0
-        filled = 0
+        take: list[tuple[int, int]] = []
+        done = filled = 0
+        eof = False
         try:
             while True:
-                eof = False
-                while filled < len(buf):
-                    n = os.readv(fd, [view[filled:]])
+                target = min(len(buf), max(filled, SEGMENT_BYTES) + READ_STEP)
+                while filled < target:
+                    n = os.readv(fd, [view[filled:target]])
                     if n == 0:
                         eof = True
                         break
                     filled += n
-                data = view[:filled]
-                bounds = chunk_boundaries(data, params)
-                keep = filled
+                bounds = chunk_boundaries(view[done:filled], params)
                 if not eof and bounds:
-                    keep = bounds.pop()[0]
+                    bounds.pop()
                 for off, length in bounds:
-                    chunks.append([self._store(data[off : off + length], blobs).hex(), length])
-                    done += length
-                    if done >= SEGMENT_BYTES and not eof:
-                        # Return early: the rest of the buffer is read again by the next segment
-                        # (page cache), which keeps each result, and its copy in transit, small.
-                        return done, offset + done
-                if eof:
-                    if keep < filled:
-                        chunks.append([self._store(data[keep:filled], blobs).hex(), filled - keep])
-                        done += filled - keep
-                    return done, None
-                if done >= SEGMENT_BYTES:
-                    return done, offset + done
-                tail = bytes(data[keep:filled])
-                buf[: len(tail)] = tail
-                filled = len(tail)
+                    take.append((done + off, length))
+                    if done + off + length >= SEGMENT_BYTES and not eof:
+                        break
+                if take:
+                    done = take[-1][0] + take[-1][1]
+                if eof or done >= SEGMENT_BYTES:
+                    break
+                if filled >= len(buf):  # cannot happen: a chunk is at most max_size long
+                    raise OSError(0, "no chunk boundary found in a full read buffer")
+            next_offset = None if eof else offset + done
+            if next_offset is not None and self.announce is not None:
+                self.announce(job.token, next_offset)
+            for off, length in take:
+                chunks.append([self._store(view[off : off + length], blobs).hex(), length])
+            return done, next_offset
         finally:
             view.release()
 

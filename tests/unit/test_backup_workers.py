@@ -51,6 +51,13 @@ def test_modes_agree_and_restore(tmp_path, monkeypatch, mode):
     expected = {bytes(c) for f in ("big1", "big2", "d/same1") for c in whole.chunks_of_bytes((src / f).read_bytes())}
     expected |= {bytes(c) for i in range(40) for c in whole.chunks_of_bytes((src / "d" / f"f{i}").read_bytes())}
     assert first.summary["data_blobs_added"] == len(expected)
+    # Segments finish in any order (the next one starts as soon as its offset is announced);
+    # each file's chunk list must still be the one pass over it, in file order.
+    entries = {e["path"].rsplit("/", 1)[-1]: e for e in repo.iter_entries(first.snapshot) if "path" in e}
+    for name in ("big1", "big2"):
+        data = (src / name).read_bytes()
+        one_pass = [(repo.blob_id(bytes(c)).hex(), len(c)) for c in whole.chunks_of_bytes(data)]
+        assert [tuple(c) for c in entries[name]["chunks"]] == one_pass, name
 
     # The other mode, forced full: every chunk must already be known.
     if mode == "threads":
