@@ -21,6 +21,7 @@ import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -59,14 +60,19 @@ def _timed_run(cli, repo_path, args, faults) -> float:
     return time.monotonic() - locked
 
 
-def _kill_at(cli, repo_path, args, faults, delay: float) -> bool:
-    """SIGKILL the command ``delay`` seconds after it took its lock; True when it was still running.
+def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) -> bool:
+    """SIGKILL the command ``delay`` seconds after it took its lock, or as soon as ``delay()``
+    holds; True when it was still running.
 
     Only the main process is killed (kill -9, the OOM killer); backup's worker
     processes must then end by themselves before anything else runs.
     """
     proc, locked = _start(cli, repo_path, args, faults)
-    while proc.poll() is None and time.monotonic() < locked + delay:
+    if callable(delay):
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not delay() and time.monotonic() < deadline:
+            time.sleep(0.001)
+    while proc.poll() is None and not callable(delay) and time.monotonic() < locked + delay:
         time.sleep(0.002)
     killed = proc.poll() is None
     if killed:
@@ -180,11 +186,19 @@ def test_sigkill_prune_at_20_random_points(cli, trees, tmp_path):
     shutil.rmtree(measure)
     baseline_files = files_of(handle.path)
     rng = random.Random(1122)
-    delays = [rng.uniform(0.0, duration * 1.05) for _ in range(KILLS)]
+    # Most kills at random times; deleting takes most of a run (every delete waits 30 ms), so
+    # two kills are aimed at the short phases: right after the first new pack is stored, and
+    # right after the new index object is.
+    delays: list = [rng.uniform(0.0, duration * 1.05) for _ in range(KILLS - 2)]
+    delays += ["data/", "index/"]
 
     def one(n: int) -> str:
         repo_path = copy_repo(handle.path, tmp_path / f"repo{n}")
-        killed = _kill_at(cli, repo_path, ("prune",), faults, delays[n])
+        delay = delays[n]
+        if isinstance(delay, str):
+            def delay(prefix=delay, repo_path=repo_path) -> bool:
+                return any(k.startswith(prefix) and k not in baseline_files for k in files_of(repo_path))
+        killed = _kill_at(cli, repo_path, ("prune",), faults, delay)
         now = files_of(repo_path)
         new_index = any(k.startswith("index/") and k not in baseline_files for k in now)
         new_packs = any(k.startswith("data/") and k not in baseline_files for k in now)
