@@ -33,6 +33,8 @@ from haeedge.repo.pack import COMPRESSION_NONE, COMPRESSION_ZSTD
 #: (sealed blobs travel back in it) grows with the file; the next segment
 #: restarts at the last chunk boundary, which gives the same chunks.
 SEGMENT_BYTES = 4 << 20
+#: Ids a worker remembers having sent (about 100 bytes each) before it forgets them all.
+SEEN_LIMIT = 200_000
 #: A segment reads in steps of this size while it looks for its last chunk boundary.
 READ_STEP = 1 << 20
 
@@ -103,6 +105,10 @@ class ChunkStore:
         bid = hmac.digest(self.blob_id_key, chunk, "sha256")
         if bid in self.seen or bid in self.known:
             return bid
+        if len(self.seen) >= SEEN_LIMIT:
+            # Only a saving (the main process drops a blob it already has), so bounded:
+            # a run of millions of new blobs would otherwise hold them all in every worker.
+            self.seen.clear()
         self.seen.add(bid)
         compression, stored = self._compress(chunk)
         blobs.append(NewBlob(bid, compression, self.sealer.seal(stored), len(chunk)))

@@ -86,6 +86,9 @@ MAX_META_OBJECT = 512 << 20
 INDEX_CHECKPOINT_PACKS = 32
 #: ... or this often, so an interrupted backup loses at most a minute of uploads.
 INDEX_CHECKPOINT_SECONDS = 60.0
+#: ... or this many blobs: until then each new blob is a Python object (and an id in a set),
+#: about 200 bytes; packs of small files hold tens of thousands.
+INDEX_CHECKPOINT_BLOBS = 100_000
 
 
 @dataclass
@@ -151,6 +154,7 @@ class Repository:
         self._builders: dict[int, PackBuilder] = {BLOB_DATA: self.new_pack_builder(),
                                                   BLOB_TREE: self.new_pack_builder()}
         self._unindexed: list[IndexPack] = []
+        self._unindexed_blobs = 0
         self._last_checkpoint = time.monotonic()
         self._uploads: list[Future] = []
         self._upload_slots = threading.BoundedSemaphore(2)
@@ -473,9 +477,12 @@ class Repository:
             checkpoint: list[IndexPack] = []
             with self._mutex:
                 self._unindexed.append(IndexPack(pack_id, builder.length, builder.entries))
+                self._unindexed_blobs += len(builder.entries)
                 if (len(self._unindexed) >= INDEX_CHECKPOINT_PACKS
+                        or self._unindexed_blobs >= INDEX_CHECKPOINT_BLOBS
                         or time.monotonic() - self._last_checkpoint >= INDEX_CHECKPOINT_SECONDS):
                     checkpoint, self._unindexed = self._unindexed, []
+                    self._unindexed_blobs = 0
                     self._last_checkpoint = time.monotonic()
             if checkpoint:
                 self._commit_index(checkpoint)
@@ -502,6 +509,7 @@ class Repository:
         self._wait_uploads()
         with self._mutex:
             packs, self._unindexed = self._unindexed, []
+            self._unindexed_blobs = 0
         if packs:
             self._commit_index(packs)
 
