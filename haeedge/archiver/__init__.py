@@ -224,17 +224,15 @@ class Archiver:
         repo = self.repo
         store = ChunkStore(repo.blob_id_key, repo.sealer("content"), self.chunker, repo.compression_level,
                            repo.index)
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
-                "HAEEDGE_THREADS") != "1":
-            announcements = multiprocessing.get_context("fork").SimpleQueue()
-            self._announcements = _Announcements(announcements.empty, announcements.get)
-            store.announce = lambda token, offset: announcements.put((token, offset))
-            set_worker_state(store)
-            return fork_pool(workers)
-        local: queue.SimpleQueue = queue.SimpleQueue()
-        self._announcements = _Announcements(local.empty, local.get)
-        store.announce = lambda token, offset: local.put((token, offset))
+        processes = workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
+            "HAEEDGE_THREADS") != "1"
+        # Where workers report the start of a big file's next segment (see _take_announcements).
+        announcements = multiprocessing.get_context("fork").SimpleQueue() if processes else queue.SimpleQueue()
+        self._announcements = announcements
+        store.announce = lambda token, offset: announcements.put((token, offset))
         set_worker_state(store)
+        if processes:
+            return fork_pool(workers)
         return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read")
 
     def _run_pipeline(self, walk: Iterator[WalkItem], parent_entries: Iterator[dict], incremental: bool,
@@ -469,14 +467,6 @@ class Archiver:
         if incremental and pe is not None and pe == entry:
             return
         tree.add(entry)
-
-
-@dataclass(frozen=True, slots=True)
-class _Announcements:
-    """Where workers report the start of a big file's next segment (a queue's two ends)."""
-
-    empty: Callable[[], bool]
-    get: Callable[[], tuple[int, int]]
 
 
 class _Batch:

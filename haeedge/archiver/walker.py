@@ -77,23 +77,34 @@ LONG_PATH = 3072
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def open_dir_long(path: bytes) -> int:
-    """Open a directory whatever the length of its path (components resolve as in a plain open)."""
-    if len(path) < LONG_PATH:
+def open_dir_long(path: bytes, nofollow: bool = False) -> int:
+    """Open a directory whatever the length of its path.
+
+    The first LONG_PATH bytes resolve as in a plain open. Below them the rest is
+    opened in steps through directory descriptors: in as few steps as fit, or, with
+    ``nofollow`` (the restorer, inside a target a hostile snapshot may have planted
+    symlinks in), one component at a time with O_NOFOLLOW.
+    """
+    if len(path) < LONG_PATH and not nofollow:
         return os.open(path, _DIR_FLAGS)
     cut = path.rfind(b"/", 1, LONG_PATH)
     fd = os.open(path[:cut] if cut > 0 else b"/", _DIR_FLAGS)
     rest = path[cut + 1 :]
+    flags = _DIR_FLAGS | (os.O_NOFOLLOW if nofollow else 0)
     try:
         while rest:
-            if len(rest) < LONG_PATH:
+            if nofollow:
+                step, _, rest = rest.partition(b"/")
+                if not step:
+                    continue
+            elif len(rest) < LONG_PATH:
                 step, rest = rest, b""
             else:
                 cut = rest.rfind(b"/", 0, LONG_PATH)
                 if cut <= 0:
                     raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))  # one name > LONG_PATH bytes
                 step, rest = rest[:cut], rest[cut + 1 :]
-            nfd = os.open(step, _DIR_FLAGS, dir_fd=fd)
+            nfd = os.open(step, flags, dir_fd=fd)
             os.close(fd)
             fd = nfd
     except BaseException:

@@ -10,6 +10,7 @@ import click
 
 from haeedge.cli.cmd_ls import entry_json
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.cli.selection import select_snapshots
 from haeedge.repo.pack import BLOB_TREE
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
@@ -43,27 +44,6 @@ class TreeBlobCache:
         """The effective file list of ``snap`` (as ``Repository.iter_entries``), through the cache."""
         chain = self.repo.chain_of(snap)
         return merge_chain([iter_tree(s.tree, self.load) for s in chain])
-
-
-def select_snapshots(repo: Repository, refs: tuple[str, ...], hosts: tuple[str, ...], tags: tuple[str, ...],
-                     paths: tuple[str, ...] = ()) -> list[Snapshot]:
-    """Snapshots named by id (or 'latest'), else all; then filtered by host, tag and path."""
-    if refs:
-        seen: dict[str, Snapshot] = {}
-        for r in refs:
-            s = repo.resolve_snapshot(r)
-            seen.setdefault(s.id, s)
-        snaps = sorted(seen.values(), key=lambda s: (s.time, s.id))
-    else:
-        snaps = repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}",
-                                                                          err=True))
-    if hosts:
-        snaps = [s for s in snaps if s.host in hosts]
-    if tags:
-        snaps = [s for s in snaps if set(tags) & set(s.tags)]
-    if paths:
-        snaps = [s for s in snaps if set(paths) <= set(s.paths)]
-    return snaps
 
 
 def matcher(patterns: tuple[str, ...], ignore_case: bool) -> Callable[[str], bool]:

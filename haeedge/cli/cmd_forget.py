@@ -8,6 +8,7 @@ import click
 
 from haeedge.cli.cmd_prune import parse_max_unused, prune_json, report_prune
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.cli.selection import all_snapshots, filter_snapshots
 from haeedge.durations import parse_duration
 from haeedge.errors import UsageError
 from haeedge.repo.prune import forget_snapshots, leftover_originals, plan_forget
@@ -123,10 +124,9 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
     now = datetime.now(UTC)
     lock = "shared" if dry_run else "exclusive"
     with app.open_repo(lock=lock, command="forget", load_index=not dry_run) as repo:
-        snaps = repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True))
+        snaps = all_snapshots(repo)
         leftovers = leftover_originals(snaps)
-        considered = [s for s in snaps if s.id not in leftovers and (not hosts or s.host in hosts)
-                      and (not tags or set(tags) & set(s.tags)) and (not paths or set(paths) <= set(s.paths))]
+        considered = filter_snapshots((s for s in snaps if s.id not in leftovers), hosts, tags, paths)
         if snapshot_ids:
             named = {repo.resolve_snapshot(ref).id for ref in snapshot_ids}
             groups = [GroupDecisions({}, [Decision(s.id, False, ("given on the command line",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.cli.selection import select_snapshots
 from haeedge.ui.format import human_size, table
 
 
@@ -28,15 +29,9 @@ def command(app: AppContext, hosts, tags, paths) -> None:
       haeedge snapshots --host web1 --json
     """
     with app.open_repo(lock=None, load_index=False) as repo:
-        snaps = repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True))
+        snaps = select_snapshots(repo, (), hosts, tags, paths)
         registry = repo.registry()  # who signed each snapshot (repo/signing.py)
         signed = {s.id: registry.check_snapshot(s) for s in snaps}
-    if hosts:
-        snaps = [s for s in snaps if s.host in hosts]
-    if tags:
-        snaps = [s for s in snaps if set(tags) & set(s.tags)]
-    if paths:
-        snaps = [s for s in snaps if set(paths) <= set(s.paths)]
     if app.json:
         app.emit([{**snapshot_json(s), "signature": signed[s.id].to_json()} for s in snaps])
         return

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import click
 
-from haeedge.cli.cmd_find import select_snapshots
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.cli.selection import select_snapshots
 from haeedge.errors import UsageError
 from haeedge.repo.rewrite import rewrite_snapshots
 from haeedge.repo.snapshot import Snapshot

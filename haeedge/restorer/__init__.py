@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from haeedge.archiver.walker import LONG_PATH, open_dir_long
 from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
@@ -48,9 +49,6 @@ _ZERO = bytes(8 << 20)
 #: Zero runs this long, aligned in the file, are left as holes (sparse files stay sparse).
 SPARSE_BLOCK = 64 << 10
 _ZERO_BLOCK = bytes(SPARSE_BLOCK)
-#: Paths at least this long are reached through directory descriptors: a system
-#: call takes at most PATH_MAX (4096) bytes, and TARGET + a stored path may be longer.
-LONG_PATH = 3072
 
 
 @dataclass
@@ -563,27 +561,11 @@ def _at(path: bytes) -> Iterator[tuple[int | None, bytes]]:
         yield None, path
         return
     parent, _, name = path.rpartition(b"/")
-    fd = _open_dir(parent)
+    fd = open_dir_long(parent, nofollow=True)
     try:
         yield fd, name
     finally:
         os.close(fd)
-
-
-def _open_dir(path: bytes) -> int:
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-    cut = path.rfind(b"/", 1, LONG_PATH)
-    fd = os.open(path[:cut] if cut > 0 else b"/", flags)
-    try:
-        for comp in path[cut + 1 :].split(b"/"):
-            if comp:
-                nfd = os.open(comp, flags | os.O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = nfd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _open(path: bytes, flags: int, mode: int = 0o777) -> int:
