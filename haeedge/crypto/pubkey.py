@@ -234,11 +234,17 @@ class _Reader:
     def u32(self) -> int:
         return int.from_bytes(self.take(4), "big")
 
-    def mpi(self) -> bytes:
+    def mpi(self, exact: bool = False) -> bytes:
+        """A multiprecision integer's bytes. With ``exact``, its bit count must be the value's
+        (RFC 9580 3.2): that count is outside what a signature covers, so a value whose count
+        was changed would otherwise still verify."""
         bits = self.u16()
         if bits > MAX_MPI_BITS:
             raise OpenPGPError(f"oversized number in {self.what}")
-        return self.take((bits + 7) // 8)
+        value = self.take((bits + 7) // 8)
+        if exact and bits and value[0].bit_length() != bits - 8 * (len(value) - 1):
+            raise OpenPGPError(f"number with a wrong bit count in {self.what}")
+        return value
 
     def rest(self) -> bytes:
         return self.take(self.left())
@@ -557,9 +563,9 @@ def _parse_signature(body: bytes | memoryview) -> _Signature | None:
     unhashed_area = r.take(r.u16())
     left16 = r.take(2)
     if pk_algo in (ALGO_RSA, ALGO_RSA_ENCRYPT, ALGO_RSA_SIGN):
-        material = [r.mpi()]
+        material = [r.mpi(exact=True)]
     elif pk_algo in (ALGO_DSA, ALGO_ECDSA, ALGO_EDDSA):
-        material = [r.mpi(), r.mpi()]
+        material = [r.mpi(exact=True), r.mpi(exact=True)]
     elif pk_algo == ALGO_ED25519:
         material = [r.take(64)]
     else:

@@ -77,17 +77,22 @@ def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) ->
     killed = proc.poll() is None
     if killed:
         proc.send_signal(signal.SIGKILL)
+    _reap(proc, 10, "worker processes outlived the killed command")
+    return killed
+
+
+def _reap(proc, grace: float, message: str) -> None:
+    """Wait for the killed command; its process group (the workers) must be gone within ``grace`` s."""
     try:
         proc.wait(timeout=60)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace
         while _group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert not _group_alive(proc.pid), "worker processes outlived the killed command"
+        assert not _group_alive(proc.pid), message
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
-    return killed
 
 
 def _check_after_kill(cli, trees, repo_path, expected: dict, tmp, n: int) -> dict:
@@ -237,15 +242,8 @@ def test_killing_backup_leaves_no_orphan_workers(cli, trees, tmp_path):
             time.sleep(0.02)
         time.sleep(0.5)
         proc.send_signal(signal.SIGKILL)  # the main process only, as the OOM killer or kill -9 does
-        proc.wait()
-        deadline = time.monotonic() + 5
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _group_alive(proc.pid), "worker processes outlived their killed parent"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
+        _reap(proc, 5, "worker processes outlived their killed parent")
 
 
 def _group_alive(pgid: int) -> bool:
