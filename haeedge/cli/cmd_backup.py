@@ -9,6 +9,7 @@ from haeedge.archiver.stream import StreamOptions, backup_stream
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
+from haeedge.sizes import parse_size
 from haeedge.ui.format import human_size
 
 
@@ -34,6 +35,21 @@ def parse_compression(value: str | None) -> int | None:
 @click.option("-e", "--exclude", "excludes", multiple=True, metavar="PATTERN",
               help="Skip files matching PATTERN (a name glob, or a path glob when it has a '/').")
 @click.option("--exclude-file", "exclude_files", multiple=True, type=click.Path(), help="Read patterns from FILE.")
+@click.option("--iexclude", "iexcludes", multiple=True, metavar="PATTERN",
+              help="Like --exclude, ignoring case.")
+@click.option("--iexclude-file", "iexclude_files", multiple=True, type=click.Path(),
+              help="Read case-insensitive patterns from FILE.")
+@click.option("--exclude-caches", is_flag=True,
+              help="Leave out the contents of directories holding a CACHEDIR.TAG file (the tag is kept).")
+@click.option("--exclude-if-present", multiple=True, metavar="NAME[:HEADER]",
+              help="Leave out the contents of directories holding file NAME (starting with HEADER, if given).")
+@click.option("--exclude-larger-than", metavar="SIZE", help="Leave out files larger than SIZE (e.g. 500M, 2G).")
+@click.option("--files-from", multiple=True, type=click.Path(), metavar="FILE",
+              help="Back up the paths listed in FILE, one per line ('#' comments; '-' reads standard input).")
+@click.option("--files-from-raw", multiple=True, type=click.Path(), metavar="FILE",
+              help="Back up the NUL-separated paths in FILE, taken verbatim (as 'find -print0' writes them).")
+@click.option("--skip-if-unchanged", is_flag=True,
+              help="Save no snapshot when nothing changed since the parent snapshot.")
 @click.option("-x", "--one-file-system", is_flag=True, help="Do not cross filesystem boundaries.")
 @click.option("--tag", "tags", multiple=True, help="Add a tag to the snapshot (repeatable).")
 @click.option("--host", help="Record this host name instead of this machine's.")
@@ -53,8 +69,10 @@ def parse_compression(value: str | None) -> int | None:
                    "kept only if it exits 0. Its stderr is shown.")
 @json_option
 @pass_app
-def command(app: AppContext, paths, excludes, exclude_files, one_file_system, tags, host, dry_run, full,
-            full_every, full_if_older_than, compression, parent, stdin, stdin_filename, stdin_from_command) -> None:
+def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude_files, exclude_caches,
+            exclude_if_present, exclude_larger_than, files_from, files_from_raw, skip_if_unchanged, one_file_system,
+            tags, host, dry_run, full, full_every, full_if_older_than, compression, parent, stdin, stdin_filename,
+            stdin_from_command) -> None:
     """Back up files and directories into a new snapshot.
 
     Exits 3 when some files could not be read (the snapshot is still saved).
@@ -63,6 +81,8 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
     Examples:
       haeedge backup /etc /home --exclude '*.tmp' --tag nightly
       haeedge backup --full /srv/data
+      haeedge backup /home --exclude-caches --exclude-larger-than 2G --iexclude '*.iso'
+      find /srv -name '*.db' -print0 | haeedge backup --files-from-raw -
       haeedge backup --stdin-from-command --stdin-filename db.dump -- pg_dump -Fc mydb
       mysqldump --all-databases | haeedge backup --stdin --stdin-filename mysql.sql
     """
@@ -72,7 +92,17 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
             older = parse_duration(full_if_older_than)
         except ValueError as e:
             raise UsageError(f"--full-if-older-than: {e}") from None
+    larger = None
+    if exclude_larger_than:
+        try:
+            larger = parse_size(exclude_larger_than)
+        except ValueError as e:
+            raise UsageError(f"--exclude-larger-than: {e}") from None
     opts = BackupOptions(paths=list(paths), excludes=list(excludes), exclude_files=list(exclude_files),
+                         iexcludes=list(iexcludes), iexclude_files=list(iexclude_files),
+                         exclude_caches=exclude_caches, exclude_if_present=list(exclude_if_present),
+                         exclude_larger_than=larger, files_from=list(files_from),
+                         files_from_raw=list(files_from_raw), skip_if_unchanged=skip_if_unchanged,
                          one_file_system=one_file_system, tags=list(tags), host=host, dry_run=dry_run, full=full,
                          full_every=full_every, full_if_older_than=older,
                          compression_level=parse_compression(compression), parent=parent)
@@ -90,14 +120,18 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
     app.run.record_backup(result.snapshot.id if result.snapshot else None, result.summary)
     s = result.summary
     snap = result.snapshot
+    unchanged = result.unchanged_since
     if app.json:
         app.emit({"message_type": "summary", "snapshot_id": snap.id if snap else None, "dry_run": dry_run,
-                  "parent": snap.parent if snap else None, **s, "warnings": result.warnings,
+                  "parent": snap.parent if snap else None, **s,
+                  **({"unchanged_since": unchanged.id} if unchanged is not None else {}), "warnings": result.warnings,
                   **({"lagging_replicas": lagging} if hasattr(backend, "lagging") else {})})
     else:
         if snap:
             parent_txt = f", parent {snap.parent[:8]}" if snap.parent else ""
             app.out(f"snapshot {snap.short_id} saved ({s['kind']}{parent_txt})")
+        elif unchanged is not None:
+            app.out(f"nothing changed since snapshot {unchanged.short_id}: no snapshot saved (--skip-if-unchanged)")
         else:
             app.out(f"dry run: nothing saved ({s['kind']} backup)")
         app.out(f"Files:   {s['files_new']} new, {s['files_changed']} changed, {s['files_unchanged']} unchanged, "
@@ -139,7 +173,9 @@ def _lagging_replicas(backend) -> list[dict]:
 
 
 #: Options that mean nothing for a stream; given on the command line with one, they are a mistake.
-_TREE_ONLY = ("excludes", "exclude_files", "one_file_system", "full", "full_every", "full_if_older_than", "parent")
+_TREE_ONLY = ("excludes", "exclude_files", "iexcludes", "iexclude_files", "exclude_caches", "exclude_if_present",
+              "exclude_larger_than", "files_from", "files_from_raw", "skip_if_unchanged", "one_file_system", "full",
+              "full_every", "full_if_older_than", "parent")
 
 
 def _stream_options(paths, stdin: bool, filename: str, from_command: bool, tags, host, dry_run: bool,
@@ -156,7 +192,8 @@ def _stream_options(paths, stdin: bool, filename: str, from_command: bool, tags,
         raise UsageError("--stdin and --stdin-from-command exclude each other")
     for name in _TREE_ONLY:  # defaults from a profile are fine: they are for file backups
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            raise UsageError(f"--{name.rstrip('s').replace('_', '-')} cannot be used with a stream backup")
+            flag = next(o for p in ctx.command.params if p.name == name for o in p.opts if o.startswith("--"))
+            raise UsageError(f"{flag} cannot be used with a stream backup")
     command_given = ctx.get_parameter_source("paths") == click.core.ParameterSource.COMMANDLINE
     if stdin:
         if command_given and paths:
