@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
-from haeedge.backends.local import LocalBackend
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import BlobIndex, BlobLocation, decode_index
@@ -126,7 +125,7 @@ class Checker:
         self._check_keys()
         self._check_index()
         snaps = self._check_snapshots()
-        if getattr(self.repo.backend, "replicas", None):
+        if self.repo.backend.properties.replicas > 1:
             self._check_replicas(deep=read_data and selector is None)
         if read_data:
             self._read_packs(selector)
@@ -224,9 +223,11 @@ class Checker:
         return snaps
 
     def _check_replicas(self, deep: bool) -> None:
-        from haeedge.backends.replicated import audit_replicas
+        from haeedge.backends.replicated import audit_replicas, replica_set
 
-        audit = audit_replicas(self.repo.backend, deep=deep)  # type: ignore[arg-type]
+        replicated = replica_set(self.repo.backend)
+        assert replicated is not None  # properties.replicas > 1
+        audit = audit_replicas(replicated, deep=deep)
         for a in audit.replicas:
             missing = [n for n in a.missing if not n.startswith("locks/")]
             self.report.replicas.append({"location": a.location, "objects": a.objects, "bytes": a.bytes,
@@ -268,9 +269,10 @@ class Checker:
         """
         global _CHECK_REPO, _CHECK_WINDOW
         _CHECK_REPO = self.repo
-        _CHECK_WINDOW = READ_WINDOW if isinstance(self.repo.backend, LocalBackend) else None
+        local = self.repo.backend.properties.cheap_ranged_reads
+        _CHECK_WINDOW = READ_WINDOW if local else None
         workers = int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
-        if (isinstance(self.repo.backend, LocalBackend) and workers > 1
+        if (local and workers > 1
                 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get("HAEEDGE_THREADS") != "1"):
             from haeedge.archiver.workers import fork_pool
 

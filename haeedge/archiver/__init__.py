@@ -43,6 +43,7 @@ from haeedge.archiver.workers import (
     run_batch,
     set_worker_state,
 )
+from haeedge.backends.base import repository_local_paths
 from haeedge.chunking import Chunker
 from haeedge.errors import HaeedgeError, IntegrityError, SnapshotNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
@@ -611,6 +612,6 @@ def _username() -> str:
 
 
 def _repository_paths(repo: Repository) -> list[bytes]:
-    """A local repository inside the backed-up tree is skipped, not backed up into itself."""
-    root = getattr(repo.backend, "root", None)
-    return [os.fsencode(root)] if isinstance(root, str) else []
+    """A local repository inside the backed-up tree is skipped, not backed up into itself
+    (the backend layer says which local directories hold it; a remote location holds none)."""
+    return [os.fsencode(p) for p in repository_local_paths(repo.backend)]

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo, check_name
+from haeedge.backends.base import NAMESPACES, ObjectInfo, StorageBackend, check_name
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
 TMP_PREFIX = ".tmp-"
@@ -136,7 +136,7 @@ def classify(e: BaseException) -> tuple[str, str]:
     return "permanent", str(e) or type(e).__name__
 
 
-class FsspecBackend:
+class FsspecBackend(StorageBackend):
     """A repository under a prefix of an fsspec filesystem. Thread-safe (s3fs runs its own loop)."""
 
     def __init__(self, fs: Any, root: str, location: str, *, verify_etag: bool = True):

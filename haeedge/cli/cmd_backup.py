@@ -6,6 +6,7 @@ import click
 
 from haeedge.archiver import Archiver, BackupOptions
 from haeedge.archiver.stream import StreamOptions, backup_stream
+from haeedge.backends.replicated import ReplicatedBackend, replica_set
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
@@ -108,15 +109,20 @@ def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude
                          compression_level=parse_compression(compression), parent=parent)
     stream = _stream_options(paths, stdin, stdin_filename, stdin_from_command, tags, host, dry_run, compression)
     progress = app.progress()
-    with app.open_repo(lock="shared", command="backup") as repo:
-        if not dry_run:
-            _refuse_down_replicas(repo.backend)
+    backend = app.backend()
+    replicated = replica_set(backend)
+    if not dry_run and replicated is not None:
+        try:  # before opening the repository: no retries, warnings or lock on a replica that is down
+            _refuse_down_replicas(replicated)
+        except BaseException:
+            backend.close()
+            raise
+    with app.open_repo(lock="shared", command="backup", backend=backend) as repo:
         if stream is not None:
             result = backup_stream(repo, stream, progress=progress)
         else:
             result = Archiver(repo, opts, progress).run()
-        backend = repo.backend
-    lagging = _lagging_replicas(backend)
+    lagging = _lagging_replicas(replicated) if replicated is not None else []
     app.run.record_backup(result.snapshot.id if result.snapshot else None, result.summary)
     s = result.summary
     snap = result.snapshot
@@ -125,7 +131,7 @@ def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude
         app.emit({"message_type": "summary", "snapshot_id": snap.id if snap else None, "dry_run": dry_run,
                   "parent": snap.parent if snap else None, **s,
                   **({"unchanged_since": unchanged.id} if unchanged is not None else {}), "warnings": result.warnings,
-                  **({"lagging_replicas": lagging} if hasattr(backend, "lagging") else {})})
+                  **({"lagging_replicas": lagging} if replicated is not None else {})})
     else:
         if snap:
             parent_txt = f", parent {snap.parent[:8]}" if snap.parent else ""
@@ -154,22 +160,29 @@ def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude
         fail_with(ExitCode.PARTIAL)
 
 
-def _refuse_down_replicas(backend) -> None:
-    """Under ``--replica-policy fail`` a replica that does not answer stops the backup before any work."""
-    if getattr(backend, "write_policy", None) != "all":
+def _refuse_down_replicas(backend: ReplicatedBackend) -> None:
+    """Under ``--replica-policy fail`` a replica that does not answer stops the backup before any work,
+    in one line (cron mails it): a replica that is down names the other policy; one that refuses us
+    for good (a changed host key, a failed login) carries its own remedy as the hint."""
+    if backend.write_policy != "all":
         return
     down = backend.unreachable()
-    if down:
-        raise BackendError("; ".join(f"replica {loc} is unreachable: {err}" for loc, err in sorted(down.items())),
-                           hint="--replica-policy continue backs up to the other replicas and reports this one "
-                                "as lagging; 'haeedge sync' repairs it when it is back")
+    if not down:
+        return
+    parts = [f"replica {loc} {'is unreachable' if err.transient else 'cannot be used'}: {err.message}"
+             for loc, err in sorted(down.items())]
+    hints = list(dict.fromkeys(err.hint for err in down.values() if not err.transient and err.hint))
+    if all(err.transient for err in down.values()):
+        parts.append("nothing was backed up (--replica-policy continue backs up to the other replicas and "
+                     "reports this one as lagging; 'haeedge sync' repairs it when it is back)")
+    raise BackendError("; ".join(parts), hint="; ".join(hints) or None)
 
 
-def _lagging_replicas(backend) -> list[dict]:
-    """Replicas that missed writes under ``--replica-policy continue`` (none for a single location)."""
-    missed = getattr(backend, "lagging_objects", {})
+def _lagging_replicas(backend: ReplicatedBackend) -> list[dict]:
+    """Replicas that missed writes under ``--replica-policy continue``."""
+    missed = backend.lagging_objects
     return [{"location": loc, "error": error, "objects_missed": len(missed.get(loc, ()))}
-            for loc, error in sorted(getattr(backend, "lagging", {}).items())]
+            for loc, error in sorted(backend.lagging.items())]
 
 
 #: Options that mean nothing for a stream; given on the command line with one, they are a mistake.

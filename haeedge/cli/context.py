@@ -167,10 +167,11 @@ class AppContext:
 def open_location(location: str, options: dict | None = None, *, replicated: bool = False):
     """One location with retries for transient errors (and injected faults when HAEEDGE_FAULTS is set).
 
-    A replica of a replicated repository retries a failed read only once:
-    another replica can serve it at once, while a dead one would otherwise
-    hold every read for the whole backoff (about 20 s against a stopped S3).
-    Writes keep the full retries, since the write policy needs every replica.
+    A replica of a replicated repository retries a failed read only once, and
+    a refused connection not at all: another replica can serve it at once,
+    while a dead one would otherwise hold every read for the whole backoff
+    (about 20 s against a stopped S3). Other failed writes keep the full
+    retries, since the write policy needs every replica.
     """
     from haeedge.backends.faulty import wrap_from_env
     from haeedge.backends.retry import RetryingBackend
@@ -179,7 +180,8 @@ def open_location(location: str, options: dict | None = None, *, replicated: boo
         options = {"retries": 1, **(options or {})}  # botocore's own retries would hide a dead replica too
     backend = wrap_from_env(open_backend(location, options))
     if "://" in location and not location.startswith("file://"):
-        backend = RetryingBackend(backend, attempts=5, max_total=120, read_attempts=2 if replicated else None)
+        backend = RetryingBackend(backend, attempts=5, max_total=120, read_attempts=2 if replicated else None,
+                                   retry_refused=not replicated)
     return backend
 
 

@@ -459,10 +459,9 @@ class Repository:
 
     def new_pack_builder(self) -> PackBuilder:
         """A spooled builder where the backend can take a finished file (local disk), else one in memory."""
-        open_spool = getattr(self.backend, "open_spool", None)
-        if open_spool is None or self.dry_run:
+        if self.dry_run or not self.backend.properties.spooled_writes:
             return PackBuilder()
-        return SpooledPackBuilder(open_spool)
+        return SpooledPackBuilder(self.backend.open_spool)
 
     def _write_pack(self, builder: PackBuilder) -> None:
         try:
@@ -564,9 +563,8 @@ class Repository:
             return self._decode_blob(blob_id, loc, sealed)
         except IntegrityError:
             name = data_name(loc.pack_id)
-            recover = getattr(self.backend, "recover_range", None)
-            if recover is not None:
-                good = recover(name, loc.offset, loc.length)
+            if self.backend.properties.replicas > 1:
+                good = self.backend.recover_range(name, loc.offset, loc.length)
             else:
                 try:
                     good = self.backend.get_range(name, loc.offset, loc.length)
