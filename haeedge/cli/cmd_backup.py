@@ -6,7 +6,7 @@ import click
 
 from haeedge.archiver import Archiver, BackupOptions
 from haeedge.archiver.stream import StreamOptions, backup_stream
-from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
+from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
 from haeedge.ui.format import human_size
@@ -29,6 +29,7 @@ def parse_compression(value: str | None) -> int | None:
     return n
 
 
+@one_setting("paths", "stdin", "stdin_from_command")  # what to back up: files, standard input or a command
 @click.command("backup")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-e", "--exclude", "excludes", multiple=True, metavar="PATTERN",
