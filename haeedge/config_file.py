@@ -561,6 +561,8 @@ def apply_profile(ctx: Any, app: Any, config_path: str | None, profile_name: str
     if profile.metrics_file and not run.metrics_file:
         run.metrics_file = profile.metrics_file
     run.hooks = profile.hooks
+    if hasattr(app, "profile_backup"):
+        app.profile_backup = dict(profile.commands.get("backup") or {})
     if profile.commands:
         ctx.default_map = _merge(ctx.default_map or {}, profile.commands)
     return profile
