@@ -31,8 +31,11 @@ def _dispatch(args: list[str], run) -> int:
     from haeedge.cli.context import ReaderGone
 
     debug = "--debug" in args or os.environ.get("HAEEDGE_DEBUG") == "1"
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="haeedge: %(levelname)s: %(message)s")
+    from haeedge.ui.format import MessageFormatter
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(MessageFormatter())
     try:
         rv = cli.main(args=args, prog_name="haeedge", standalone_mode=False)
         # click returns ctx.exit()'s code in non-standalone mode; commands return None on success.

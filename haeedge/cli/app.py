@@ -10,6 +10,7 @@ from haeedge import __version__
 from haeedge.cli.context import AppContext, ReaderGone, redact_location, stdout_reader_gone
 from haeedge.errors import HaeedgeError
 from haeedge.monitoring import current_run
+from haeedge.ui.format import set_json_messages
 
 
 class _Group(click.Group):
@@ -86,6 +87,8 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
                          replica_policy="continue" if replica_policy == "continue" else "all",
                          accept_new_host_key=accept_new_host_key, sftp_key_file=sftp_key_file,
                          sftp_known_hosts=sftp_known_hosts)
+    if json_:
+        set_json_messages(True)
     # The profile lies under the command line; main() reads the run's outcome for hooks, metrics and the log.
     run = current_run()
     run.command = ctx.invoked_subcommand or ""

@@ -9,7 +9,7 @@ from haeedge.archiver.stream import StreamOptions, backup_stream
 from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
-from haeedge.ui.format import human_size
+from haeedge.ui.format import human_size, warn
 
 
 def parse_compression(value: str | None) -> int | None:
@@ -111,7 +111,7 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
         if s["errors"]:
             app.out(f"Errors:  {s['errors']} (see warnings above)")
     for lag in lagging:  # never silent, even with --quiet or --json
-        click.echo(f"haeedge: warning: replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
+        warn(f"replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
                    f"objects ({lag['error']}); run 'haeedge sync' when it is reachable", err=True)
     if result.partial:
         app.run.error = f"{result.summary.get('errors')} files could not be read or changed while being read"

@@ -20,6 +20,7 @@ from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
+from haeedge.ui.format import warn as warn_line
 
 #: Blobs fetched ahead of the one being written (each up to 8 MiB by default).
 READ_AHEAD = 6
@@ -189,8 +190,7 @@ def command(app: AppContext, snapshot, path_in_snapshot, output, hosts, tags, pa
 
     def warn(msg: str) -> None:
         warnings.append(msg)
-        if not app.json:
-            click.echo(f"warning: {msg}", err=True)
+        warn_line(msg)  # a JSON line under --json
 
     with app.open_repo(lock=None) as repo:
         snap = resolve(app, repo, snapshot, hosts, tags, paths)

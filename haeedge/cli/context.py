@@ -17,7 +17,7 @@ from haeedge.backends import open_backend
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
 from haeedge.monitoring import RunOutcome
 from haeedge.repo.repository import Credentials, Repository
-from haeedge.ui.format import emit_json
+from haeedge.ui.format import emit_json, set_json_messages
 from haeedge.ui.progress import JsonLinesProgress, TerminalProgress
 
 
@@ -299,6 +299,7 @@ def json_option(f):
     def callback(ctx: click.Context, _param, value: bool):
         if value:
             ctx.find_object(AppContext).json = True
+            set_json_messages(True)
         return value
 
     return click.option("--json", "json_", is_flag=True, expose_value=False, callback=callback,

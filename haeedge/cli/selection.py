@@ -11,6 +11,7 @@ from haeedge.cli.context import AppContext
 from haeedge.errors import SnapshotNotFound
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import Snapshot
+from haeedge.ui.format import warn
 
 #: (hosts, tags, paths): what chooses among snapshots; empty tuples choose all.
 Filter = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
@@ -18,7 +19,7 @@ Filter = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 def all_snapshots(repo: Repository) -> list[Snapshot]:
     """Every readable snapshot; each unreadable one is a warning on stderr, not a failure."""
-    return repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True))
+    return repo.list_snapshots(on_error=lambda sid, e: warn(f"snapshot {sid[:8]}: {e}"))
 
 
 def filter_snapshots(snaps: Iterable[Snapshot], hosts: Iterable[str] = (), tags: Iterable[str] = (),

@@ -118,3 +118,30 @@ def test_dump_into_a_closed_pipe_exits_quietly(cli, shared, what):
     assert len(out) == 10
     assert code == 0 and err == b"", (code, err)
 
+
+
+def test_json_runs_print_warnings_as_json_lines(cli, shared, tmp_path):
+    """Defect 11: with --json, everything on stderr but the final error is a JSON line (docs/json.md)."""
+    import json
+
+    src, env = shared
+    (cli.repo_path / "locks" / ("a" * 64)).write_bytes(b"junk")  # a library warning (logging)
+    hook = write_config(tmp_path / "hook.yaml", f"""
+profiles:
+  files:
+    repository: {cli.repo_path}
+    password_file: {cli.password_file}
+    hooks: {{on_success: [sh, -c, 'exit 7'], commands: [backup]}}
+""")
+    for args, cfg in ((("--json", "backup", src), None), (("backup", "--json", src), hook)):
+        extra = ("-c", str(cfg), "--profile", "files") if cfg else ()
+        r = cli(*extra, *args)
+        assert r.code == 0, r.describe()
+        lines = r.stderr.splitlines()
+        messages = [json.loads(line) for line in lines]  # every line parses
+        assert {"message_type": "warning", "message": messages[0]["message"]} == messages[0]
+        assert any("unreadable lock" in m["message"] for m in messages), messages
+        if cfg:
+            assert any("hook" in m["message"] and "status 7" in m["message"] for m in messages), messages
+    r = cli("backup", src).ok()  # without --json: one plain line
+    assert "haeedge: warning: ignoring unreadable lock" in r.stderr and "{" not in r.stderr
