@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import click
 
 from haeedge.cli.cmd_prune import parse_max_unused, prune_json, report_prune
-from haeedge.cli.context import AppContext, json_option, one_setting, pass_app
+from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import all_snapshots, filter_snapshots
 from haeedge.durations import parse_duration
 from haeedge.errors import UsageError
@@ -74,9 +74,6 @@ def parse_group_by(value: str) -> tuple[str, ...]:
     return fields
 
 
-#: What to remove: the snapshots named, or those a retention policy does not keep (one policy, not a blend).
-@one_setting("snapshot_ids", "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
-             "keep_within", "keep_tag")
 @click.command("forget")
 @click.argument("snapshot_ids", nargs=-1, metavar="[SNAPSHOT]...")
 @click.option("--keep-last", "keep_last", type=COUNT, default=0, metavar="N", help="Keep the N newest snapshots.")

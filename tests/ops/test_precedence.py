@@ -266,6 +266,8 @@ INDEPENDENT = {
     ("backup", "stdin", "stdin_filename"), ("backup", "stdin_filename", "stdin"),
     ("backup", "stdin_filename", "stdin_from_command"),  # the stream's name, whatever produces it
     ("forget", "max_unused", "prune"),  # how prune repacks, when it runs
+    # forget's --keep-* rules deliberately add up with a profile's (tests/lifecycle/test_forget.py):
+    # dropping a profile's keep_tag because --keep-last was typed would remove snapshots meant to stay.
     ("init", "host", "recipient_file"), ("key add", "host", "writer"),  # the host a writer key signs for
     ("tag", "all_", "hosts"), ("tag", "all_", "tags"),  # --all within the filters
 }
