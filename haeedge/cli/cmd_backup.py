@@ -7,11 +7,11 @@ import click
 from haeedge.archiver import Archiver, BackupOptions
 from haeedge.archiver.stream import StreamOptions, backup_stream
 from haeedge.backends.replicated import ReplicatedBackend, replica_set
-from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
+from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
 from haeedge.sizes import parse_size
-from haeedge.ui.format import human_size
+from haeedge.ui.format import human_size, warn
 
 
 def parse_compression(value: str | None) -> int | None:
@@ -31,6 +31,7 @@ def parse_compression(value: str | None) -> int | None:
     return n
 
 
+@one_setting("paths", "files_from", "files_from_raw", "stdin", "stdin_from_command")  # what to back up
 @click.command("backup")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-e", "--exclude", "excludes", multiple=True, metavar="PATTERN",
@@ -150,7 +151,7 @@ def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude
         if s["errors"]:
             app.out(f"Errors:  {s['errors']} (see warnings above)")
     for lag in lagging:  # never silent, even with --quiet or --json
-        click.echo(f"haeedge: warning: replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
+        warn(f"replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
                    f"objects ({lag['error']}); run 'haeedge sync' when it is reachable", err=True)
     if result.partial:
         app.run.error = f"{result.summary.get('errors')} files could not be read or changed while being read"
