@@ -128,6 +128,7 @@ def chain(cli, tmp_path):
 
 
 @needs_fuse
+@pytest.mark.slow
 def test_mounted_snapshots_match_the_source_and_sigterm_unmounts(cli, tmp_path, chain):
     src, first, second = chain
     mnt = tmp_path / "mnt"
@@ -223,6 +224,7 @@ def test_missing_fuse_library_is_one_line_with_exit_1(cli, tmp_path):
 
 
 @needs_fuse
+@pytest.mark.slow
 def test_mount_of_an_s3_repository(cli, tmp_path, s3):
     env = {**s3.env, "HAEEDGE_REPOSITORY": s3.url_for(f"mount-{os.getpid()}-{time.monotonic_ns()}")}
     cli("init", *CHUNK_OPTIONS, env=env).ok()
