@@ -38,7 +38,7 @@ def parse_compression(value: str | None) -> int | None:
               help="Skip files matching PATTERN (a name glob, or a path glob when it has a '/').")
 @click.option("--exclude-file", "exclude_files", multiple=True, type=click.Path(), help="Read patterns from FILE.")
 @click.option("--iexclude", "iexcludes", multiple=True, metavar="PATTERN",
-              help="Like --exclude, ignoring case.")
+              help="Skip files matching PATTERN, ignoring case.")
 @click.option("--iexclude-file", "iexclude_files", multiple=True, type=click.Path(),
               help="Read case-insensitive patterns from FILE.")
 @click.option("--exclude-caches", is_flag=True,
