@@ -152,7 +152,7 @@ def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude
             app.out(f"Errors:  {s['errors']} (see warnings above)")
     for lag in lagging:  # never silent, even with --quiet or --json
         warn(f"replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
-                   f"objects ({lag['error']}); run 'haeedge sync' when it is reachable", err=True)
+                   f"objects ({lag['error']}); run 'haeedge sync' when it is reachable")
     if result.partial:
         app.run.error = f"{result.summary.get('errors')} files could not be read or changed while being read"
         fail_with(ExitCode.PARTIAL)
