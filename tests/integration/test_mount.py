@@ -100,7 +100,9 @@ class Mounted:
 
 
 def snapshot_dirs(mountpoint: Path) -> list[Path]:
-    return sorted((mountpoint / "snapshots").iterdir())
+    """Oldest first. Names carry whole seconds only, so two snapshots of one second are ordered by
+    their directories' mtimes (the snapshot times, to the microsecond), not by name."""
+    return sorted((mountpoint / "snapshots").iterdir(), key=lambda p: p.stat().st_mtime_ns)
 
 
 def in_mount(snapshot_dir: Path, src: Path) -> Path:
