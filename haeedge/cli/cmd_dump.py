@@ -223,7 +223,7 @@ def command(app: AppContext, snapshot, path, output, host) -> None:
         else:
             import json
 
-            click.echo(json.dumps(summary, sort_keys=True), err=True)
+            click.echo(json.dumps(summary, sort_keys=True, allow_nan=False), err=True)
     elif output:
         app.out(f"wrote {shown} of snapshot {snap.short_id} to {output} "
                 f"({'tar, ' if kind == 'tar' else ''}{nbytes} bytes)")

@@ -25,5 +25,5 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(json.dumps(obj, sort_keys=True, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
