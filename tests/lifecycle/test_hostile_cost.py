@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -205,3 +206,4 @@ def test_deep_paths_cost_linear_time(cli, fast_repo, tmp_path):
             assert f.read() == b"deep\n"
     finally:
         os.close(fd)
+        subprocess.run(["rm", "-rf", str(tmp_path / "t")], check=True)  # shutil.rmtree recurses per level
