@@ -227,7 +227,7 @@ def command(app: AppContext, snapshot, path_in_snapshot, output, hosts, tags, pa
         else:
             import json
 
-            click.echo(json.dumps(summary, sort_keys=True), err=True)
+            click.echo(json.dumps(summary, sort_keys=True, allow_nan=False), err=True)
     elif output:
         app.out(f"wrote {shown} of snapshot {snap.short_id} to {output} "
                 f"({'tar, ' if kind == 'tar' else ''}{nbytes} bytes)")

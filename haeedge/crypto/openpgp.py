@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import logging
 import os
 import struct
 import zlib
@@ -28,6 +29,8 @@ from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from haeedge.errors import OpenPGPError
+
+log = logging.getLogger("haeedge.openpgp")
 
 TAG_PKESK = 1
 TAG_SIGNATURE = 2
@@ -73,6 +76,15 @@ MAX_NESTING = 4
 #: operation: bound them so a hostile message cannot buy unbounded work.
 MAX_SKESK = 16
 MAX_ESK = 256
+#: Iterated-S2K work (see ``s2k_cost``) one message may cost per passphrase beyond its cheapest
+#: SKESK: one derivation at the largest count, what haeedge writes for a person's slot.
+S2K_MESSAGE_WORK = (16 + 15) << (15 + 6)
+#: Partial body chunks shorter than this are allowed only ``MAX_SMALL_PARTIAL_CHUNKS`` times per
+#: packet: RFC 4880 4.2.2.4 asks for 512 bytes at least in the first chunk, and GnuPG and Sequoia
+#: write chunks of 8 KiB and more. One-byte chunks would cost a loop step (and formerly an object)
+#: per byte of a hostile message.
+MIN_PARTIAL_CHUNK = 512
+MAX_SMALL_PARTIAL_CHUNKS = 64
 
 
 def s2k_count(coded: int) -> int:
@@ -143,11 +155,20 @@ def packet_header(tag: int, length: int) -> bytes:
 @dataclass
 class Packet:
     tag: int
-    body: bytes | memoryview
+    body: bytes | bytearray | memoryview
 
 
 def iter_packets(data: bytes | memoryview, limit: int = DEFAULT_MAX_PLAINTEXT) -> Iterable[Packet]:
-    """Split a byte string into packets; partial lengths are joined. Hostile input safe."""
+    """Split a byte string into packets; partial lengths are joined. Hostile input safe.
+
+    A packet in partial body lengths is measured in a first pass over its
+    chunk headers (integers only, no per-chunk objects) and copied into one
+    buffer of its exact size in a second: cost and memory are linear in its
+    length. Chunks below ``MIN_PARTIAL_CHUNK`` bytes are what no writer emits
+    (the RFC asks for 512 at least for the first one; GnuPG and Sequoia write
+    far larger ones): past ``MAX_SMALL_PARTIAL_CHUNKS`` of them the message is
+    refused, so one-byte chunks cannot turn a file into millions of steps.
+    """
     mv = memoryview(data)
     pos = 0
     n = len(mv)
@@ -156,39 +177,14 @@ def iter_packets(data: bytes | memoryview, limit: int = DEFAULT_MAX_PLAINTEXT) -
         pos += 1
         if not first & 0x80:
             raise OpenPGPError("not an OpenPGP packet (bit 7 of the header is clear)")
+        body: bytes | bytearray | memoryview
         if first & 0x40:  # new format
             tag = first & 0x3F
-            parts: list[memoryview] = []
-            total = 0
-            while True:
-                if pos >= n:
-                    raise OpenPGPError("truncated packet header")
-                l1 = mv[pos]
-                pos += 1
-                if l1 < 192:
-                    length, partial = l1, False
-                elif l1 < 224:
-                    if pos >= n:
-                        raise OpenPGPError("truncated packet header")
-                    length, partial = ((l1 - 192) << 8) + mv[pos] + 192, False
-                    pos += 1
-                elif l1 == 255:
-                    if pos + 4 > n:
-                        raise OpenPGPError("truncated packet header")
-                    length, partial = struct.unpack_from(">I", mv, pos)[0], False
-                    pos += 4
-                else:
-                    length, partial = 1 << (l1 & 0x1F), True
-                if pos + length > n:
-                    raise OpenPGPError("truncated packet body")
-                total += length
-                if total > limit:
-                    raise OpenPGPError("packet larger than the allowed maximum")
-                parts.append(mv[pos : pos + length])
-                pos += length
-                if not partial:
-                    break
-            body: bytes | memoryview = parts[0] if len(parts) == 1 else b"".join(parts)
+            start, pos, total, chunks = _scan_new_format_body(mv, pos, limit)
+            if chunks == 1:
+                body = mv[pos - total : pos]
+            else:
+                body = _join_partial_body(mv, start, total)
         else:  # old format
             tag = (first >> 2) & 0x0F
             ltype = first & 3
@@ -207,6 +203,63 @@ def iter_packets(data: bytes | memoryview, limit: int = DEFAULT_MAX_PLAINTEXT) -
             body = mv[pos : pos + length]
             pos += length
         yield Packet(tag, body)
+
+
+def _new_format_length(mv: memoryview, pos: int) -> tuple[int, bool, int]:
+    """(length, partial, position after the length field) of one new-format length field."""
+    n = len(mv)
+    if pos >= n:
+        raise OpenPGPError("truncated packet header")
+    l1 = mv[pos]
+    pos += 1
+    if l1 < 192:
+        return l1, False, pos
+    if l1 < 224:
+        if pos >= n:
+            raise OpenPGPError("truncated packet header")
+        return ((l1 - 192) << 8) + mv[pos] + 192, False, pos + 1
+    if l1 == 255:
+        if pos + 4 > n:
+            raise OpenPGPError("truncated packet header")
+        return struct.unpack_from(">I", mv, pos)[0], False, pos + 4
+    return 1 << (l1 & 0x1F), True, pos
+
+
+def _scan_new_format_body(mv: memoryview, pos: int, limit: int) -> tuple[int, int, int, int]:
+    """Walk a new-format body's length fields: (start, end, body length, number of chunks)."""
+    start = pos
+    n = len(mv)
+    total = chunks = small = 0
+    while True:
+        length, partial, pos = _new_format_length(mv, pos)
+        if pos + length > n:
+            raise OpenPGPError("truncated packet body")
+        total += length
+        chunks += 1
+        if total > limit:
+            raise OpenPGPError("packet larger than the allowed maximum")
+        pos += length
+        if not partial:
+            return start, pos, total, chunks
+        if length < MIN_PARTIAL_CHUNK:
+            small += 1
+            if small > MAX_SMALL_PARTIAL_CHUNKS:
+                raise OpenPGPError(f"more than {MAX_SMALL_PARTIAL_CHUNKS} partial body chunks shorter than "
+                                   f"{MIN_PARTIAL_CHUNK} bytes (no OpenPGP writer emits them; refusing the cost)")
+
+
+def _join_partial_body(mv: memoryview, pos: int, total: int) -> bytearray:
+    """Copy the chunks of a body already checked by ``_scan_new_format_body`` into one buffer."""
+    out = bytearray(total)
+    filled = 0
+    while filled < total:
+        length, partial, pos = _new_format_length(mv, pos)
+        out[filled : filled + length] = mv[pos : pos + length]
+        filled += length
+        pos += length
+        if not partial:
+            break
+    return out
 
 
 # --------------------------------------------------------------------------- writing
@@ -286,6 +339,27 @@ class PassphraseSealer:
 PKESKDecryptor = Callable[[bytes], "tuple[int, bytes] | None"]
 
 
+class S2KBudget:
+    """Iterated-S2K work (bytes hashed, see ``s2k_cost``) a reader may still spend.
+
+    Shared by the messages of one task (opening a repository tries every key
+    slot): a storage holder who adds slots with costly S2K specifiers buys a
+    bounded delay, not an unbounded one. ``skipped`` counts the session key
+    packets left untried because the budget was spent.
+    """
+
+    def __init__(self, work: int):
+        self.remaining = work
+        self.skipped = 0
+
+    def take(self, cost: int) -> bool:
+        if cost > self.remaining:
+            self.skipped += 1
+            return False
+        self.remaining -= cost
+        return True
+
+
 @dataclass
 class Keyring:
     """What a reader may use to open a message."""
@@ -294,6 +368,8 @@ class Keyring:
     pkesk_decryptors: Sequence[PKESKDecryptor] = ()
     #: Cache S2K results for iterated S2K (costly) by (spec, passphrase index).
     cache_iterated: bool = True
+    #: Shared across messages when set (see ``S2KBudget``); each message is bounded anyway.
+    s2k_budget: S2KBudget | None = None
 
 
 def _parse_s2k(body: bytes | memoryview, pos: int) -> tuple[S2K, int]:
@@ -314,26 +390,47 @@ def _parse_s2k(body: bytes | memoryview, pos: int) -> tuple[S2K, int]:
     raise OpenPGPError(f"unsupported S2K type {t}")
 
 
-def _skesk_session_keys(body: bytes | memoryview, passphrases: Sequence[bytes]) -> list[tuple[int, bytes]]:
+@dataclass(frozen=True)
+class _SKESK:
+    cost: int
+    algo: int
+    spec: S2K
+    esk: bytes
+
+
+def _parse_skesk(body: bytes | memoryview) -> _SKESK:
     if len(body) < 2 or body[0] != 4:
         raise OpenPGPError("unsupported SKESK version" if len(body) >= 1 else "truncated SKESK")
     algo = body[1]
     if algo not in SYM_KEY_SIZES:
         raise OpenPGPError(f"unsupported symmetric algorithm {algo}")
     spec, pos = _parse_s2k(body, 2)
-    esk = bytes(body[pos:])
-    out = []
-    for pw in passphrases:
-        key = s2k_derive(pw, spec, SYM_KEY_SIZES[algo])
-        if not esk:
-            out.append((algo, key))
-        else:
-            dec = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor()
-            plain = dec.update(esk) + dec.finalize()
-            if len(plain) < 2 or plain[0] not in SYM_KEY_SIZES or len(plain) - 1 != SYM_KEY_SIZES[plain[0]]:
-                continue
-            out.append((plain[0], plain[1:]))
-    return out
+    return _SKESK(s2k_cost(spec, SYM_KEY_SIZES[algo]), algo, spec, bytes(body[pos:]))
+
+
+def s2k_cost(spec: S2K, key_size: int = 32) -> int:
+    """Work of one derivation in SHA-256-byte units: bytes hashed x passes x hash slowness.
+
+    Salted and simple S2K hash a few dozen bytes: cost 0. SHA-384/512 count
+    double (no hardware support on common CPUs: measured at twice SHA-256).
+    """
+    if spec.type != S2K_ITERATED:
+        return 0
+    digest = hashlib.new(HASH_NAMES.get(spec.hash_algo, "sha256")).digest_size
+    passes = -(-key_size // digest)
+    slowness = 2 if spec.hash_algo in (HASH_SHA384, HASH_SHA512) else 1
+    return s2k_count(spec.count_byte) * passes * slowness
+
+
+def _skesk_session_key(skesk: _SKESK, passphrase: bytes) -> tuple[int, bytes] | None:
+    key = s2k_derive(passphrase, skesk.spec, SYM_KEY_SIZES[skesk.algo])
+    if not skesk.esk:
+        return skesk.algo, key
+    dec = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor()
+    plain = dec.update(skesk.esk) + dec.finalize()
+    if len(plain) < 2 or plain[0] not in SYM_KEY_SIZES or len(plain) - 1 != SYM_KEY_SIZES[plain[0]]:
+        return None
+    return plain[0], plain[1:]
 
 
 def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> memoryview | None:
@@ -348,6 +445,10 @@ def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> memoryview
         return None
     if len(body) < 1 + 18 + 22:
         raise OpenPGPError("truncated encrypted data packet")
+    # The quick check first, on 18 bytes: a wrong key costs nothing, whatever the body's size.
+    head = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor().update(bytes(body[1:19]))
+    if head[14:16] != head[16:18]:
+        return None
     dec = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor()
     plain = dec.update(memoryview(body)[1:]) + dec.finalize()
     if plain[14:16] != plain[16:18]:
@@ -425,6 +526,7 @@ def decrypt_message(
     if len(data) > limit + (1 << 20):
         raise OpenPGPError("message larger than the allowed maximum")
     candidates: list[tuple[int, bytes]] = []
+    skesks: list[_SKESK] = []
     saw_esk = False
     encrypted: Packet | None = None
     n_skesk = n_esk = 0
@@ -436,7 +538,7 @@ def decrypt_message(
                 raise OpenPGPError("too many session key packets in message")
         if pkt.tag == TAG_SKESK:
             saw_esk = True
-            candidates.extend(_skesk_session_keys(pkt.body, keyring.passphrases))
+            skesks.append(_parse_skesk(pkt.body))
         elif pkt.tag == TAG_PKESK:
             saw_esk = True
             for dec in keyring.pkesk_decryptors:
@@ -464,7 +566,42 @@ def decrypt_message(
         plain = seipd_decrypt(encrypted.body, algo, key)
         if plain is not None:
             return _literal_from_packets(plain, limit, 0)
+    skipped = _try_skesks(encrypted, skesks, keyring, limit)
+    if isinstance(skipped, bytes):
+        return skipped
+    if skipped:
+        log.warning("left %d passphrase session key packet(s) untried: their S2K would cost more than "
+                    "the allowed work (one derivation at the largest OpenPGP iteration count)", skipped)
+        raise NoMatchingKey(f"no key in the keyring opens this message ({skipped} passphrase packet(s) with "
+                            "too costly S2K parameters left untried)")
     raise NoMatchingKey("no key in the keyring opens this message (wrong passphrase or key, or the data was modified)")
+
+
+def _try_skesks(encrypted: Packet, skesks: list[_SKESK], keyring: Keyring, limit: int) -> bytes | int:
+    """The literal once a passphrase opens one SKESK, else how many SKESKs were skipped for cost.
+
+    Cheapest first. Per passphrase the first SKESK is always tried (whatever
+    legitimate writer made the message chose its cost); further ones only while
+    their total stays within ``S2K_MESSAGE_WORK``. A shared ``keyring.s2k_budget``
+    bounds the work over many messages.
+    """
+    skipped = 0
+    order = sorted(skesks, key=lambda k: k.cost)
+    for pw in keyring.passphrases:
+        spent = 0
+        for n, skesk in enumerate(order):
+            if n > 0 and spent + skesk.cost > S2K_MESSAGE_WORK:
+                skipped += 1
+                continue
+            if keyring.s2k_budget is not None and not keyring.s2k_budget.take(skesk.cost):
+                skipped += 1
+                continue
+            spent += skesk.cost
+            got = _skesk_session_key(skesk, pw)
+            plain = seipd_decrypt(encrypted.body, *got) if got is not None else None
+            if plain is not None:
+                return _literal_from_packets(plain, limit, 0)
+    return skipped
 
 
 class NoMatchingKey(OpenPGPError):

@@ -193,6 +193,20 @@ def encode_index(packs: list[IndexPack], superseded: Iterable[str] = ()) -> byte
     return b"".join(parts)
 
 
+def split_index(packs: list[IndexPack], part_bytes: int) -> list[list[IndexPack]]:
+    """Packs grouped so that each group's index object stays under ``part_bytes`` (at least one group)."""
+    groups: list[list[IndexPack]] = [[]]
+    size = 0
+    for p in packs:
+        need = _PACK_HEAD.size + len(p.entries) * _IDX_ENTRY.size
+        if groups[-1] and size + need > part_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(p)
+        size += need
+    return groups
+
+
 def decode_index(data: bytes) -> tuple[list[IndexPack], list[str]]:
     """Parse an index object literal; hostile-input safe."""
     try:

@@ -41,6 +41,7 @@ from haeedge.crypto.openpgp import (
     S2K,
     S2K_ITERATED,
     S2K_MAX_COUNT_BYTE,
+    S2K_MESSAGE_WORK,
     S2K_SALTED,
     SYM_AES256,
     TAG_PKESK,
@@ -48,6 +49,7 @@ from haeedge.crypto.openpgp import (
     Keyring,
     NoMatchingKey,
     PassphraseSealer,
+    S2KBudget,
     decrypt_message,
     encrypt_literal,
     esk_summary,
@@ -77,6 +79,13 @@ MAX_SLOT_BYTES = 1 << 20
 MAX_RECORD_BYTES = 1 << 20
 MAX_RECIPIENTS = 16
 MAX_LABEL = 200
+#: Opening a repository tries at most this many key slots, spending at most this much S2K work
+#: (in units of ``openpgp.s2k_cost``: 32 derivations at the largest count, about 5 s) on all of
+#: them: whoever can write to keys/ can add slots, each costing up to one strong derivation.
+MAX_SLOTS_TRIED = 64
+OPEN_S2K_WORK = 32 * S2K_MESSAGE_WORK
+#: Objects in keys/ larger than this are not even downloaded (slots and records hold < 1 MiB).
+MAX_KEY_OBJECT_BYTES = 2 << 20
 
 
 def _b64(data: bytes) -> str:
@@ -281,6 +290,41 @@ def open_slot(slot_id: str, message: bytes, keyring: Keyring) -> KeySlot | None:
         raise SlotMalformed(f"key slot {slot_id[:12]}: {e}") from e
     except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise SlotMalformed(f"key slot {slot_id[:12]} is malformed: {e}") from e
+
+
+class SlotAttempts:
+    """What one ``Repository.open`` may spend on trying key slots (see ``MAX_SLOTS_TRIED``).
+
+    ``admit`` before trying a slot; ``keyring`` carries the shared S2K budget;
+    ``limit_error`` says, when no slot opened, whether a cap (not the credential)
+    was the reason.
+    """
+
+    def __init__(self, keyring: Keyring):
+        self.budget = S2KBudget(OPEN_S2K_WORK)
+        self.keyring = Keyring(keyring.passphrases, keyring.pkesk_decryptors, s2k_budget=self.budget)
+        self.tried = 0
+        self.oversized = 0
+
+    def admit_size(self, size: int | None) -> bool:
+        if size is not None and size > MAX_KEY_OBJECT_BYTES:
+            self.oversized += 1
+            return False
+        return True
+
+    def admit(self) -> bool:
+        self.tried += 1
+        return self.tried <= MAX_SLOTS_TRIED
+
+    def limit_error(self) -> WrongPassword | None:
+        if self.tried <= MAX_SLOTS_TRIED and not self.budget.skipped:
+            return None
+        return WrongPassword(f"no key slot opened with these credentials before the limits on key slots were "
+                             f"reached ({MAX_SLOTS_TRIED} slots tried at most, S2K work of "
+                             f"{OPEN_S2K_WORK // S2K_MESSAGE_WORK} strongest derivations); keys/ holds more "
+                             "or costlier slots than haeedge writes",
+                             hint="someone may have planted slots in keys/: 'haeedge key list' with the owner's "
+                                  "key shows the registered ones")
 
 
 def key_object_kind(data: bytes | memoryview) -> str:

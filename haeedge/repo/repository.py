@@ -40,14 +40,16 @@ from haeedge.errors import (
 )
 from haeedge.repo import lock as locking
 from haeedge.repo.config import RepositoryConfig
-from haeedge.repo.index import BlobIndex, BlobLocation, IndexPack, decode_index, encode_index
+from haeedge.repo.index import BlobIndex, BlobLocation, IndexPack, decode_index, encode_index, split_index
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
     KIND_PASSPHRASE,
+    MAX_KEY_OBJECT_BYTES,
     CachingDecryptor,
     KeySlot,
     MasterKeys,
     NotInWriterView,
+    SlotAttempts,
     SlotMalformed,
     key_object_kind,
     needs_identity,
@@ -83,6 +85,14 @@ log = logging.getLogger("haeedge.repository")
 #: Which master key seals which kind of object.
 KEY_FOR_BLOB = {BLOB_DATA: "content", BLOB_TREE: "tree"}
 MAX_META_OBJECT = 512 << 20
+#: Largest stored object per namespace (hostile input: a reader refuses a bigger one from the
+#: listing's size before downloading it, and from its length before decrypting it). What haeedge
+#: writes stays far below: config and locks are a few hundred bytes, key slots and records a few
+#: KiB, a snapshot 67 bytes per tree blob, and an index object is written in parts of at most
+#: INDEX_PART_BYTES (2.9 million blobs each).
+MAX_STORED_BYTES = {"config": 2 << 20, "keys": MAX_KEY_OBJECT_BYTES, "locks": 1 << 20, "snapshots": 16 << 20,
+                    "index": 256 << 20}
+INDEX_PART_BYTES = 128 << 20
 INDEX_CHECKPOINT_PACKS = 32
 #: ... or this often, so an interrupted backup loses at most a minute of uploads.
 INDEX_CHECKPOINT_SECONDS = 60.0
@@ -200,21 +210,27 @@ class Repository:
     def open(cls, backend: Backend, credentials: Credentials) -> Repository:
         try:
             config_sealed = backend.get("config")
+            check_object_size("config", len(config_sealed))
         except ObjectNotFound:
             raise RepositoryNotFound(f"{backend.location}: no repository here (missing config)",
                                      hint="create one with 'haeedge init'") from None
-        keyring = credentials.keyring()
+        attempts = SlotAttempts(credentials.keyring())  # bounded work on hostile keys/ objects
         slot = None
         malformed: SlotMalformed | None = None
         damaged: list[str] = []
         for info in sorted(backend.list("keys"), key=lambda i: i.name):
             # One damaged or hostile object in keys/ must not lock everybody out: skip it, say so.
+            if not attempts.admit_size(info.size):
+                log.warning("skipping key object %s: %d bytes, larger than any key slot", info.name, info.size)
+                continue
             try:
                 data = backend.get(info.name)
                 _check_content_name(info.name, data)
                 if key_object_kind(data) == "record":
                     continue  # key records are sealed with meta, not with a credential
-                slot = open_slot(object_id_of(info.name), data, keyring)
+                if not attempts.admit():
+                    break
+                slot = open_slot(object_id_of(info.name), data, attempts.keyring)
             except ObjectNotFound:
                 continue  # removed meanwhile
             except SlotMalformed as e:
@@ -229,6 +245,8 @@ class Repository:
         if slot is None:
             if malformed is not None:
                 raise malformed
+            if (limited := attempts.limit_error()) is not None:
+                raise limited
             if damaged:  # the damaged one may be the slot these credentials open
                 raise IntegrityError(f"no key slot opens with these credentials, and {', '.join(damaged)} "
                                      "is damaged", hint="if that was your slot, use another credential")
@@ -351,8 +369,12 @@ class Repository:
                 self.backend.delete(name)
             raise
 
-    def get_object(self, name: str) -> bytes:
+    def get_object(self, name: str, size: int | None = None) -> bytes:
+        """An object checked against its name; ``size`` (from a listing) refuses a huge one unread."""
+        if size is not None:
+            check_object_size(name, size)
         data = self.backend.get(name)
+        check_object_size(name, len(data))
         _check_content_name(name, data)
         return data
 
@@ -360,9 +382,9 @@ class Repository:
 
     def load_index(self) -> None:
         """Read every index object; superseded ones (left by an interrupted prune) are skipped."""
-        names = [i.name for i in self.backend.list("index")]
+        infos = list(self.backend.list("index"))
         with ThreadPoolExecutor(max_workers=8) as pool:
-            docs = list(pool.map(self._read_index_object, names))
+            docs = list(pool.map(self._read_index_object, [i.name for i in infos], [i.size for i in infos]))
         superseded = {s for _n, _p, sup in docs for s in sup}
         total = sum(len(p.entries) for _n, packs, _s in docs for p in packs)
         index = BlobIndex(capacity_hint=total)
@@ -375,16 +397,24 @@ class Repository:
                 index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries)
         self.index = index
 
-    def _read_index_object(self, name: str) -> tuple[str, list[IndexPack], list[str]]:
-        data = self.get_object(name)
-        packs, sup = decode_index(self.open_sealed("meta", data))
+    def _read_index_object(self, name: str, size: int | None = None) -> tuple[str, list[IndexPack], list[str]]:
+        data = self.get_object(name, size)
+        packs, sup = decode_index(self.open_sealed("meta", data, limit=MAX_STORED_BYTES["index"]))
         return name, packs, sup
 
     def write_index(self, packs: list[IndexPack], superseded: list[str] = ()) -> str:
-        oid = self.put_object("index", self.seal("meta", encode_index(packs, superseded)))
-        self.index_ids.add(oid)
-        with self.stats.lock:
-            self.stats.index_objects_written += 1
+        """Store ``packs`` as index object(s) under the readers' size cap; returns the last one's id.
+
+        When split, the part naming ``superseded`` is written last: until it
+        exists the old objects stay in force (the new parts only repeat packs).
+        """
+        groups = split_index(packs, INDEX_PART_BYTES)
+        for n, group in enumerate(groups):
+            last = n == len(groups) - 1
+            oid = self.put_object("index", self.seal("meta", encode_index(group, superseded if last else ())))
+            self.index_ids.add(oid)
+            with self.stats.lock:
+                self.stats.index_objects_written += 1
         return oid
 
     # ------------------------------------------------------------------ blobs
@@ -662,7 +692,8 @@ class Repository:
                 data = self.get_object(f"snapshots/{snapshot_id}")
             except ObjectNotFound:
                 raise SnapshotNotFound(f"snapshot {snapshot_id[:16]} does not exist") from None
-            snap = Snapshot.from_bytes(self.open_sealed("meta", data, limit=64 << 20), snapshot_id)
+            snap = Snapshot.from_bytes(self.open_sealed("meta", data, limit=MAX_STORED_BYTES["snapshots"]),
+                                       snapshot_id)
             self._snapshot_cache[snapshot_id] = snap
         if self.keys.is_writer:
             self._check_writer_view(snap)
@@ -781,7 +812,7 @@ class Repository:
         for info in self.backend.list("locks"):
             oid = object_id_of(info.name)
             try:
-                data = self.get_object(info.name)
+                data = self.get_object(info.name, info.size)
                 out.append(locking.decode_lock(oid, self.open_sealed("meta", data, limit=1 << 16)))
             except ObjectNotFound:
                 continue  # released meanwhile
@@ -852,6 +883,15 @@ def _hex_id(h: str) -> bytes:
     if len(b) != 32:
         raise FormatError(f"bad blob id {h[:20]!r}")
     return b
+
+
+def check_object_size(name: str, size: int) -> None:
+    """Refuse an object larger than its namespace allows (``MAX_STORED_BYTES``)."""
+    namespace = name.split("/", 1)[0]
+    cap = MAX_STORED_BYTES.get(namespace)
+    if cap is not None and size > cap:
+        raise FormatError(f"object {name} holds {size} bytes, more than the {cap >> 20} MiB an object in "
+                          f"{namespace}/ may hold (damaged or hostile)")
 
 
 def _check_content_name(name: str, data: bytes) -> None:

@@ -10,6 +10,7 @@ snapshot that starts the chain and ``depth`` counts the links after it.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,12 @@ KIND_FULL = "full"
 KIND_INCREMENTAL = "incremental"
 MAX_TREE_BLOBS = 10_000_000
 MAX_CHAIN_DEPTH = 100_000
+MAX_TEXT = 1 << 16
+MAX_LIST = 100_000
+#: Summary counters commands add up or format as sizes: numbers (or absent / null) only.
+SUMMARY_NUMBERS = frozenset({"bytes_total", "bytes_added", "raw_bytes_added", "files_new", "files_changed",
+                             "files_unchanged", "errors", "duration", "data_blobs_added", "tree_blobs_added",
+                             "blobs_added", "packs_written", "dirs", "files", "others"})
 
 
 @dataclass
@@ -80,7 +87,7 @@ class Snapshot:
     @classmethod
     def from_bytes(cls, data: bytes, snapshot_id: str) -> Snapshot:
         try:
-            doc = json.loads(data)
+            doc = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
             if not isinstance(doc, dict) or doc.get("haeedge_snapshot") != SNAPSHOT_VERSION:
                 raise ValueError("not a version 1 snapshot")
             kind = doc["kind"]
@@ -91,14 +98,19 @@ class Snapshot:
                 raise ValueError("bad tree list")
             parent = doc.get("parent")
             chain = doc.get("chain")
-            depth = int(doc.get("depth", 0))
+            depth = doc.get("depth", 0)
+            if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= MAX_CHAIN_DEPTH:
+                raise ValueError("bad depth")
             if kind == KIND_FULL and (parent is not None or depth != 0):
                 raise ValueError("a full snapshot has no parent")
             linked = _is_hex_id(parent) and _is_hex_id(chain) and 0 < depth <= MAX_CHAIN_DEPTH
             if kind == KIND_INCREMENTAL and not linked:
                 raise ValueError("an incremental snapshot needs parent, chain and depth")
-            paths = [str(p) for p in doc["paths"]]
-            tags = [str(t) for t in doc.get("tags", [])]
+            paths = _strings(doc["paths"], "paths")
+            tags = _strings(doc.get("tags", []), "tags")
+            for name in ("time", "host", "username", "program"):
+                if not isinstance(doc.get(name, ""), str) or len(doc.get(name, "")) > MAX_TEXT:
+                    raise ValueError(f"bad {name}")
             known = {"haeedge_snapshot", "time", "host", "username", "paths", "tags", "kind", "parent", "chain",
                      "depth", "tree", "summary", "program", "signer", "signature"}
             signer, signature = doc.get("signer"), doc.get("signature")
@@ -106,8 +118,7 @@ class Snapshot:
                     signature is not None and not isinstance(signature, str)):
                 raise ValueError("bad signer or signature field")
             summary = doc.get("summary", {})
-            if not isinstance(summary, dict):
-                raise ValueError("bad summary")
+            _check_summary(summary)
             parse_time(str(doc["time"]))
             return cls(time=str(doc["time"]), host=str(doc["host"]), paths=paths, kind=kind, tree=tree,
                        parent=parent, chain=chain, depth=depth, tags=tags, username=str(doc.get("username", "")),
@@ -133,6 +144,46 @@ class Snapshot:
         hosts, tags = set(hosts), set(tags)
         return ((not hosts or self.host in hosts) and (not tags or bool(tags & set(self.tags)))
                 and set(paths) <= set(self.paths))
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a snapshot may hold")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return v
+
+
+def _strings(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_LIST or not all(
+            isinstance(v, str) and len(v) <= MAX_TEXT for v in value):
+        raise ValueError(f"bad {what}")
+    return value
+
+
+def _check_summary(summary: object) -> None:
+    """Text, flags, finite numbers (one level of nesting); the counters the CLI adds up must be numbers."""
+    if not isinstance(summary, dict) or len(summary) > MAX_LIST:
+        raise ValueError("bad summary")
+    for k, v in summary.items():
+        if isinstance(v, bool) or v is None:
+            ok = k not in SUMMARY_NUMBERS or v is None
+        elif isinstance(v, int):
+            ok = -(1 << 63) <= v < (1 << 64)
+        elif isinstance(v, float):
+            ok = True  # finite: the parser refuses the others
+        elif isinstance(v, str):
+            ok = k not in SUMMARY_NUMBERS and len(v) <= MAX_TEXT
+        elif isinstance(v, dict):  # one level of detail, e.g. a stream backup's source
+            ok = k not in SUMMARY_NUMBERS and len(v) <= 64 and all(
+                isinstance(x, str | int | float | bool) or x is None for x in v.values())
+        else:
+            ok = False
+        if not ok:
+            raise ValueError(f"bad summary field {k[:40]!r}")
 
 
 def _is_hex_id(v: object) -> bool:

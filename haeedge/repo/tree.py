@@ -23,14 +23,33 @@ from haeedge.errors import FormatError
 TYPES = frozenset({"file", "dir", "symlink", "fifo", "socket", "chardev", "blockdev"})
 MAX_LINE = 64 << 20
 MAX_PATH = 1 << 16
-_INT_FIELDS = ("mode", "uid", "gid", "mtime_ns", "ctime_ns", "atime_ns", "inode", "size", "nlink", "rdev", "dev")
-
+MAX_NAME_FIELD = 4096
+#: Integer fields and the range of the field they come from (an attacker's 2**70 must not reach
+#: os.ftruncate or os.chown). Times are signed nanoseconds; ids and counts unsigned.
+_INT_RANGES = {
+    "mode": (0, 0xFFFF),
+    "uid": (0, (1 << 32) - 1),
+    "gid": (0, (1 << 32) - 1),
+    "size": (0, (1 << 63) - 1),
+    "mtime_ns": (-(1 << 63), (1 << 63) - 1),
+    "ctime_ns": (-(1 << 63), (1 << 63) - 1),
+    "atime_ns": (-(1 << 63), (1 << 63) - 1),
+    "inode": (0, (1 << 64) - 1),
+    "nlink": (0, (1 << 64) - 1),
+    "rdev": (0, (1 << 64) - 1),
+    "dev": (0, (1 << 64) - 1),
+}
+_INT_FIELDS = tuple(_INT_RANGES)
+#: Text fields: a str (or, for those with a ``_b64`` twin, base64 of the bytes) of bounded length.
+_TEXT_FIELDS = ("hardlink", "user", "group")
+_BYTES_FIELDS = ("target",)
+_FLAG_FIELDS = ("deleted", "damaged")
 
 def path_bytes(entry: dict) -> bytes:
     p = entry.get("path")
     if p is not None:
         return p.encode("utf-8", "surrogateescape")
-    return base64.b64decode(entry["path_b64"])
+    return base64.b64decode(entry["path_b64"], validate=True)
 
 
 def set_path(entry: dict, path: bytes) -> None:
@@ -52,7 +71,7 @@ def get_bytes_field(entry: dict, name: str) -> bytes | None:
     if v is not None:
         return v.encode("utf-8", "surrogateescape")
     b = entry.get(name + "_b64")
-    return base64.b64decode(b) if b is not None else None
+    return base64.b64decode(b, validate=True) if b is not None else None
 
 
 def sort_key(path: bytes) -> bytes:
@@ -64,36 +83,67 @@ def encode_entry(entry: dict) -> bytes:
     return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
 
 
+class BadTreeEntry(FormatError):
+    """A file-list entry whose fields do not have the documented types and ranges (docs/format.md)."""
+
+
 def validate_entry(entry: object) -> dict:
-    """Check an entry read from a repository. Paths must be relative and clean."""
+    """Check an entry read from a repository: every field's type and range, and a relative, clean path.
+
+    Whatever a hostile file list holds, what passes here can be used without
+    further checks (no ``int()`` of a list, no 2**70 reaching a system call).
+    """
     if not isinstance(entry, dict):
-        raise FormatError("tree entry is not an object")
+        raise BadTreeEntry("tree entry is not an object")
     try:
         p = path_bytes(entry)
-    except (ValueError, TypeError, AttributeError) as e:
-        raise FormatError("tree entry has a bad path") from e
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise BadTreeEntry("tree entry has a bad path") from e
     if not p or len(p) > MAX_PATH or p.startswith(b"/") or b"\0" in p:
         raise FormatError(f"tree entry has an unsafe path {p[:200]!r}")
     for comp in p.split(b"/"):
         if comp in (b"", b".", b".."):
             raise FormatError(f"tree entry has an unsafe path {p[:200]!r}")
+    for f in _FLAG_FIELDS:
+        if not isinstance(entry.get(f, False), bool):
+            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f} flag")
     if entry.get("deleted"):
         return entry
-    if entry.get("type") not in TYPES:
-        raise FormatError(f"tree entry {p[:200]!r} has an unknown type")
-    for f in _INT_FIELDS:
+    kind = entry.get("type")
+    if not isinstance(kind, str) or kind not in TYPES:
+        raise BadTreeEntry(f"tree entry {p[:200]!r} has an unknown type")
+    for f, (lo, hi) in _INT_RANGES.items():
         v = entry.get(f)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-            raise FormatError(f"tree entry {p[:200]!r} has a bad {f}")
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi):
+            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
+    for f in _TEXT_FIELDS + _BYTES_FIELDS:
+        v = entry.get(f)
+        if v is not None and (not isinstance(v, str) or len(v) > MAX_NAME_FIELD * 4):
+            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
+    for f in _BYTES_FIELDS:
+        try:
+            get_bytes_field(entry, f)
+        except (ValueError, TypeError, AttributeError) as e:
+            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}") from e
     chunks = entry.get("chunks")
     if chunks is not None:
         if not isinstance(chunks, list):
             raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
         for c in chunks:
-            if (not isinstance(c, list) or len(c) != 2 or not isinstance(c[0], str) or len(c[0]) != 64
-                    or not isinstance(c[1], int) or not 0 <= c[1] <= (256 << 20)):
+            if (not isinstance(c, list) or len(c) != 2 or not _is_hex64(c[0])
+                    or not isinstance(c[1], int) or isinstance(c[1], bool) or not 0 <= c[1] <= (256 << 20)):
                 raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
     return entry
+
+
+def _is_hex64(v: object) -> bool:
+    if not isinstance(v, str) or len(v) != 64:
+        return False
+    try:
+        bytes.fromhex(v)
+    except ValueError:
+        return False
+    return True
 
 
 class TreeWriter:

@@ -55,5 +55,5 @@ class MessageFormatter(logging.Formatter):
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(json.dumps(obj, sort_keys=True, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()

@@ -56,7 +56,7 @@ class JsonLinesProgress:
         self.warnings: list[str] = []
 
     def _emit(self, **obj) -> None:
-        sys.stderr.write(json.dumps(obj) + "\n")
+        sys.stderr.write(json.dumps(obj, allow_nan=False) + "\n")
 
     def start(self, phase: str, total_bytes: int | None = None) -> None:
         pass
