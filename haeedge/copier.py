@@ -68,7 +68,7 @@ class CopyResult:
 def copies_in(target: Repository, on_error: Callable[[str, HaeedgeError], None] | None = None) -> dict[str, str]:
     """Source snapshot id -> id of its copy in ``target``, from the copies' ``copied_from`` fields."""
     out: dict[str, str] = {}
-    for s in target.list_snapshots(on_error=on_error):
+    for s in target.list_snapshots(on_error=on_error, include_hidden=True):
         src = s.extra.get(COPIED_FROM)
         if isinstance(src, dict) and isinstance(src.get("snapshot"), str):
             out.setdefault(src["snapshot"], s.id)

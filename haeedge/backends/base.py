@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from haeedge.errors import BackendError
 
 #: The top-level folders of a repository; ``list`` takes one of these.
-NAMESPACES = ("keys", "data", "index", "snapshots", "locks")
+NAMESPACES = ("keys", "data", "index", "snapshots", "locks", "forgotten")
 
 
 @dataclass(frozen=True)

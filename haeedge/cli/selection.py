@@ -10,9 +10,11 @@ from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import Snapshot
 
 
-def all_snapshots(repo: Repository) -> list[Snapshot]:
-    """Every readable snapshot; each unreadable one is a warning on stderr, not a failure."""
-    return repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True))
+def all_snapshots(repo: Repository, include_hidden: bool = False) -> list[Snapshot]:
+    """Every readable snapshot (not the forgotten ones kept hidden as chain support, unless
+    ``include_hidden``); each unreadable one is a warning on stderr, not a failure."""
+    return repo.list_snapshots(on_error=lambda sid, e: click.echo(f"warning: snapshot {sid[:8]}: {e}", err=True),
+                               include_hidden=include_hidden)
 
 
 def filter_snapshots(snaps: Iterable[Snapshot], hosts: Iterable[str] = (), tags: Iterable[str] = (),
