@@ -143,7 +143,8 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
             groups = decide([SnapshotFacts(s.id, s.datetime, s.host, tuple(s.paths), tuple(s.tags))
                              for s in considered], policy, now, fields)
         remove = {d.id for g in groups for d in g.decisions if not d.keep}
-        plan = plan_forget(everything, remove, markers, can_hide=not rebase and can_write_markers(repo))
+        plan = plan_forget(everything, remove, markers, rebase=rebase or not can_write_markers(repo),
+                           scope={s.id for s in considered})
         result = forget_snapshots(repo, plan, app.progress()) if not dry_run else None
         pruned = prune_repository(repo, share, progress=app.progress()) if prune and not dry_run else None
     by_id = {s.id: s for s in everything}

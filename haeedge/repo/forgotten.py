@@ -123,13 +123,17 @@ def read_markers(repo: Repository) -> Markers:
     return out
 
 
-def chain_support(snapshots: Iterable[Snapshot], kept: Iterable[str]) -> set[str]:
-    """Ids of every stored ancestor (parent, grandparent, ... up to the full) of the ``kept`` snapshots."""
+def chain_support(snapshots: Iterable[Snapshot], kept: Iterable[str], cut: Iterable[str] = ()) -> set[str]:
+    """Ids of every stored ancestor (parent, grandparent, ... up to the full) of the ``kept`` snapshots.
+
+    ``cut``: snapshots about to become fulls (rebased): nothing above them is needed through them.
+    """
     by_id = {s.id: s for s in snapshots}
+    cut = set(cut)
     needed: set[str] = set()
     for sid in kept:
         cur = by_id.get(sid)
-        while cur is not None and cur.parent and cur.parent not in needed:
+        while cur is not None and cur.id not in cut and cur.parent and cur.parent not in needed:
             parent = by_id.get(cur.parent)
             if parent is None:
                 break  # a broken chain: verify reports it; nothing here can mend it

@@ -111,14 +111,18 @@ def leftover_originals(snapshots: Iterable[Snapshot]) -> set[str]:
 
 
 def plan_forget(snapshots: list[Snapshot], remove_ids: Iterable[str], hidden: dict[str, list[str]] | None = None,
-                *, can_hide: bool = True) -> ForgetPlan:
+                *, rebase: bool = False, scope: set[str] | None = None) -> ForgetPlan:
     """What forgetting ``remove_ids`` (plus leftovers) takes.
 
     ``snapshots``: every snapshot, hidden ones included; ``hidden``: snapshot id
-    -> markers of the hidden ones. Without ``can_hide`` (``forget --rebase``,
-    or a credential that cannot write markers) nothing is hidden: kept
-    incrementals whose parent goes (or is hidden) are rebased onto new fulls,
-    which gives them new ids, and every hidden snapshot is deleted.
+    -> markers of the hidden ones. Removed snapshots that kept ones need are
+    hidden; hidden ones nothing kept needs are released (deleted).
+
+    ``rebase`` (``forget --rebase``, or a credential that cannot write markers):
+    kept incrementals whose parent is removed, or (within ``scope``, the
+    snapshots this run considers; None: all) hidden, are rebased onto new
+    fulls instead, which gives them and their dependants new ids; hidden
+    snapshots only they needed are released.
     """
     hidden = dict(hidden or {})
     leftovers = leftover_originals(snapshots)
@@ -128,14 +132,12 @@ def plan_forget(snapshots: list[Snapshot], remove_ids: Iterable[str], hidden: di
                       [s for s in snapshots if s.id in leftovers], hidden=hidden)
     plan.stale_markers = sorted(m for sid, ms in hidden.items() if sid not in by_id for m in ms)
     plan.remove = [s for s in plan.remove if s.id not in hidden]  # hidden ones were forgotten earlier
-    if not can_hide:
-        gone = remove | set(hidden)
-        plan.rebase = [s for s in snapshots if s.id not in gone and s.kind != KIND_FULL
-                       and s.parent in gone and s.parent in by_id]
-        plan.release = [s for s in snapshots if s.id in hidden]
-        return plan
     kept = [s.id for s in snapshots if s.id not in remove and s.id not in hidden]
-    needed = chain_support(snapshots, kept)
+    if rebase:
+        kept_set = set(kept)
+        plan.rebase = [s for s in snapshots if s.id in kept_set and s.kind != KIND_FULL and s.parent in by_id
+                       and (s.parent in remove or (s.parent in hidden and (scope is None or s.id in scope)))]
+    needed = chain_support(snapshots, kept, cut=[s.id for s in plan.rebase])
     plan.hide = [s for s in plan.remove if s.id in needed]
     plan.release = [s for s in snapshots if s.id in hidden and s.id not in needed]
     return plan
@@ -152,6 +154,7 @@ def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink 
     if plan.rebase:
         _rebase(repo, plan, result, progress)
     deleted = {s.id for s in plan.delete}
+    released = {s.id for s in plan.release}
     doomed = plan.delete + [s for s in plan.snapshots if result.rewritten.get(s.id, s.id) != s.id
                             and s.id not in deleted]
     # Deepest first: whatever is still present always has its parent. The snapshot before its
@@ -161,7 +164,7 @@ def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink 
         repo.backend.delete(f"snapshots/{s.id}")
         for marker_id in plan.hidden.get(s.id, ()):
             delete_marker(repo, marker_id)
-        if s.id in plan.hidden:
+        if s.id in released:
             result.released.append(s.id)
     for marker_id in plan.stale_markers:
         delete_marker(repo, marker_id)
