@@ -191,3 +191,21 @@ def test_sigkill_forget_at_random_points(cli, trees, tmp_path):
 
 def snapshot_ids_at(cli, repo_path) -> list[str]:
     return [s["id"] for s in cli("snapshots", "--json", env=_env(repo_path)).ok().json()]
+
+
+def test_copy_keeps_hidden_chain_support_hidden_in_the_target(cli, repo, trees, tmp_path):
+    src, chain = _history(cli, trees, tmp_path, n=3)
+    ids = [sid for sid, _scan in chain]
+    cli("forget", ids[0]).ok()
+    target = {"HAEEDGE_REPOSITORY": str(tmp_path / "target")}
+    cli("init", env=target).ok()
+    out = cli("--json", "copy", "--to", tmp_path / "target").ok().json()
+    copy_of = {c["source"]: c["target"] for c in out["copied"]}
+    assert set(copy_of) == set(ids)  # the hidden full is copied as chain support
+    listed = [s["id"] for s in cli("--json", "snapshots", env=target).ok().json()]
+    assert sorted(listed) == sorted(copy_of[i] for i in ids[1:])
+    v = cli("--json", "verify", env=target).ok().json()
+    assert v["snapshots"] == 2 and v["hidden_snapshots"] == 1
+    r = cli("restore", copy_of[ids[2]], "--target", tmp_path / "r", env=target)
+    assert r.code == 0, r.describe()
+    assert not trees.differences(chain[2][1], trees.scan(trees.restored_path(tmp_path / "r", src)))
