@@ -209,3 +209,15 @@ def test_copy_keeps_hidden_chain_support_hidden_in_the_target(cli, repo, trees, 
     r = cli("restore", copy_of[ids[2]], "--target", tmp_path / "r", env=target)
     assert r.code == 0, r.describe()
     assert not trees.differences(chain[2][1], trees.scan(trees.restored_path(tmp_path / "r", src)))
+
+
+def test_a_repository_from_before_forget_markers_has_no_forgotten_folder(cli, repo, trees, tmp_path):
+    (repo.path / "forgotten").rmdir()  # what every repository written before format.md 8.1 looks like
+    src, chain = _history(cli, trees, tmp_path, n=2)
+    ids = [sid for sid, _scan in chain]
+    assert snapshot_ids(cli) == ids
+    cli("verify").ok()
+    out = cli("forget", ids[0], "--json").ok().json()
+    assert out["hidden"] == [ids[0]] and snapshot_ids(cli) == [ids[1]]
+    assert len(list((repo.path / "forgotten").iterdir())) == 1
+    assert not restore_diffs(cli, trees, ids[1], chain[1][1], src, tmp_path / "r")
