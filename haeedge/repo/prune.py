@@ -14,9 +14,10 @@ Rebase mode (``forget --rebase``, and credentials that cannot write markers
 readers trust: no owner signing key) frees the space now instead: a kept
 incremental whose parent is removed or hidden is rebased onto a new full
 (``rewrite.rewrite_snapshots``), which gives it and its dependants new ids
-(reported old -> new), and every hidden snapshot is deleted. Rewritten snapshots name the
-one they replace (``"replaces"``), so the next run can drop originals an
-interrupted run left behind (also those of older haeedge versions).
+(reported old -> new), and hidden snapshots only they needed are deleted.
+Rewritten snapshots name the one they replace (``"replaces"``), so the next
+run can drop originals an interrupted run left behind (also those of older
+haeedge versions).
 
 ``prune`` deletes packs no snapshot needs and repacks packs that are mostly
 unused. Order: new packs, then one new index object that supersedes every old
@@ -59,7 +60,7 @@ class ForgetPlan:
     snapshots: list[Snapshot]
     #: Forgotten by this run: asked for, plus leftovers.
     remove: list[Snapshot]
-    #: Rebase mode only (no markers): kept incrementals whose parent is removed; each becomes a full snapshot.
+    #: Rebase mode only: kept incrementals whose parent is removed (or hidden); each becomes a full snapshot.
     rebase: list[Snapshot]
     #: Originals left by an interrupted rewrite (a newer copy names them in "replaces").
     leftovers: list[Snapshot] = field(default_factory=list)
