@@ -3,6 +3,11 @@
 Structure (default): every object's bytes match its name, index and packs
 agree (presence, sizes), every snapshot decrypts and parses, every chain is
 intact, every tree is readable and every blob a snapshot needs is indexed.
+Forgotten snapshots kept hidden as chain support (repo/forgotten.py) are
+checked like any other and counted apart (``hidden``); forget markers that
+are not signed by the owner are errors (someone with write access tried to
+hide a snapshot), markers naming nothing and hidden snapshots nothing needs
+are warnings (an interrupted forget; the next one removes them).
 
 ``read_data``: every selected pack is read whole, its hash, header and every
 blob (decrypt, MDC, decompress, keyed id) are checked.
@@ -53,6 +58,8 @@ class Finding:
 class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     snapshots: int = 0
+    #: Forgotten snapshots kept hidden as chain support (checked, not counted in ``snapshots``).
+    hidden: int = 0
     packs: int = 0
     packs_read: int = 0
     blobs_checked: int = 0
@@ -194,11 +201,15 @@ class Checker:
 
     def _check_snapshots(self) -> list[Snapshot]:
         repo = self.repo
-        snaps = repo.list_snapshots(on_error=lambda sid, e: self.error(f"snapshots/{sid}", str(e)))
-        self.report.snapshots = len(snaps)
+        snaps = repo.list_snapshots(on_error=lambda sid, e: self.error(f"snapshots/{sid}", str(e)),
+                                    include_hidden=True)
+        self._check_markers(snaps)
+        hidden = repo.hidden_snapshot_ids()
+        self.report.hidden = sum(s.id in hidden for s in snaps)
+        self.report.snapshots = len(snaps) - self.report.hidden
         registry = repo.registry()
         for snap in snaps:
-            obj = f"snapshots/{snap.id}"
+            obj = f"snapshots/{snap.id}" + (" (hidden: forgotten, kept as chain support)" if snap.id in hidden else "")
             signature = registry.check_snapshot(snap)  # unsigned, badly signed, wrongly attributed
             if not signature.ok:
                 self.error(obj, f"{signature.message} (host {snap.host!r})", snapshots=[snap.id])
@@ -221,6 +232,24 @@ class Checker:
                 self.warn(obj, f"{damaged} files are marked damaged (by 'repair snapshots'); they restore "
                           "with zeros where data was lost")
         return snaps
+
+    def _check_markers(self, snaps: list[Snapshot]) -> None:
+        from haeedge.repo.forgotten import chain_support, marker_name
+
+        markers = self.repo.markers()
+        for oid, why in markers.problems:
+            self.error(marker_name(oid), why)
+        present = {s.id for s in snaps}
+        kept = [s.id for s in snaps if s.id not in markers.hidden]
+        needed = chain_support(snaps, kept)
+        for sid, oids in markers.hidden.items():
+            if sid not in present:
+                for oid in oids:
+                    self.warn(marker_name(oid), f"forget marker names snapshot {sid[:8]}, which is gone (left by "
+                              "an interrupted forget; the next forget removes it)")
+            elif sid not in needed:
+                self.warn(f"snapshots/{sid}", "hidden (forgotten) snapshot that no kept snapshot needs any more "
+                          "(left by an interrupted forget; the next forget deletes it)")
 
     def _check_replicas(self, deep: bool) -> None:
         from haeedge.backends.replicated import audit_replicas, replica_set

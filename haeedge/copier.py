@@ -19,6 +19,11 @@ Each copy records ``copied_from`` ({"snapshot": source id, "repository":
 source repository id}) among the snapshot's extra fields; snapshots whose copy
 is already in the target are skipped, and an incremental whose parent's copy
 exists is linked to it.
+
+A chain link that is hidden in the source (forgotten, kept as chain support:
+repo/forgotten.py) and was not asked for is copied as chain support too: when
+the target's credential can write forget markers, its copy is hidden there
+right after it is stored.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
+from haeedge.repo.forgotten import can_write_markers, write_marker
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
@@ -68,7 +74,7 @@ class CopyResult:
 def copies_in(target: Repository, on_error: Callable[[str, HaeedgeError], None] | None = None) -> dict[str, str]:
     """Source snapshot id -> id of its copy in ``target``, from the copies' ``copied_from`` fields."""
     out: dict[str, str] = {}
-    for s in target.list_snapshots(on_error=on_error):
+    for s in target.list_snapshots(on_error=on_error, include_hidden=True):
         src = s.extra.get(COPIED_FROM)
         if isinstance(src, dict) and isinstance(src.get("snapshot"), str):
             out.setdefault(src["snapshot"], s.id)
@@ -111,6 +117,8 @@ class SnapshotCopier:
         self.result.failed.extend(broken)
         done = copies_in(self.target, lambda sid, e: self.progress.warning(f"target snapshot {sid[:8]}: {e}"))
         failed: set[str] = set()
+        wanted = {s.id for s in snapshots}
+        support = self.source.hidden_snapshot_ids() - wanted if can_write_markers(self.target) else set()
         stats_before = (self.target.stats.data_blobs_added, self.target.stats.tree_blobs_added,
                         self.target.stats.stored_bytes_added)
         self.progress.start("copy")
@@ -132,6 +140,8 @@ class SnapshotCopier:
                     self.progress.warning(f"snapshot {snap.short_id} not copied: {e}")
                     continue
                 done[snap.id] = new.id
+                if snap.id in support:
+                    write_marker(self.target, new.id)
                 self.result.copied.append((snap.id, new.id))
                 self.progress.info(f"copied snapshot {snap.short_id} -> {new.short_id} ({new.kind})")
             self.target.flush()

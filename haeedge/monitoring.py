@@ -66,6 +66,10 @@ class RunOutcome:
     bytes_added: int | None = None
     bytes_total: int | None = None
     files: int | None = None
+    #: forget: ids of the snapshots kept (unchanged), forgotten, and of those kept hidden as chain support.
+    kept: list[str] | None = None
+    forgotten: list[str] | None = None
+    hidden: list[str] | None = None
     log_file: str | None = None
     metrics_file: str | None = None
     hooks: Hooks = field(default_factory=Hooks)
@@ -83,6 +87,9 @@ class RunOutcome:
         self.bytes_added = summary.get("bytes_added")
         self.bytes_total = summary.get("bytes_total")
         self.files = sum(int(summary.get(k) or 0) for k in ("files_new", "files_changed", "files_unchanged"))
+
+    def record_forget(self, kept: list[str], removed: list[str], hidden: list[str]) -> None:
+        self.kept, self.forgotten, self.hidden = list(kept), list(removed), list(hidden)
 
     @property
     def duration(self) -> float:
@@ -282,6 +289,11 @@ def hook_environment(run: RunOutcome, which: str, base: dict[str, str] | None = 
         "HAEEDGE_BYTES_ADDED": "" if run.bytes_added is None else str(run.bytes_added),
         "HAEEDGE_BYTES_TOTAL": "" if run.bytes_total is None else str(run.bytes_total),
         "HAEEDGE_FILES": "" if run.files is None else str(run.files),
+        # forget: space-separated full snapshot ids (kept ones keep their ids; hidden ones are forgotten
+        # but still stored because a kept incremental needs them).
+        "HAEEDGE_KEPT": " ".join(run.kept or ()),
+        "HAEEDGE_FORGOTTEN": " ".join(run.forgotten or ()),
+        "HAEEDGE_HIDDEN": " ".join(run.hidden or ()),
     }
     env.update({k: run.scrub(v) for k, v in outcome.items()})
     return env

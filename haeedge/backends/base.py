@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from haeedge.errors import BackendError
 
 #: The top-level folders of a repository; ``list`` takes one of these.
-NAMESPACES = ("keys", "data", "index", "snapshots", "locks")
+NAMESPACES = ("keys", "data", "index", "snapshots", "locks", "forgotten")
 #: The empty folders ``create`` makes where a store has folders: finding only these is no reason to refuse.
 SKELETON_FOLDERS = frozenset(NAMESPACES) | {f"data/{i:02x}" for i in range(256)}
 

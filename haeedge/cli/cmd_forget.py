@@ -11,6 +11,7 @@ from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import all_snapshots, filter_snapshots
 from haeedge.durations import parse_duration
 from haeedge.errors import UsageError
+from haeedge.repo.forgotten import can_write_markers
 from haeedge.repo.prune import forget_snapshots, leftover_originals, plan_forget
 from haeedge.repo.prune import prune as prune_repository
 from haeedge.retention import (
@@ -93,18 +94,23 @@ def parse_group_by(value: str) -> tuple[str, ...]:
 @click.option("--path", "paths", multiple=True, help="Only consider snapshots that include this path.")
 @click.option("-n", "--dry-run", is_flag=True, help="Show what would be kept and removed, and why; change nothing.")
 @click.option("--prune", "prune", is_flag=True, help="Run 'prune' afterwards to free the space.")
+@click.option("--rebase", is_flag=True,
+              help="Free forgotten parents now: rebase kept incrementals that need them onto new full file "
+                   "lists. Those snapshots get new ids (reported old -> new).")
 @click.option("--max-unused", default="5%", show_default=True, metavar="P%",
               help="With --prune: repack packs with more than this share unused.")
 @json_option
 @pass_app
 def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
             keep_yearly, keep_within, keep_tag, group_by, hosts, tags, paths, dry_run, prune,
-            max_unused) -> None:
+            rebase, max_unused) -> None:
     """Remove snapshots by a retention policy, or the snapshots given.
 
-    Chain-aware: a kept incremental whose parent is removed is first rebased
-    onto a new full file list, so every kept snapshot still restores.
-    Space is freed by 'prune' (or --prune).
+    Kept snapshots keep their ids. A removed snapshot that a kept incremental
+    still needs (its parent chain) is kept hidden as chain support until no
+    kept snapshot needs it; then it is deleted. Space is freed by 'prune'
+    (or --prune); --rebase frees forgotten parents at once instead, at the
+    price of new ids for the kept snapshots that needed them.
 
     \b
     Examples:
@@ -124,8 +130,10 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
     now = datetime.now(UTC)
     lock = "shared" if dry_run else "exclusive"
     with app.open_repo(lock=lock, command="forget", load_index=not dry_run) as repo:
-        snaps = all_snapshots(repo)
-        leftovers = leftover_originals(snaps)
+        everything = all_snapshots(repo, include_hidden=True)
+        markers = repo.markers().hidden
+        snaps = [s for s in everything if s.id not in markers]
+        leftovers = leftover_originals(everything)
         considered = filter_snapshots((s for s in snaps if s.id not in leftovers), hosts, tags, paths)
         if snapshot_ids:
             named = {repo.resolve_snapshot(ref).id for ref in snapshot_ids}
@@ -135,19 +143,29 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
             groups = decide([SnapshotFacts(s.id, s.datetime, s.host, tuple(s.paths), tuple(s.tags))
                              for s in considered], policy, now, fields)
         remove = {d.id for g in groups for d in g.decisions if not d.keep}
-        plan = plan_forget(snaps, remove)
+        plan = plan_forget(everything, remove, markers, rebase=rebase or not can_write_markers(repo),
+                           scope={s.id for s in considered})
         result = forget_snapshots(repo, plan, app.progress()) if not dry_run else None
         pruned = prune_repository(repo, share, progress=app.progress()) if prune and not dry_run else None
-    by_id = {s.id: s for s in snaps}
-    rebase = {s.id for s in plan.rebase}
+    by_id = {s.id: s for s in everything}
+    rebased = {s.id for s in plan.rebase}
+    hide = {s.id for s in plan.hide}
+    removed = {s.id for s in plan.remove}
+    renamed = result.rewritten if result else {}  # only with --rebase
+    kept = sorted(renamed.get(s.id, s.id) for s in snaps if s.id not in removed)
+    forgotten = result.removed if result else []
+    app.run.record_forget(kept=kept, removed=forgotten, hidden=result.hidden if result else [])
     if app.json:
         app.emit({"dry_run": dry_run, "policy": policy.describe(),
                   "groups": [{"key": g.key, "snapshots": [
                       {"id": d.id, "time": by_id[d.id].time, "kind": by_id[d.id].kind, "keep": d.keep,
-                       "reasons": list(d.reasons), "rebase": d.id in rebase} for d in g.decisions]} for g in groups],
-                  "remove": sorted(s.id for s in plan.remove), "leftovers": sorted(leftovers),
-                  "rebase": sorted(rebase), "removed": result.removed if result else [],
-                  "rewritten": result.rewritten if result else {},
+                       "reasons": list(d.reasons), "hidden": d.id in hide, "rebase": d.id in rebased}
+                      for d in g.decisions]} for g in groups],
+                  "remove": sorted(removed), "leftovers": sorted(leftovers), "kept": kept,
+                  "hide": sorted(hide), "release": sorted(s.id for s in plan.release),
+                  "removed": forgotten, "hidden": result.hidden if result else [],
+                  "released": result.released if result else [],
+                  "rebase": sorted(rebased), "rewritten": result.rewritten if result else {},
                   "prune": prune_json(pruned) if pruned else None})
         return
     for g in groups:
@@ -155,17 +173,29 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
         app.out(key or "all snapshots")
         for d in g.decisions:
             s = by_id[d.id]
-            note = "; rebased: becomes a full snapshot (its parent is removed)" if d.id in rebase else ""
+            note = ""
+            if d.id in hide:
+                note = "; kept hidden as chain support (a kept snapshot needs it)"
+            elif d.id in rebased:
+                note = "; rebased: becomes a full snapshot (its parent is removed)"
             app.out(f"  {'keep' if d.keep else 'remove':<6}  {s.short_id}  {s.time[:19].replace('T', ' ')}  "
                     f"{s.kind:<11}  {', '.join(d.reasons)}{note}")
     for sid in sorted(leftovers):
         app.out(f"  remove  {sid[:8]}  (left by an interrupted forget or repair; a rewritten copy exists)")
+    for s in plan.release:
+        app.out(f"  delete  {s.short_id}  (forgotten earlier and kept hidden; no kept snapshot needs it any more)")
     if result is not None:
         for s in plan.rebase:
             app.out(f"  rebased {s.short_id} -> {result.rewritten[s.id][:8]} (a full snapshot now)")
     verb = "would remove" if dry_run else "removed"
-    app.out(f"{verb} {len(plan.remove)} snapshots, {'would rebase' if dry_run else 'rebased'} {len(rebase)}, "
-            f"kept {len(snaps) - len(plan.remove)}")
+    line = f"{verb} {len(plan.remove)} snapshots"
+    if hide:
+        line += f" ({len(hide)} kept hidden as chain support)"
+    if plan.release:
+        line += f", {'would delete' if dry_run else 'deleted'} {len(plan.release)} hidden ones no longer needed"
+    if rebased:
+        line += f", {'would rebase' if dry_run else 'rebased'} {len(rebased)}"
+    app.out(f"{line}, kept {len(kept)} (ids unchanged)" if not rebased else f"{line}, kept {len(kept)}")
     if pruned is not None:
         report_prune(app, pruned)
     elif prune and dry_run:

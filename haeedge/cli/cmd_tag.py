@@ -54,7 +54,7 @@ def command(app: AppContext, snapshots, add, remove, set_, all_, hosts, tags) ->
         raise UsageError("give snapshot ids or --all, not both")
     set_tags = set_ if set_ else None
     with app.open_repo(lock="exclusive", command="tag", load_index=False) as repo:
-        everything = repo.list_snapshots()
+        everything = repo.list_snapshots(include_hidden=True)  # dependants to re-link
         chosen = select_snapshots(repo, snapshots, hosts, tags)
         changes = {}
         wanted: dict[str, list[str]] = {}

@@ -33,7 +33,8 @@ def command(app: AppContext, read_data, read_data_subset) -> None:
     with app.open_repo(lock="shared", command="verify", load_index=False) as repo:
         report = Checker(repo, progress).run(read_data=read_data, subset=read_data_subset)
     if app.json:
-        app.emit({"message_type": "summary", "ok": report.ok, "snapshots": report.snapshots, "packs": report.packs,
+        app.emit({"message_type": "summary", "ok": report.ok, "snapshots": report.snapshots,
+                  "hidden_snapshots": report.hidden, "packs": report.packs,
                   "packs_read": report.packs_read, "blobs_checked": report.blobs_checked,
                   "bytes_read": report.bytes_read, "findings": [f.to_json() for f in report.findings],
                   **({"replicas": report.replicas} if report.replicas else {})})
@@ -48,7 +49,8 @@ def command(app: AppContext, read_data, read_data_subset) -> None:
             for p in f.files[:20]:
                 click.echo(f"    affects {p}", err=True)
         warnings = sum(1 for f in report.findings if f.severity == "warning")
-        app.out(f"checked {report.snapshots} snapshots, {report.packs} packs"
+        hidden = f" (and {report.hidden} forgotten ones kept hidden as chain support)" if report.hidden else ""
+        app.out(f"checked {report.snapshots} snapshots{hidden}, {report.packs} packs"
                 + (f", read {report.packs_read} packs ({human_size(report.bytes_read)}, "
                    f"{report.blobs_checked} blobs)" if report.packs_read else ""))
         for r in report.replicas:

@@ -17,9 +17,11 @@ from haeedge.ui.format import warn
 Filter = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
-def all_snapshots(repo: Repository) -> list[Snapshot]:
-    """Every readable snapshot; each unreadable one is a warning on stderr, not a failure."""
-    return repo.list_snapshots(on_error=lambda sid, e: warn(f"snapshot {sid[:8]}: {e}"))
+def all_snapshots(repo: Repository, include_hidden: bool = False) -> list[Snapshot]:
+    """Every readable snapshot (not the forgotten ones kept hidden as chain support, unless
+    ``include_hidden``); each unreadable one is a warning on stderr, not a failure."""
+    return repo.list_snapshots(on_error=lambda sid, e: warn(f"snapshot {sid[:8]}: {e}"),
+                               include_hidden=include_hidden)
 
 
 def filter_snapshots(snaps: Iterable[Snapshot], hosts: Iterable[str] = (), tags: Iterable[str] = (),

@@ -1,12 +1,23 @@
 """Removing snapshots without breaking chains, and removing data no snapshot needs.
 
-``forget_snapshots`` removes snapshots. A kept incremental whose parent is
-removed is rebased first: its effective file list is written as a new full
-snapshot and its dependants are re-linked to it (``rewrite.rewrite_snapshots``).
-Order: new tree blobs + index, then new snapshots, then deletions deepest
-first, so after a crash every snapshot still present has an intact chain.
+``forget_snapshots`` removes snapshots without changing the id of any kept
+one. A removed snapshot that a kept snapshot still needs (it is in the kept
+one's parent chain) is not deleted but hidden: an owner-signed forget marker
+(``repo/forgotten.py``) takes it out of listings, ``latest`` and retention,
+while restore, prune and verify still walk through it. A removed snapshot
+nothing kept needs is deleted, and so are hidden ones nothing kept needs any
+more. Order: markers first, then deletions deepest first, each snapshot
+before its marker, so after a crash every snapshot still present has an
+intact chain and nothing forgotten reappears.
+
+Rebase mode (``forget --rebase``, and credentials that cannot write markers
+readers trust: no owner signing key) frees the space now instead: a kept
+incremental whose parent is removed or hidden is rebased onto a new full
+(``rewrite.rewrite_snapshots``), which gives it and its dependants new ids
+(reported old -> new), and hidden snapshots only they needed are deleted.
 Rewritten snapshots name the one they replace (``"replaces"``), so the next
-run can drop originals an interrupted run left behind.
+run can drop originals an interrupted run left behind (also those of older
+haeedge versions).
 
 ``prune`` deletes packs no snapshot needs and repacks packs that are mostly
 unused. Order: new packs, then one new index object that supersedes every old
@@ -26,6 +37,7 @@ from dataclasses import dataclass, field
 from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, RepositoryLocked
 from haeedge.progress import ProgressSink, SilentProgress
+from haeedge.repo.forgotten import chain_support, delete_marker, write_marker
 from haeedge.repo.index import IndexPack, decode_index
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackEntry, encode_header
 from haeedge.repo.repository import Repository, hex_id, object_id_of
@@ -44,18 +56,39 @@ REPAIR_HINT = ("run 'haeedge repair index' (the index may lack packs), then 'hae
 class ForgetPlan:
     """What removing ``remove`` from ``snapshots`` takes."""
 
+    #: Every snapshot, hidden ones included.
     snapshots: list[Snapshot]
+    #: Forgotten by this run: asked for, plus leftovers.
     remove: list[Snapshot]
-    #: Kept incrementals whose parent is removed: each becomes a full snapshot.
+    #: Rebase mode only: kept incrementals whose parent is removed (or hidden); each becomes a full snapshot.
     rebase: list[Snapshot]
     #: Originals left by an interrupted rewrite (a newer copy names them in "replaces").
     leftovers: list[Snapshot] = field(default_factory=list)
+    #: Of ``remove``: still needed by a kept snapshot, so kept hidden (a marker is written).
+    hide: list[Snapshot] = field(default_factory=list)
+    #: Hidden earlier and needed by nothing kept any more: deleted now.
+    release: list[Snapshot] = field(default_factory=list)
+    #: Snapshot id -> its valid forget markers (hidden before this run).
+    hidden: dict[str, list[str]] = field(default_factory=dict)
+    #: Markers naming snapshots that no longer exist (an interrupted forget left them).
+    stale_markers: list[str] = field(default_factory=list)
+
+    @property
+    def delete(self) -> list[Snapshot]:
+        """Snapshot objects deleted: removed ones nothing kept needs, and released ones."""
+        hide = {s.id for s in self.hide}
+        return [s for s in self.remove if s.id not in hide] + self.release
 
 
 @dataclass
 class ForgetResult:
+    #: Forgotten by this run (no longer listed): deleted or kept hidden.
     removed: list[str] = field(default_factory=list)
-    #: old id -> new id of every rewritten snapshot (rebased ones and their re-linked dependants).
+    #: Of ``removed``: kept hidden as chain support of a kept snapshot.
+    hidden: list[str] = field(default_factory=list)
+    #: Hidden earlier, deleted now that nothing kept needs them.
+    released: list[str] = field(default_factory=list)
+    #: Rebase mode only: old id -> new id of every rewritten snapshot (rebased ones and their re-linked dependants).
     rewritten: dict[str, str] = field(default_factory=dict)
     rebased: list[str] = field(default_factory=list)
 
@@ -78,32 +111,80 @@ def leftover_originals(snapshots: Iterable[Snapshot]) -> set[str]:
     return out
 
 
-def plan_forget(snapshots: list[Snapshot], remove_ids: Iterable[str]) -> ForgetPlan:
-    """Which kept snapshots must be rebased when ``remove_ids`` go (leftovers always go)."""
+def plan_forget(snapshots: list[Snapshot], remove_ids: Iterable[str], hidden: dict[str, list[str]] | None = None,
+                *, rebase: bool = False, scope: set[str] | None = None) -> ForgetPlan:
+    """What forgetting ``remove_ids`` (plus leftovers) takes.
+
+    ``snapshots``: every snapshot, hidden ones included; ``hidden``: snapshot id
+    -> markers of the hidden ones. Removed snapshots that kept ones need are
+    hidden; hidden ones nothing kept needs are released (deleted).
+
+    ``rebase`` (``forget --rebase``, or a credential that cannot write markers):
+    kept incrementals whose parent is removed, or (within ``scope``, the
+    snapshots this run considers; None: all) hidden, are rebased onto new
+    fulls instead, which gives them and their dependants new ids; hidden
+    snapshots only they needed are released.
+    """
+    hidden = dict(hidden or {})
     leftovers = leftover_originals(snapshots)
     remove = set(remove_ids) | leftovers
     by_id = {s.id: s for s in snapshots}
-    rebase = [s for s in snapshots
-              if s.id not in remove and s.kind != KIND_FULL and s.parent in remove and s.parent in by_id]
-    return ForgetPlan(snapshots, [s for s in snapshots if s.id in remove], rebase,
-                      [s for s in snapshots if s.id in leftovers])
+    plan = ForgetPlan(snapshots, [s for s in snapshots if s.id in remove], [],
+                      [s for s in snapshots if s.id in leftovers], hidden=hidden)
+    plan.stale_markers = sorted(m for sid, ms in hidden.items() if sid not in by_id for m in ms)
+    plan.remove = [s for s in plan.remove if s.id not in hidden]  # hidden ones were forgotten earlier
+    kept = [s.id for s in snapshots if s.id not in remove and s.id not in hidden]
+    if rebase:
+        kept_set = set(kept)
+        plan.rebase = [s for s in snapshots if s.id in kept_set and s.kind != KIND_FULL and s.parent in by_id
+                       and (s.parent in remove or (s.parent in hidden and (scope is None or s.id in scope)))]
+    needed = chain_support(snapshots, kept, cut=[s.id for s in plan.rebase])
+    plan.hide = [s for s in plan.remove if s.id in needed]
+    plan.release = [s for s in snapshots if s.id in hidden and s.id not in needed]
+    return plan
 
 
 def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink | None = None) -> ForgetResult:
-    """Carry out a plan: rebase, re-link, then delete. Needs the index loaded and an exclusive lock."""
+    """Carry out a plan: markers (or rebases), then deletions. Needs the index loaded and an exclusive lock."""
     progress = progress or SilentProgress()
     result = ForgetResult()
-    removed = {s.id for s in plan.remove}
+    for snap in plan.hide:
+        write_marker(repo, snap.id)
+        result.hidden.append(snap.id)
+        progress.info(f"snapshot {snap.short_id}: forgotten, kept hidden as chain support of kept snapshots")
+    if plan.rebase:
+        _rebase(repo, plan, result, progress)
+    deleted = {s.id for s in plan.delete}
+    released = {s.id for s in plan.release}
+    doomed = plan.delete + [s for s in plan.snapshots if result.rewritten.get(s.id, s.id) != s.id
+                            and s.id not in deleted]
+    # Deepest first: whatever is still present always has its parent. The snapshot before its
+    # markers: a crash in between leaves a marker naming nothing (removed by the next forget),
+    # never a forgotten snapshot back in the listings.
+    for s in sorted(doomed, key=lambda s: s.depth, reverse=True):
+        repo.backend.delete(f"snapshots/{s.id}")
+        for marker_id in plan.hidden.get(s.id, ()):
+            delete_marker(repo, marker_id)
+        if s.id in released:
+            result.released.append(s.id)
+    for marker_id in plan.stale_markers:
+        delete_marker(repo, marker_id)
+    result.removed = [s.id for s in plan.remove]
+    return result
+
+
+def _rebase(repo: Repository, plan: ForgetPlan, result: ForgetResult, progress: ProgressSink) -> None:
+    """Rebase mode (no markers): rebase kept incrementals whose parent goes, re-link their dependants."""
+    removed = {s.id for s in plan.remove} | {s.id for s in plan.release}
     new_trees: dict[str, list[str]] = {}
     for snap in plan.rebase:
-        # The merged list is read through the old chain, which is complete until the deletions below.
+        # The merged list is read through the old chain, which is complete until the deletions.
         writer = repo.tree_writer()
         for entry in repo.iter_entries(snap):
             writer.add(entry)
         new_trees[snap.id] = writer.finish()
         progress.info(f"snapshot {snap.short_id}: rebased onto a new full file list ({writer.count} entries)")
     repo.flush()
-
     kept = [s for s in plan.snapshots if s.id not in removed]
     children = dependants(kept)
     changes = {}
@@ -117,13 +198,6 @@ def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink 
     if changes:
         result.rewritten = rewrite_snapshots(repo, changes, snapshots=kept, delete_old=False)
         result.rebased = [result.rewritten[sid] for sid in new_trees]
-    doomed = [s for s in plan.snapshots if s.id in removed or result.rewritten.get(s.id, s.id) != s.id]
-    # Deepest first: whatever is still present always has its parent.
-    for s in sorted(doomed, key=lambda s: s.depth, reverse=True):
-        repo.backend.delete(f"snapshots/{s.id}")
-        if s.id in removed:
-            result.removed.append(s.id)
-    return result
 
 
 def _rebase_to(old_id: str, tree: list[str]) -> Callable[[Snapshot], None]:
@@ -266,7 +340,8 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
     if not 0 <= max_unused <= 1:
         raise ValueError("max_unused is a share between 0 and 1")
     errors: list[str] = []
-    snapshots = repo.list_snapshots(on_error=lambda sid, e: errors.append(f"snapshot {sid[:12]}: {e}"))
+    snapshots = repo.list_snapshots(on_error=lambda sid, e: errors.append(f"snapshot {sid[:12]}: {e}"),
+                                    include_hidden=True)  # hidden ones are chain support: their data stays
     if errors:
         raise IntegrityError(f"{errors[0]}; nothing was pruned", hint="run 'haeedge verify' and "
                              "'haeedge repair snapshots' (unreadable snapshots would lose their data)")

@@ -77,6 +77,7 @@ from haeedge.repo.tree import TreeWriter, iter_tree, merge_chain
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
+    from haeedge.repo.forgotten import Markers
     from haeedge.repo.keys import SessionSealer
     from haeedge.repo.signing import Signer, SignerRegistry
 
@@ -275,6 +276,7 @@ class Repository:
     _identity: tuple = ()
     _signer_loaded: list | None = None  # [Signer | None] once the slot's signing key is unlocked
     _registry_cache: SignerRegistry | None = None
+    _markers_cache: Markers | None = None
     _seal_lock = threading.Lock()
 
     def sealer(self, key_name: str) -> PassphraseSealer | SessionSealer:
@@ -699,9 +701,18 @@ class Repository:
             self._check_writer_view(snap)
         return snap
 
-    def list_snapshots(self, on_error: Callable[[str, HaeedgeError], None] | None = None) -> list[Snapshot]:
-        """All readable snapshots, oldest first. Unreadable ones go to ``on_error`` or raise."""
+    def list_snapshots(self, on_error: Callable[[str, HaeedgeError], None] | None = None, *,
+                       include_hidden: bool = False) -> list[Snapshot]:
+        """All readable snapshots, oldest first. Unreadable ones go to ``on_error`` or raise.
+
+        Forgotten snapshots kept hidden as chain support (repo/forgotten.py) are left out
+        unless ``include_hidden``: whatever decides what data is needed (prune, verify,
+        repair, forget, rewrites) must include them.
+        """
         ids = self.snapshot_ids()
+        if not include_hidden:
+            hidden = self.hidden_snapshot_ids()
+            ids = [i for i in ids if i not in hidden]
         out: list[Snapshot] = []
 
         def load(sid: str) -> Snapshot | None:
@@ -739,6 +750,7 @@ class Repository:
 
         The filters (as ``Snapshot.matches``) choose among snapshots for ``latest`` only: in a shared
         repository the newest snapshot overall may be another host's or another profile's.
+        Hidden (forgotten) snapshots are not found: they were forgotten.
         """
         if ref == "latest":
             hosts, tags, paths = list(hosts), list(tags), list(paths)
@@ -751,12 +763,32 @@ class Repository:
         ref = ref.lower()
         if not ref or any(c not in "0123456789abcdef" for c in ref):
             raise UsageError(f"{ref!r} is not a snapshot id")
-        matches = [i for i in self.snapshot_ids() if i.startswith(ref)]
+        hidden = self.hidden_snapshot_ids()
+        candidates = [i for i in self.snapshot_ids() if i.startswith(ref)]
+        matches = [i for i in candidates if i not in hidden]
         if not matches:
+            if candidates:
+                raise SnapshotNotFound(f"snapshot {ref} was forgotten (it is kept hidden only because a kept "
+                                       "incremental snapshot needs it)")
             raise SnapshotNotFound(f"no snapshot with id {ref}")
         if len(matches) > 1:
             raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(matches)} snapshots)")
         return self.load_snapshot(matches[0])
+
+    def markers(self) -> Markers:
+        """The forget markers (repo/forgotten.py), read and checked once (cached)."""
+        if self._markers_cache is None:
+            from haeedge.repo.forgotten import read_markers
+
+            self._markers_cache = read_markers(self)
+        return self._markers_cache
+
+    def hidden_snapshot_ids(self) -> set[str]:
+        """Ids named by a valid owner-signed forget marker: forgotten, kept only as chain support."""
+        return set(self.markers().hidden)
+
+    def forget_markers(self) -> None:
+        self._markers_cache = None
 
     def chain_of(self, snap: Snapshot) -> list[Snapshot]:
         """The chain from its full snapshot to ``snap``, every link checked."""
@@ -873,6 +905,7 @@ class Repository:
 
     def forget_registry(self) -> None:
         self._registry_cache = None
+        self._markers_cache = None  # markers are checked against the registry's owner key
 
 
 def _hex_id(h: str) -> bytes:

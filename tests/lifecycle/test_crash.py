@@ -177,7 +177,7 @@ def test_sigkill_prune_at_20_random_points(cli, trees, tmp_path):
     write_files(src, {"third.txt": b"third\n", "big/b01.bin": random.Random(9).randbytes(MiB)})
     third = trees.summary_of(cli("--json", "backup", src, env=env).ok().stdout)["snapshot_id"]
     third_scan = trees.scan(src)
-    rewritten = cli("--json", "forget", first, env=env).ok().json()["rewritten"]
+    rewritten = cli("--json", "forget", "--rebase", first, env=env).ok().json()["rewritten"]
     # Leftovers of an interrupted backup, for prune to delete too.
     junk = random_tree(tmp_path / "junk", seed=4, n_files=5, big=2)
     assert cli("backup", junk, env=_env(handle.path, "put:match=index/:permanent")).code == 1

@@ -156,7 +156,7 @@ def test_prune_under_faults(cli, trees, tmp_path):
         (src / f"d{i % 4}" / f"f{i:03d}.bin").unlink()
     second = trees.summary_of(cli("--json", "backup", src, env=env0).ok().stdout)["snapshot_id"]
     scan = trees.scan(src)
-    second = cli("--json", "forget", first, env=env0).ok().json()["rewritten"].get(second, second)
+    second = cli("--json", "forget", "--rebase", first, env=env0).ok().json()["rewritten"].get(second, second)
     plan = cli("--json", "prune", "--dry-run", env=env0).ok().json()
     assert plan["packs_deleted"] >= 2 and plan["packs_repacked"] >= 1
     outcomes = {}

@@ -1,4 +1,4 @@
-"""forget: policies through the CLI, dry runs with reasons, grouping, and chain-aware rebasing."""
+"""forget: policies through the CLI, dry runs with reasons, grouping, hidden chain support and --rebase."""
 
 from __future__ import annotations
 
@@ -56,23 +56,51 @@ def test_dry_run_lists_decisions_with_reasons_and_changes_nothing(cli, repo, tre
     assert decisions[ids[3]]["reasons"] == ["last snapshot"]
     assert decisions[ids[0]]["reasons"] == ["no rule keeps it"]
     assert decisions[tagged]["keep"] and "has tag release" in decisions[tagged]["reasons"]
-    # The oldest kept incremental loses its parent: it would be rebased.
-    assert out["rebase"] == [ids[2]] and decisions[ids[2]]["rebase"] is True
+    # The kept incrementals need both removed ones (their chain): both would be kept hidden, nothing rebased.
+    assert out["hide"] == sorted(ids[:2]) and decisions[ids[0]]["hidden"] and decisions[ids[1]]["hidden"]
+    assert out["rebase"] == [] and not decisions[ids[2]]["rebase"]
+    assert sorted(out["kept"]) == sorted([ids[2], ids[3], tagged])
     assert files_of(repo.path) == before
 
     text = cli("forget", "--keep-last", "2", "--dry-run").ok().stdout
     assert f"remove  {ids[0][:8]}" in text and f"keep    {ids[3][:8]}" in text
-    assert "no rule keeps it" in text and "becomes a full snapshot" in text and "would remove 2" in text
+    assert "no rule keeps it" in text and "kept hidden as chain support" in text and "would remove 2" in text
+    assert "becomes a full snapshot" not in text
+    assert files_of(repo.path) == before
+
+    # --rebase: the oldest kept incremental loses its parent: it would be rebased.
+    out = cli("forget", "--keep-last", "2", "--keep-tag", "release", "--rebase", "--dry-run", "--json").ok().json()
+    decisions = {s["id"]: s for g in out["groups"] for s in g["snapshots"]}
+    assert out["rebase"] == [ids[2]] and decisions[ids[2]]["rebase"] is True and out["hide"] == []
+    text = cli("forget", "--keep-last", "2", "--rebase", "--dry-run").ok().stdout
+    assert "becomes a full snapshot" in text and "would rebase 1" in text
     assert files_of(repo.path) == before
 
 
-def test_removing_full_and_middle_links_rebases_dependants(cli, repo, trees, tmp_path):
+def test_removing_full_and_middle_links_keeps_them_hidden_and_every_kept_id(cli, repo, trees, tmp_path):
+    src, chain = _chain(cli, trees, tmp_path, n=6)
+    ids = [sid for sid, _s in chain]
+    before = {s["id"]: s for s in snapshot_list(cli)}
+    assert [s["kind"] for s in before.values()] == ["full"] + ["incremental"] * 5
+    # Remove the full (s0) and a middle link (s3): kept s1.. need both, so both stay, hidden.
+    r = cli("forget", ids[0], ids[3], "--json").ok().json()
+    assert sorted(r["removed"]) == sorted(r["hidden"]) == sorted([ids[0], ids[3]])
+    assert r["rebase"] == [] and r["rewritten"] == {}
+    after = {s["id"]: s for s in snapshot_list(cli)}
+    assert after == {i: before[i] for i in (ids[1], ids[2], ids[4], ids[5])}  # ids and manifests unchanged
+    assert len(list((repo.path / "snapshots").iterdir())) == 6 and len(list((repo.path / "forgotten").iterdir())) == 2
+    v = cli("verify", "--read-data").ok()
+    assert "2 forgotten ones kept hidden" in v.stdout
+    _assert_all_restore(cli, trees, tmp_path, src, {sid: scan for sid, scan in chain if sid in after})
+
+
+def test_rebase_of_dependants_when_removing_full_and_middle_links(cli, repo, trees, tmp_path):
     src, chain = _chain(cli, trees, tmp_path, n=6)
     ids = [sid for sid, _s in chain]
     kinds = [s["kind"] for s in snapshot_list(cli)]
     assert kinds == ["full"] + ["incremental"] * 5
-    # Remove the full (s0) and a middle link (s3): s1 and s4 must become fulls.
-    r = cli("forget", ids[0], ids[3], "--json").ok().json()
+    # Remove the full (s0) and a middle link (s3) with --rebase: s1 and s4 must become fulls.
+    r = cli("forget", ids[0], ids[3], "--rebase", "--json").ok().json()
     assert sorted(r["removed"]) == sorted([ids[0], ids[3]])
     assert set(r["rebase"]) == {ids[1], ids[4]}
     rewritten = r["rewritten"]
@@ -87,13 +115,20 @@ def test_removing_full_and_middle_links_rebases_dependants(cli, repo, trees, tmp
                                                    if sid in rewritten})
 
 
-def test_policy_forget_keeps_every_kept_snapshot_restorable(cli, repo, trees, tmp_path):
+@pytest.mark.parametrize("rebase", [False, True])
+def test_policy_forget_keeps_every_kept_snapshot_restorable(cli, repo, trees, tmp_path, rebase):
     src, chain = _chain(cli, trees, tmp_path, n=7, full_every="3")  # F I I F I I F
-    r = cli("forget", "--keep-last", "3", "--json").ok().json()
+    ids = [sid for sid, _s in chain]
+    r = cli("forget", "--keep-last", "3", "--json", *(["--rebase"] if rebase else [])).ok().json()
     kept = snapshot_ids(cli)
     assert len(kept) == 3
     expected = {r["rewritten"].get(sid, sid): scan for sid, scan in chain[-3:]}
-    assert set(expected) == set(kept)
+    assert set(expected) == set(kept) == set(r["kept"])
+    if rebase:
+        assert set(r["rewritten"]) == {ids[4], ids[5]} and r["hidden"] == []
+    else:  # s4, s5 need the full s3: hidden; the first chain (s0..s2) is needed by nothing: deleted
+        assert set(kept) == set(ids[-3:]) and r["hidden"] == [ids[3]] and r["rewritten"] == {}
+        assert len(list((repo.path / "snapshots").iterdir())) == 4
     cli("verify", "--read-data").ok()
     _assert_all_restore(cli, trees, tmp_path, src, expected)
 
@@ -122,10 +157,15 @@ def test_group_by_and_filters(cli, repo, tmp_path):
     assert groups == 2 and kept == {made[("web1", "a")][-1], made[("web1", "b")][-1]}
 
     out = cli("forget", "--keep-last", "1", "--host", "web1", "--json").ok().json()
-    rw = out["rewritten"]  # the kept web1 snapshots were incrementals of removed ones: rebased
-    assert set(out["rebase"]) == {made[("web1", "a")][-1], made[("web1", "b")][-1]}
-    assert set(snapshot_ids(cli)) == {rw[made[("web1", "a")][-1]], rw[made[("web1", "b")][-1]],
+    # The kept web1 snapshots are incrementals of the removed ones: those stay hidden, no id changes.
+    assert set(out["hidden"]) == {made[("web1", "a")][0], made[("web1", "b")][0]} and out["rewritten"] == {}
+    assert set(snapshot_ids(cli)) == {made[("web1", "a")][-1], made[("web1", "b")][-1],
                                       *made[("web2", "a")], *made[("web2", "b")]}
+    out = cli("forget", "--keep-last", "1", "--host", "web2", "--rebase", "--json").ok().json()
+    rw = out["rewritten"]  # with --rebase the kept web2 snapshots are rebased onto new fulls
+    assert set(out["rebase"]) == {made[("web2", "a")][-1], made[("web2", "b")][-1]}
+    assert set(snapshot_ids(cli)) == {made[("web1", "a")][-1], made[("web1", "b")][-1],
+                                      rw[made[("web2", "a")][-1]], rw[made[("web2", "b")][-1]]}
 
 
 def test_forget_with_prune_frees_space(cli, repo, trees, tmp_path):
@@ -135,8 +175,13 @@ def test_forget_with_prune_frees_space(cli, repo, trees, tmp_path):
     write_files(src, {"big/other.bin": b"z" * 300_000})
     last = cli.backup(src)
     scan = trees.scan(src)
-    data_before = repo.size("data")
+    # By default the first (full) snapshot stays hidden: the kept incremental needs it, so its data stays.
     r = cli("forget", "--keep-last", "1", "--prune", "--json").ok().json()
+    assert r["hidden"] and r["kept"] == [last["snapshot_id"]] and r["prune"]["bytes_freed"] < 100_000, r
+    data_before = repo.size("data")
+    # --rebase frees it now (the kept snapshot becomes a full with a new id).
+    r = cli("forget", "--keep-last", "1", "--rebase", "--prune", "--json").ok().json()
+    assert r["released"] and r["rebase"] == [last["snapshot_id"]], r
     assert r["prune"]["bytes_freed"] > 1_500_000, r["prune"]
     # Exact accounting is tested with prune alone; forget added a small pack for the rebased file list.
     assert abs((data_before - repo.size("data")) - r["prune"]["bytes_freed"]) < 8192
@@ -145,11 +190,14 @@ def test_forget_with_prune_frees_space(cli, repo, trees, tmp_path):
     assert not restore_diffs(cli, trees, new_id, scan, src, tmp_path / "r")
 
 
-def test_interrupted_forget_leaves_a_consistent_repository_and_the_next_run_cleans_up(cli, repo, trees, tmp_path):
-    """A crash after the rewritten snapshots are written but before any deletion: both copies exist."""
+def test_interrupted_rebase_leaves_a_consistent_repository_and_the_next_run_cleans_up(cli, repo, trees, tmp_path):
+    """A crash after the rewritten snapshots are written but before any deletion: both copies exist.
+
+    Also what an interrupted forget of older versions (which always rebased) leaves.
+    """
     src, chain = _chain(cli, trees, tmp_path, n=4)
     saved = {p.name: p.read_bytes() for p in repo.objects("snapshots")}
-    r = cli("forget", "--keep-last", "2", "--json").ok().json()
+    r = cli("forget", "--keep-last", "2", "--rebase", "--json").ok().json()
     for name, data in saved.items():  # undo every deletion
         if not (repo.path / "snapshots" / name).exists():
             (repo.path / "snapshots" / name).write_bytes(data)
