@@ -91,7 +91,7 @@ class Cli:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAEEDGE_")}
         env.pop("COLUMNS", None)
         env.update(HAEEDGE_REPOSITORY=str(self.repo_path), HAEEDGE_PASSWORD_FILE=str(self.password_file),
-                   PYTHONDONTWRITEBYTECODE="1")
+                   HAEEDGE_TRUST_FILE=str(tmp_path / "trusted_repositories.json"), PYTHONDONTWRITEBYTECODE="1")
         self.env = env
 
     def command(self, *args: str | os.PathLike, prefix: list[str] | None = None) -> list[str]:

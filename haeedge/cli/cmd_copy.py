@@ -43,7 +43,7 @@ def command(app: AppContext, snapshots, to, to_password_file) -> None:
     progress = app.progress()
     with app.open_repo(lock="shared", command="copy") as source:
         selected = ([source.resolve_snapshot(ref) for ref in snapshots] if snapshots
-                    else source.list_snapshots())
+                    else source.trusted_snapshots(source.list_snapshots()))
         with target_app.open_repo(lock="shared", command="copy") as target:
             result = SnapshotCopier(source, target, progress).run(selected)
     if app.json:

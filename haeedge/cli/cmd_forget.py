@@ -124,8 +124,8 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
     now = datetime.now(UTC)
     lock = "shared" if dry_run else "exclusive"
     with app.open_repo(lock=lock, command="forget", load_index=not dry_run) as repo:
-        snaps = all_snapshots(repo)
-        leftovers = leftover_originals(snaps)
+        snaps = all_snapshots(repo)  # trusted only: retention never counts a snapshot a writer forged
+        leftovers = leftover_originals(snaps, may_replace=repo.is_owner_signed)
         considered = filter_snapshots((s for s in snaps if s.id not in leftovers), hosts, tags, paths)
         if snapshot_ids:
             named = {repo.resolve_snapshot(ref).id for ref in snapshot_ids}
@@ -135,7 +135,7 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
             groups = decide([SnapshotFacts(s.id, s.datetime, s.host, tuple(s.paths), tuple(s.tags))
                              for s in considered], policy, now, fields)
         remove = {d.id for g in groups for d in g.decisions if not d.keep}
-        plan = plan_forget(snaps, remove)
+        plan = plan_forget(snaps, remove, may_replace=repo.is_owner_signed)
         result = forget_snapshots(repo, plan, app.progress()) if not dry_run else None
         pruned = prune_repository(repo, share, progress=app.progress()) if prune and not dry_run else None
     by_id = {s.id: s for s in snaps}
