@@ -9,6 +9,7 @@ feed it from several threads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -903,9 +904,13 @@ class Repository:
 
     def add_passphrase_slot(self, passphrase: bytes, label: str = "", *, count_byte: int = 0xFF) -> str:
         """Another owner slot (same keys, same owner signing key) opened by ``passphrase``; registered."""
-        slot_id = self.put_object("keys", seal_slot_for_passphrase(self.keys, self.config.repository_id, passphrase,
+        keys = self.keys
+        m = self.trust.manifest
+        if m is not None and m.root_kind == "certificate":  # the slot names the root its holder checks
+            keys = dataclasses.replace(keys, extra={**keys.extra, "trust_root": m.root_fingerprint})
+        slot_id = self.put_object("keys", seal_slot_for_passphrase(keys, self.config.repository_id, passphrase,
                                                                    label=label, count_byte=count_byte))
-        self.register_slot(KeySlot(slot_id, self.config.repository_id, self.keys, now_iso(), socket.gethostname(),
+        self.register_slot(KeySlot(slot_id, self.config.repository_id, keys, now_iso(), socket.gethostname(),
                                    KIND_PASSPHRASE, label))
         return slot_id
 

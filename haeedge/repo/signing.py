@@ -120,6 +120,7 @@ def before_rewrite(repo: Repository, old: Snapshot, new: Snapshot) -> None:
     if repo.keys.is_writer:
         raise NoReadAccess(f"snapshot {old.short_id}: a write-only key cannot rewrite snapshots",
                            hint="run this with the owner's key (--identity-file or an owner password)")
+    repo.require_trusted(old)  # re-signing with the owner key must never launder a forged snapshot
     new.signer = None
     new.signature = None
 

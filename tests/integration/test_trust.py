@@ -286,3 +286,16 @@ def test_format_v1_repository_is_migrated_by_the_owner_password(cli, fast_repo):
     assert "wrote the first trust manifest" in r.stderr
     show = json.loads(cli("--json", "trust", "show").ok().stdout)
     assert show["mode"] == "manifest" and show["sequence"] >= 1
+
+
+def test_owner_backup_never_builds_on_a_forged_parent(wo, tmp_path):
+    src = _src(tmp_path, "ws", b"workstation data\n")
+    wo.as_owner("backup", "--host", "workstation", src).ok()
+    (src / "file").write_bytes(b"ATTACKER CONTENT\n")
+    forged = wo.backup("web1", src, extra=("--host", "workstation"))["snapshot_id"]
+    (src / "file").write_bytes(b"workstation data, day 2\n")
+    r = wo.as_owner("--json", "backup", "--host", "workstation", src).ok()
+    new = json.loads(r.stdout.splitlines()[-1])["snapshot_id"]
+    with wo.open() as repo:
+        snap = repo.load_snapshot(new)
+        assert snap.parent != forged and forged not in [s.id for s in repo.chain_of(snap)]
