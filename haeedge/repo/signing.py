@@ -222,7 +222,10 @@ class SignerRegistry:
                 continue
             self.signers[fpr] = _Trusted(cert, role, host, removed)
         known = set(self.signers)
-        self.records = [r for r in self.records if r.signing_fingerprint.upper() in known]
+        gone = set(m.removed) - set(m.writers)
+        # A removed key's old record (put back by whoever kept a copy) must not list it as live again.
+        self.records = [r for r in self.records if r.signing_fingerprint.upper() in known
+                        and (r.removed or r.signing_fingerprint.upper() not in gone)]
 
     @property
     def owner_fingerprint(self) -> str | None:

@@ -159,7 +159,7 @@ def test_forget_keeps_the_genuine_snapshot(wo, tmp_path):
         snap.signer = snap.signature = None
         w.put_object("snapshots", w.seal("meta", snap.to_bytes()))
         snap2 = _raw_snapshot(w, genuine)
-        snap2.time = "2099-01-01T00:00:00Z"
+        snap2.time = "2099-01-01T00:00:00.000000Z"
         sign_snapshot(w.signer(), snap2)
         w.put_object("snapshots", w.seal("meta", snap2.to_bytes()))
     wo.as_owner("forget", "--keep-last", "1", "--host", "db1", "--prune").ok()
@@ -180,8 +180,7 @@ def test_removed_writer_cannot_be_reinstated_by_replaying_keys(wo, tmp_path):
     db1 = next(k for k in wo.as_owner("--json", "key", "list").ok().json()["keys"] if k["host"] == "db1")
     wo.as_owner("key", "remove", db1["id"][:12]).ok()
     r = wo.as_writer("db1", "backup", "--host", "db1", _src(tmp_path, "db2", b"more\n"))
-    assert r.code == UNTRUSTED, r.describe()
-    _one_error(r, "removed")
+    assert r.code == ExitCode.WRONG_PASSWORD, r.describe()  # its slot is gone
     # Put the old slot and record back (the new manifest stays): still removed.
     for p in saved.rglob("*"):
         if p.is_file():
@@ -189,9 +188,13 @@ def test_removed_writer_cannot_be_reinstated_by_replaying_keys(wo, tmp_path):
             dest.parent.mkdir(parents=True, exist_ok=True)
             if not dest.exists():
                 shutil.copy(p, dest)
-    assert wo.as_writer("db1", "backup", "--host", "db1", _src(tmp_path, "db3", b"x\n")).code == UNTRUSTED
+    r = wo.as_writer("db1", "backup", "--host", "db1", _src(tmp_path, "db3", b"x\n"))
+    assert r.code == UNTRUSTED, r.describe()
+    _one_error(r, "was removed")
     signers = wo.as_owner("--json", "key", "signers").ok().json()["signers"]
     assert all(s["state"] == "removed" for s in signers if s["host"] == "db1")
+    keys = wo.as_owner("--json", "key", "list").ok().json()["keys"]
+    assert not [k for k in keys if k["host"] == "db1" and k["registered"]]
     # Also delete the new manifest: the old one is a rollback this client refuses.
     shutil.rmtree(wo.cli.repo_path / "keys")
     shutil.copytree(saved, wo.cli.repo_path / "keys")
