@@ -88,7 +88,7 @@ log = logging.getLogger("haeedge.repository")
 KEY_FOR_BLOB = {BLOB_DATA: "content", BLOB_TREE: "tree"}
 MAX_META_OBJECT = 512 << 20
 #: Certificate slots one identity opens that are checked against the trust manifest (planted ones included).
-MAX_CERTIFICATE_CANDIDATES = 16
+MAX_CERTIFICATE_CANDIDATES = 256
 INDEX_CHECKPOINT_PACKS = 32
 #: ... or this often, so an interrupted backup loses at most a minute of uploads.
 INDEX_CHECKPOINT_SECONDS = 60.0
