@@ -133,6 +133,14 @@ def summary_of(stdout: str) -> dict:
     return json.loads(lines[-1])
 
 
+@pytest.fixture(autouse=True)
+def trust_memory(tmp_path: Path, monkeypatch) -> Path:
+    """In-process runs share the CLI's trust memory file of this test, never the real ~/.config."""
+    path = tmp_path / "trusted_repositories.json"
+    monkeypatch.setenv("HAEEDGE_TRUST_FILE", str(path))
+    return path
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path)

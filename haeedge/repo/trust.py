@@ -383,6 +383,11 @@ def evaluate(repo: Repository, slot: KeySlot, config_plain: bytes, identity_fprs
     state = TrustState(MODE_LEGACY, pin or (sorted(roots)[0] if len(roots) == 1 else None), problems=problems)
     if not valid:
         if remembered and remembered[1] > 0:
+            if problems:  # a damaged object may be the manifest: name it (exit 4, as any damage)
+                oid, why = problems[0]
+                raise IntegrityError(f"keys/{oid}: {why}; the owner-signed trust manifest of repository {rid[:8]} "
+                                     f"cannot be read (this client saw sequence {remembered[1]})",
+                                     hint="restore the object from a replica")
             raise TrustError(f"the owner-signed trust manifest of repository {rid[:8]} is missing (this client saw "
                              f"sequence {remembered[1]}): keys/ was rolled back or tampered with",
                              hint="restore the newest manifest from a replica, or have the owner re-approve")
