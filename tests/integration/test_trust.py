@@ -115,7 +115,7 @@ def test_planted_certificate_slot_is_ignored(wo, owner, tmp_path):  # noqa: F811
     wo.as_owner("backup", "--host", "workstation", src).ok()
     with wo.open() as repo:
         assert repo.keys.content == real_content
-        snap = repo.resolve_snapshot("latest", host="workstation")
+        snap = repo.resolve_snapshot("latest", hosts=["workstation"])
         assert repo.is_owner_signed(snap)
     target = tmp_path / "restored"
     wo.as_owner("restore", "latest", "--host", "workstation", "--target", target).ok()
