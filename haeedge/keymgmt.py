@@ -387,6 +387,14 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
                  if key_object_kind(repo.get_object(i.name)) == KIND_CERTIFICATE]
     old_records = [r.record_id for r in registry.records] + [oid for oid, _why in registry.problems]
     extra = {k: v for k, v in repo.keys.extra.items() if k != "trust_root"}
+    from haeedge.repo.trust import signing_fingerprint_of
+
+    retired: dict[str, WriterEntry] = {}
+    old_fpr = signing_fingerprint_of(repo.keys)
+    old_signer = repo.signer()
+    if old_fpr and old_signer is not None and (manifest is None or old_fpr not in manifest.retired_owner_keys):
+        # The history signed with the replaced owner key stays trusted: signatures made before now.
+        retired[old_fpr] = WriterEntry("", old_signer.cert_bytes, now_iso())
     new_keys = MasterKeys(repo.keys.content, repo.keys.tree, repo.keys.meta, repo.keys.blob_id, ROLE_OWNER, extra,
                           generate_key(f"haeedge repository owner {repo.config.repository_id[:16]}"))
     repo.keys = new_keys
@@ -406,7 +414,8 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
                      signing_cert=rec.signing_cert, signing_fingerprint=rec.signing_fingerprint, created=rec.created)
     owner_cert = load_secret_key(new_keys.signing_key).cert
     m = write_manifest(repo, root_key=root_key, owner_keys={owner_cert.fingerprint_hex: owner_cert.raw},
-                       writers=writers, removed=removed, recipients=[c.raw for c in certs.values()])
+                       writers=writers, removed=removed, recipients=[c.raw for c in certs.values()],
+                       retire_owner_keys=retired)
     for oid in [*old_slots, *old_records]:
         if oid not in new_slots:
             with contextlib.suppress(HaeedgeError):

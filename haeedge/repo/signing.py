@@ -211,6 +211,8 @@ class SignerRegistry:
         entries += [(f, w.cert, ROLE_WRITER, w.host, None) for f, w in m.writers.items()]
         entries += [(f, w.cert, ROLE_WRITER, w.host, _epoch(w.removed or "")) for f, w in m.removed.items()
                     if f not in m.writers]
+        entries += [(f, e.cert, ROLE_OWNER, "", _epoch(e.removed or "")) for f, e in m.retired_owner_keys.items()
+                    if f not in m.owner_keys]
         for fpr, raw, role, host, removed in entries:
             try:
                 cert = parse_certificate(raw)

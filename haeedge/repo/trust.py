@@ -119,6 +119,8 @@ class TrustManifest:
     writers: dict[str, WriterEntry]
     removed: dict[str, WriterEntry]
     recipients: list[bytes]
+    #: Owner signing keys replaced by ``trust approve``: their signatures made before the time count.
+    retired_owner_keys: dict[str, WriterEntry] = field(default_factory=dict)
 
     @property
     def sequence(self) -> int:
@@ -207,6 +209,14 @@ def decode_manifest(object_id: str, plain: bytes, repository_id: str) -> TrustMa
                     raise ValueError(f"bad {name} entry")
                 out[str(f).upper()] = WriterEntry(e["host"], _unb64(e.get("cert")), when)
         recipients = [_unb64(c) for c in doc["recipients"]]
+        retired_raw = doc.get("retired_owner_keys", {})
+        if not isinstance(retired_raw, dict) or len(retired_raw) > MAX_MANIFEST_ENTRIES:
+            raise ValueError("bad retired_owner_keys")
+        retired: dict[str, WriterEntry] = {}
+        for f, e in retired_raw.items():
+            if not isinstance(e, dict) or not isinstance(e.get("removed"), str):
+                raise ValueError("bad retired_owner_keys entry")
+            retired[str(f).upper()] = WriterEntry("", _unb64(e.get("cert")), e["removed"])
         root_cert = parse_certificate(_unb64(root.get("cert")))
     except OpenPGPError as e:
         raise FormatError(f"trust manifest {object_id[:12]}: its root certificate is unusable: {e}") from e
@@ -220,7 +230,7 @@ def decode_manifest(object_id: str, plain: bytes, repository_id: str) -> TrustMa
         raise IntegrityError(f"trust manifest {object_id[:12]} has a malformed signature: {e}") from e
     if not ok:
         raise IntegrityError(f"trust manifest {object_id[:12]} has a bad signature (modified or forged)")
-    return TrustManifest(object_id, doc, root_cert, owner_keys, writers, removed, recipients)
+    return TrustManifest(object_id, doc, root_cert, owner_keys, writers, removed, recipients, retired)
 
 
 def read_manifests(repo: Repository) -> tuple[list[TrustManifest], list[tuple[str, str]]]:
@@ -466,8 +476,8 @@ def write_manifest(repo: Repository, *, root_kind: str | None = None, root_key: 
                    owner_keys: dict[str, bytes] | None = None, add_writers: dict[str, WriterEntry] | None = None,
                    writers: dict[str, WriterEntry] | None = None, remove: list[str] = (),
                    add_recipients: list[bytes] = (), drop_recipients: list[str] = (),
-                   recipients: list[bytes] | None = None,
-                   removed: dict[str, WriterEntry] | None = None) -> TrustManifest:
+                   recipients: list[bytes] | None = None, removed: dict[str, WriterEntry] | None = None,
+                   retire_owner_keys: dict[str, WriterEntry] | None = None) -> TrustManifest:
     """Sign and store the next manifest: the current one with the given changes. Deletes older ones.
 
     Without a current manifest (a new or format v1 repository) every field
@@ -521,6 +531,11 @@ def write_manifest(repo: Repository, *, root_kind: str | None = None, root_key: 
     seq = max(remembered, cur.sequence if cur else 0) + 1
     doc = manifest_document(repo.config.repository_id, seq, kind, root_cert, config_digest(repo.config_plain),
                             key_check, new_owner_keys, new_writers, new_removed, out_recipients)
+    retired = dict(cur.retired_owner_keys if cur else {})
+    retired.update(retire_owner_keys or {})
+    if retired:
+        doc["retired_owner_keys"] = {f: {"cert": _b64(e.cert), "removed": e.removed}
+                                     for f, e in sorted(retired.items())}
     doc["signer"] = root_fpr
     doc["signature"] = sign(canonical_json(doc))
     plain = json.dumps(doc, sort_keys=True).encode()
