@@ -376,8 +376,14 @@ def evaluate(repo: Repository, slot: KeySlot, config_plain: bytes, identity_fprs
                          f"{rid[:8]}, --owner-fingerprint says {pinned}",
                          hint=f"if the owner really changed keys, remove the entry from {policy.memory.path}")
     pin = pinned or (remembered[0] if remembered else None)
+    v1_writer_root: str | None = None
     if pin is not None:
-        if authentic and roots and pin not in roots:
+        if (authentic and roots and pin not in roots and slot.keys.is_writer
+                and not slot.keys.extra.get("trust_root")):
+            # A writer slot of format v1 names the owner key its creator made; after 'trust approve' the
+            # pinned root's manifest lists that key as retired, which vouches for the slot (checked below).
+            v1_writer_root = sorted(roots)[0]
+        elif authentic and roots and pin not in roots:
             what = "remembered" if not pinned else "pinned"
             raise TrustError(f"trust root changed: this client {what} owner key {pin} for repository {rid[:8]}, "
                              f"but this key slot names {sorted(roots)[0]}",
@@ -392,6 +398,10 @@ def evaluate(repo: Repository, slot: KeySlot, config_plain: bytes, identity_fprs
                                           "repository's trust root for this credential"))
     state = TrustState(MODE_LEGACY, pin or (sorted(roots)[0] if len(roots) == 1 else None), problems=problems)
     if not valid:
+        if v1_writer_root is not None:
+            raise TrustError(f"trust root changed: this client remembered owner key {pin} for repository "
+                             f"{rid[:8]}, but this key slot names {v1_writer_root}",
+                             hint="someone replaced the repository or its keys")
         if remembered and remembered[1] > 0:
             if problems:  # a damaged object may be the manifest: name it (exit 4, as any damage)
                 oid, why = problems[0]
@@ -418,6 +428,11 @@ def evaluate(repo: Repository, slot: KeySlot, config_plain: bytes, identity_fprs
             state.notices.append(f"repository {rid[:8]} has no trust manifest yet (made by an older haeedge)")
         return state
     m = max(valid, key=lambda m: (m.sequence, m.object_id))
+    if v1_writer_root is not None and v1_writer_root not in m.retired_owner_keys:
+        raise TrustError(f"trust root changed: this client remembered owner key {pin} for repository {rid[:8]}, "
+                         f"but this key slot names {v1_writer_root}",
+                         hint="someone replaced the repository or its keys; if the owner really changed "
+                              "keys, remove the entry from the trust memory")
     state.sequence = m.sequence
     if remembered and remembered[1] > m.sequence:
         raise TrustError(f"trust manifest of repository {rid[:8]} went back in time: sequence {m.sequence}, this "
