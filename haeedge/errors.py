@@ -17,6 +17,7 @@ class ExitCode:
     NO_REPOSITORY = 10
     LOCKED = 11
     WRONG_PASSWORD = 12
+    UNTRUSTED = 13  # the repository's trust root changed, its trust manifest went back in time or is missing
     INTERRUPTED = 130
 
 
@@ -70,6 +71,18 @@ class IntegrityError(HaeedgeError):
 
 class FormatError(IntegrityError):
     """Repository data is malformed (treated as hostile: never trusted)."""
+
+
+class TrustError(HaeedgeError):
+    """What the owner signed does not hold: trust root changed, manifest rolled back, config or slot not vouched for."""
+
+    exit_code = ExitCode.UNTRUSTED
+
+
+class UntrustedSnapshot(HaeedgeError):
+    """A snapshot not signed by the owner or an approved writer for its host was asked for by name."""
+
+    exit_code = ExitCode.INTEGRITY
 
 
 class SnapshotNotFound(HaeedgeError):

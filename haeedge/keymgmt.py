@@ -7,6 +7,7 @@ removed; a writer cannot restore) lives in one place with its reasons.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from haeedge.backends.base import Backend
 from haeedge.crypto.openpgp import PKESKDecryptor
-from haeedge.errors import HaeedgeError, NoReadAccess, OpenPGPError, UsageError, WrongPassword
+from haeedge.errors import HaeedgeError, NoReadAccess, OpenPGPError, TrustError, UsageError, WrongPassword
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
@@ -114,11 +115,16 @@ def init_write_only(backend: Backend, config: RepositoryConfig, owner_cert: Cert
     """
     repo = Repository.init(backend, None, config=config, owner_cert=owner_cert, label=label or "owner")
     writer = add_writer(repo, writer_passphrase, host, label=label, recipients=[owner_cert],
-                        count_byte=s2k_count_byte)
+                        count_byte=s2k_count_byte, trust_root=owner_cert.fingerprint_hex)
     return repo, writer
 
 
 def require_owner(repo: Repository, what: str = "key management") -> None:
+    from haeedge.repo.trust import MODE_UNAPPROVED
+
+    if repo.trust.mode == MODE_UNAPPROVED:
+        raise TrustError(f"{what}: this repository is not approved by the owner key yet",
+                         hint="approve it first: haeedge --identity-file OWNER-SECRET.asc trust approve")
     if repo.keys.is_writer:
         raise NoReadAccess(f"{what} needs the owner's key; this is a write-only key",
                            hint="run it with the owner's key: --identity-file OWNER-SECRET.asc or an owner password")
@@ -138,13 +144,30 @@ def add_certificate(repo: Repository, cert: Certificate, *, label: str = "") -> 
     rid = repo.config.repository_id
     slot_id = repo.put_object("keys", seal_slot_for_certificate(repo.keys, rid, cert, label=label))
     repo.register_slot(KeySlot(slot_id, rid, repo.keys, now_iso(), "", KIND_CERTIFICATE, label), cert)
+    if repo.trust.manifest is not None:
+        from haeedge.repo.trust import write_manifest
+
+        write_manifest(repo, add_recipients=[cert.raw])
     return slot_id
 
 
 def add_writer(repo: Repository, passphrase: bytes, host: str, *, label: str = "",
-               recipients: list[Certificate] | None = None, count_byte: int = 0xFF) -> str:
-    """A write-only key for ``host``: meta + blob_id, its own tree and signing keys, no content key."""
+               recipients: list[Certificate] | None = None, count_byte: int = 0xFF,
+               trust_root: str | None = None) -> str:
+    """A write-only key for ``host``: meta + blob_id, its own tree and signing keys, no content key.
+
+    The slot names the repository's trust root (the writer checks the manifest
+    against it), and the owner-signed manifest approves its key for ``host``.
+    """
     require_owner(repo)
+    manifest = repo.trust.manifest
+    if manifest is not None:
+        from haeedge.repo.trust import ROOT_CERTIFICATE, _root_signer
+
+        # Fail before writing anything when this credential cannot sign the manifest.
+        _root_signer(repo, repo.trust, manifest.root_kind, manifest.root_fingerprint)
+        if manifest.root_kind == ROOT_CERTIFICATE:
+            trust_root = manifest.root_fingerprint
     if not host or len(host) > 255 or any(c in host for c in "\n\r\0"):
         raise UsageError(f"--host {host!r} is not a usable host name")
     recipients = recipients or repo.registry().recipients()
@@ -155,10 +178,18 @@ def add_writer(repo: Repository, passphrase: bytes, host: str, *, label: str = "
     assert signer is not None
     wkeys = repo.keys.for_writer(host, generate_key(f"haeedge writer for host {host}"), signer.cert_bytes,
                                  [c.raw for c in recipients])
+    if trust_root:
+        wkeys.extra["trust_root"] = trust_root
     rid = repo.config.repository_id
     slot_id = repo.put_object("keys", seal_slot_for_passphrase(wkeys, rid, passphrase, label=label,
                                                                count_byte=count_byte, kind=KIND_WRITER, host=host))
     repo.register_slot(KeySlot(slot_id, rid, wkeys, now_iso(), host, KIND_WRITER, label))
+    if manifest is not None:
+        from haeedge.crypto.pubkey import load_secret_key
+        from haeedge.repo.trust import WriterEntry, write_manifest
+
+        cert = load_secret_key(wkeys.signing_key).cert
+        write_manifest(repo, add_writers={cert.fingerprint_hex: WriterEntry(host, cert.raw)})
     return slot_id
 
 
@@ -251,6 +282,13 @@ def remove_key(repo: Repository, prefix: str) -> KeyInfo:
         raise UsageError(f"refusing to remove key {target.id[:12]}: it is the key in use",
                          hint="remove it with another key, or change its password with 'haeedge key passwd'")
     old_records = [r for r in repo.registry().records if r.slot == target.id]
+    if repo.trust.manifest is not None:  # the owner-signed manifest is what makes a removal final
+        from haeedge.repo.trust import write_manifest
+
+        if target.role == ROLE_WRITER and target.signing_fingerprint:
+            write_manifest(repo, remove=[target.signing_fingerprint])
+        elif target.kind == KIND_CERTIFICATE and target.recipient_fingerprint:
+            write_manifest(repo, drop_recipients=[target.recipient_fingerprint])
     if target.role == ROLE_WRITER:
         rec = next((r for r in old_records if not r.removed), None)
         if rec is not None:
@@ -280,6 +318,111 @@ def change_passphrase(repo: Repository, new_passphrase: bytes, *, count_byte: in
         repo.backend.delete(f"keys/{rec.record_id}")
     repo.forget_registry()
     return slot.slot_id, new_id
+
+
+# --------------------------------------------------------------------------- approval
+
+
+@dataclass
+class Approval:
+    """What ``trust approve`` signed."""
+
+    root_fingerprint: str
+    sequence: int
+    owner_signing_fingerprint: str
+    writers: dict[str, str]  # signing fingerprint -> host
+    certificates: list[str]  # owner certificates the new slots are sealed to
+    replaced_slots: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approval:
+    """The owner's key signs a trust manifest for a repository made on a backup host (or format v1).
+
+    The host generated the owner signing key it put in the certificate slot,
+    and may have kept it, so approval makes a fresh one, seals it in new
+    certificate slots (old ones are deleted), re-signs the key records with
+    it and signs the manifest with the owner's own key: approving the writer
+    keys found in the records (all, or those of ``hosts``).
+    """
+    from haeedge.crypto.pubkey import load_secret_key
+    from haeedge.repo.keys import MasterKeys
+    from haeedge.repo.trust import ROOT_PASSWORD, WriterEntry, write_manifest
+
+    if repo.slot is None or repo.slot.kind != KIND_CERTIFICATE or not repo.identity_keys or repo.keys.is_writer:
+        raise UsageError("trust approve needs the owner's OpenPGP secret key",
+                         hint="run: haeedge --identity-file OWNER-SECRET.asc trust approve")
+    manifest = repo.trust.manifest
+    if manifest is not None and manifest.root_kind == ROOT_PASSWORD:
+        raise UsageError("this repository's trust root is its owner password, not a certificate",
+                         hint="manage it with the owner password (haeedge key ...)")
+    root_key = next((k for k in repo.identity_keys
+                     if manifest is None or k.fingerprint_hex == manifest.root_fingerprint), None)
+    if root_key is None:
+        raise UsageError("the key given with --identity-file is not this repository's trust root")
+    registry = repo.registry()
+    writers: dict[str, WriterEntry] = {}
+    removed: dict[str, WriterEntry] = dict(manifest.removed) if manifest else {}
+    writer_records: list[KeyRecord] = []
+    for rec in registry.live_records():
+        if rec.role != ROLE_WRITER:
+            continue
+        if hosts and rec.host not in hosts:
+            continue
+        writers[rec.signing_fingerprint.upper()] = WriterEntry(rec.host, rec.signing_cert)
+        writer_records.append(rec)
+    for rec in registry.records:
+        if rec.role == ROLE_WRITER and rec.removed and rec.signing_fingerprint.upper() not in writers:
+            removed.setdefault(rec.signing_fingerprint.upper(), WriterEntry(rec.host, rec.signing_cert, rec.removed))
+    missing = set(hosts) - {w.host for w in writers.values()}
+    if missing:
+        raise UsageError(f"no write-only key registered for host {', '.join(sorted(missing))}",
+                         hint="see 'haeedge key list'")
+    certs: dict[str, Certificate] = {root_key.fingerprint_hex: root_key.cert}
+    for c in registry.recipients():
+        certs.setdefault(c.fingerprint_hex, c)
+    old_slots = [object_id_of(i.name) for i in repo.backend.list("keys")
+                 if key_object_kind(repo.get_object(i.name)) == KIND_CERTIFICATE]
+    old_records = [r.record_id for r in registry.records] + [oid for oid, _why in registry.problems]
+    extra = {k: v for k, v in repo.keys.extra.items() if k != "trust_root"}
+    from haeedge.repo.trust import signing_fingerprint_of
+
+    retired: dict[str, WriterEntry] = {}
+    old_fpr = signing_fingerprint_of(repo.keys)
+    old_signer = repo.signer()
+    if old_fpr and old_signer is not None and (manifest is None or old_fpr not in manifest.retired_owner_keys):
+        # The history signed with the replaced owner key stays trusted: signatures made before now.
+        retired[old_fpr] = WriterEntry("", old_signer.cert_bytes, now_iso())
+    new_keys = MasterKeys(repo.keys.content, repo.keys.tree, repo.keys.meta, repo.keys.blob_id, ROLE_OWNER, extra,
+                          generate_key(f"haeedge repository owner {repo.config.repository_id[:16]}"))
+    repo.keys = new_keys
+    repo._signer_loaded = None
+    rid = repo.config.repository_id
+    new_slots = []
+    for cert in certs.values():
+        label = "owner" if cert.fingerprint_hex == root_key.fingerprint_hex else "owner certificate"
+        sid = repo.put_object("keys", seal_slot_for_certificate(new_keys, rid, cert, label=label))
+        new_slots.append(sid)
+        slot = KeySlot(sid, rid, new_keys, now_iso(), "", KIND_CERTIFICATE, label)
+        if cert.fingerprint_hex == root_key.fingerprint_hex:
+            repo.slot = slot
+        repo.register_slot(slot, cert)
+    for rec in writer_records:
+        write_record(repo, rec.slot, rec.kind, rec.role, label=rec.label, host=rec.host,
+                     signing_cert=rec.signing_cert, signing_fingerprint=rec.signing_fingerprint, created=rec.created)
+    owner_cert = load_secret_key(new_keys.signing_key).cert
+    m = write_manifest(repo, root_key=root_key, owner_keys={owner_cert.fingerprint_hex: owner_cert.raw},
+                       writers=writers, removed=removed, recipients=[c.raw for c in certs.values()],
+                       retire_owner_keys=retired)
+    for oid in [*old_slots, *old_records]:
+        if oid not in new_slots:
+            with contextlib.suppress(HaeedgeError):
+                repo.backend.delete(f"keys/{oid}")
+    repo.forget_registry()
+    return Approval(m.root_fingerprint, m.sequence, owner_cert.fingerprint_hex, {f: w.host for f, w in writers.items()},
+                    sorted(certs), [o for o in old_slots if o not in new_slots])
 
 
 def check_command(repo: Repository, command: str) -> None:

@@ -289,7 +289,10 @@ def repair_snapshots(repo: Repository, dry_run: bool = False,
     checker.run(read_data=True)
     result = SnapshotsRepairResult(dry_run)
     unreadable: dict[str, str] = {}
-    snaps = repo.list_snapshots(on_error=lambda sid, e: unreadable.__setitem__(sid, str(e)), include_hidden=True)
+    # Only trusted snapshots are repaired: a repair re-signs with the owner key, which must never launder a
+    # snapshot a writer forged (verify keeps flagging those).
+    snaps = repo.trusted_snapshots(repo.list_snapshots(on_error=lambda sid, e: unreadable.__setitem__(sid, str(e)),
+                                                       include_hidden=True))
     result.unreadable = unreadable
     result.snapshots = len(snaps)
     bad = set(checker.bad_blobs)

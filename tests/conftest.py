@@ -91,7 +91,7 @@ class Cli:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAEEDGE_")}
         env.pop("COLUMNS", None)
         env.update(HAEEDGE_REPOSITORY=str(self.repo_path), HAEEDGE_PASSWORD_FILE=str(self.password_file),
-                   PYTHONDONTWRITEBYTECODE="1")
+                   HAEEDGE_TRUST_FILE=str(tmp_path / "trusted_repositories.json"), PYTHONDONTWRITEBYTECODE="1")
         self.env = env
 
     def command(self, *args: str | os.PathLike, prefix: list[str] | None = None) -> list[str]:
@@ -131,6 +131,14 @@ def summary_of(stdout: str) -> dict:
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     assert lines, "no JSON output"
     return json.loads(lines[-1])
+
+
+@pytest.fixture(autouse=True)
+def trust_memory(tmp_path: Path, monkeypatch) -> Path:
+    """In-process runs share the CLI's trust memory file of this test, never the real ~/.config."""
+    path = tmp_path / "trusted_repositories.json"
+    monkeypatch.setenv("HAEEDGE_TRUST_FILE", str(path))
+    return path
 
 
 @pytest.fixture

@@ -126,7 +126,9 @@ class Archiver:
         if self.opts.parent:
             return self.repo.resolve_snapshot(self.opts.parent)
         snaps = self.repo.list_snapshots(on_error=lambda sid, e: self._warn(f"snapshot {sid[:8]}: {e}"))
-        candidates = [s for s in snaps if s.host == host and sorted(s.paths) == sorted(paths)]
+        # Never build on a snapshot that is not trusted: its file list would become part of ours.
+        candidates = [s for s in snaps if s.host == host and sorted(s.paths) == sorted(paths)
+                      and self.repo.is_trusted(s)]
         return candidates[-1] if candidates else None
 
     def choose_kind(self, parent: Snapshot | None) -> tuple[str, str]:

@@ -43,6 +43,12 @@ class _Group(click.Group):
 @click.option("--identity-file", envvar="HAEEDGE_IDENTITY_FILE", metavar="FILE",
               help="Open the repository with this OpenPGP secret key (gpg --export-secret-keys) instead of a "
                    "password; its passphrase, if any, comes from the password options. [env: HAEEDGE_IDENTITY_FILE]")
+@click.option("--owner-fingerprint", envvar="HAEEDGE_OWNER_FINGERPRINT", metavar="FPR",
+              help="The repository owner's key fingerprint (the trust root), pinned up front instead of trusted "
+                   "on first use. [env: HAEEDGE_OWNER_FINGERPRINT]")
+@click.option("--allow-untrusted", is_flag=True,
+              help="Let readers use snapshots not signed by the owner or an approved writer for their host "
+                   "(each one is warned about).")
 @click.option("--json", "json_", is_flag=True, help="Print machine-readable JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors (for cron).")
 @click.option("-v", "--verbose", count=True, help="Print more detail.")
@@ -71,7 +77,7 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet, verbose, no_progress, debug,
         replica_policy, accept_new_host_key, sftp_key_file, sftp_known_hosts, config_file, profile, log_file,
-        metrics_file, identity_file):
+        metrics_file, identity_file, owner_fingerprint, allow_untrusted):
     """Encrypted, deduplicated backups in OpenPGP format.
 
     \b
@@ -82,7 +88,8 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
     if isinstance(repos, str):
         repos = [repos]
     ctx.obj = AppContext(repos=list(repos or []), password_file=password_file, password_command=password_command,
-                         identity_file=identity_file,
+                         identity_file=identity_file, owner_fingerprint=owner_fingerprint,
+                         allow_untrusted=allow_untrusted,
                          json=json_, quiet=quiet, verbose=verbose, debug=debug, progress_enabled=not no_progress,
                          replica_policy="continue" if replica_policy == "continue" else "all",
                          accept_new_host_key=accept_new_host_key, sftp_key_file=sftp_key_file,

@@ -46,7 +46,7 @@ def command(app: AppContext, snapshots, to, to_password_file, hosts, tags, paths
     progress = app.progress()
     with app.open_repo(lock="shared", command="copy") as source:
         selected = ([resolve(app, source, ref, hosts, tags, paths) for ref in snapshots] if snapshots
-                    else filter_snapshots(source.list_snapshots(), hosts, tags, paths))
+                    else filter_snapshots(source.trusted_snapshots(source.list_snapshots()), hosts, tags, paths))
         with target_app.open_repo(lock="shared", command="copy") as target:
             result = SnapshotCopier(source, target, progress).run(selected)
     if app.json:

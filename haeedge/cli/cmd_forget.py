@@ -130,10 +130,11 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
     now = datetime.now(UTC)
     lock = "shared" if dry_run else "exclusive"
     with app.open_repo(lock=lock, command="forget", load_index=not dry_run) as repo:
+        # trusted only: retention never counts a snapshot a writer forged
         everything = all_snapshots(repo, include_hidden=True)
         markers = repo.markers().hidden
         snaps = [s for s in everything if s.id not in markers]
-        leftovers = leftover_originals(everything)
+        leftovers = leftover_originals(everything, may_replace=repo.is_owner_signed)
         considered = filter_snapshots((s for s in snaps if s.id not in leftovers), hosts, tags, paths)
         if snapshot_ids:
             named = {repo.resolve_snapshot(ref).id for ref in snapshot_ids}
@@ -144,7 +145,7 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
                              for s in considered], policy, now, fields)
         remove = {d.id for g in groups for d in g.decisions if not d.keep}
         plan = plan_forget(everything, remove, markers, rebase=rebase or not can_write_markers(repo),
-                           scope={s.id for s in considered})
+                           scope={s.id for s in considered}, may_replace=repo.is_owner_signed)
         result = forget_snapshots(repo, plan, app.progress()) if not dry_run else None
         pruned = prune_repository(repo, share, progress=app.progress()) if prune and not dry_run else None
     by_id = {s.id: s for s in everything}

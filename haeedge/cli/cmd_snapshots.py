@@ -29,7 +29,7 @@ def command(app: AppContext, hosts, tags, paths) -> None:
       haeedge snapshots --host web1 --json
     """
     with app.open_repo(lock=None, load_index=False) as repo:
-        snaps = select_snapshots(repo, (), hosts, tags, paths)
+        snaps = select_snapshots(repo, (), hosts, tags, paths, trusted_only=False)
         registry = repo.registry()  # who signed each snapshot (repo/signing.py)
         signed = {s.id: registry.check_snapshot(s) for s in snaps}
     if app.json:
@@ -44,6 +44,6 @@ def command(app: AppContext, hosts, tags, paths) -> None:
     app.out(table(["ID", "Time (UTC)", "Host", "Kind", "Chain", "Size", "Added", "Tags", "Signed by", "Paths"], rows))
     bad = [s for s in snaps if not signed[s.id].ok]
     if bad:
-        warn(f"{len(bad)} snapshots are unsigned or not signed by a key the owner trusts for their "
-                   "host ('haeedge verify' explains each)")
+        warn(f"{len(bad)} snapshots are untrusted: unsigned or not signed by a key the owner trusts for their "
+             "host; other commands ignore them ('haeedge verify' explains each)")
     app.out(f"{len(snaps)} snapshots")

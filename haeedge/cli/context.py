@@ -29,6 +29,10 @@ class AppContext:
     #: --identity-file / HAEEDGE_IDENTITY_FILE: an OpenPGP secret key that opens the repository instead
     #: of a password (its own passphrase, when it has one, comes from the password options).
     identity_file: str | None = None
+    #: --owner-fingerprint: the trust root pinned up front (else trusted on first use and remembered).
+    owner_fingerprint: str | None = None
+    #: --allow-untrusted: readers may use snapshots no trusted key signed (warned).
+    allow_untrusted: bool = False
     json: bool = False
     quiet: bool = False
     verbose: int = 0
@@ -126,11 +130,42 @@ class AppContext:
                 options["accept_new_host_key"] = True
         return options
 
+    def trust_policy(self, allow_unapproved: bool = False):
+        """Whom to trust: --owner-fingerprint, and this client's memory of repositories (repo/trust.py)."""
+        from haeedge.repo.trust import TrustMemory, TrustPolicy, default_memory_path
+
+        fpr = self.owner_fingerprint
+        if fpr is not None:
+            fpr = "".join(fpr.split()).upper()
+            if len(fpr) not in (40, 64) or any(c not in "0123456789ABCDEF" for c in fpr):
+                raise UsageError(f"--owner-fingerprint {self.owner_fingerprint!r} is not a key fingerprint",
+                                 hint="give the 40 hex digits 'gpg --fingerprint' shows")
+        return TrustPolicy(fpr, TrustMemory(default_memory_path()), allow_unapproved)
+
+    def open_trusted(self, backend, *, allow_unapproved: bool = False) -> Repository:
+        """Open with the trust checks of repo/trust.py; print first-use notices; migrate format v1."""
+        repo = Repository.open(backend, self.credentials(), trust=self.trust_policy(allow_unapproved))
+        repo.allow_untrusted = self.allow_untrusted
+        for notice in repo.trust.notices:
+            click.echo(f"haeedge: notice: {notice}", err=True)
+        from haeedge.repo.trust import migrate_legacy
+
+        try:
+            m = migrate_legacy(repo)
+        except HaeedgeError as e:  # read-only storage: keep working as format v1 did
+            click.echo(f"haeedge: warning: could not write the first trust manifest: {e}", err=True)
+        else:
+            if m is not None:
+                click.echo(f"haeedge: notice: wrote the first trust manifest of repository "
+                           f"{repo.config.repository_id[:8]} (owner key {m.root_fingerprint})", err=True)
+        return repo
+
     @contextmanager
-    def open_repo(self, *, lock: str | None = "shared", command: str = "", load_index: bool = True, backend=None):
+    def open_repo(self, *, lock: str | None = "shared", command: str = "", load_index: bool = True, backend=None,
+                  allow_unapproved: bool = False):
         """Open (and lock) the repository; ``backend``: one already opened by the caller."""
         backend = backend or self.backend()
-        repo = Repository.open(backend, self.credentials())
+        repo = self.open_trusted(backend, allow_unapproved=allow_unapproved)
         try:
             if repo.keys.is_writer:  # refuse up front what a write-only key cannot do
                 from haeedge.keymgmt import check_command

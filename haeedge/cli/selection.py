@@ -17,11 +17,17 @@ from haeedge.ui.format import warn
 Filter = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
-def all_snapshots(repo: Repository, include_hidden: bool = False) -> list[Snapshot]:
-    """Every readable snapshot (not the forgotten ones kept hidden as chain support, unless
-    ``include_hidden``); each unreadable one is a warning on stderr, not a failure."""
-    return repo.list_snapshots(on_error=lambda sid, e: warn(f"snapshot {sid[:8]}: {e}"),
-                               include_hidden=include_hidden)
+def all_snapshots(repo: Repository, *, include_hidden: bool = False, trusted_only: bool = True) -> list[Snapshot]:
+    """Every readable snapshot; each unreadable one is a warning on stderr, not a failure.
+
+    Not the forgotten ones kept hidden as chain support, unless ``include_hidden``.
+    Readers act only on trusted snapshots (signed by the owner or an approved
+    writer for their host; ``--allow-untrusted`` lets the others through, warned);
+    ``snapshots`` and ``verify`` list all.
+    """
+    snaps = repo.list_snapshots(on_error=lambda sid, e: warn(f"snapshot {sid[:8]}: {e}"),
+                                include_hidden=include_hidden)
+    return repo.trusted_snapshots(snaps) if trusted_only else snaps
 
 
 def filter_snapshots(snaps: Iterable[Snapshot], hosts: Iterable[str] = (), tags: Iterable[str] = (),
@@ -32,7 +38,7 @@ def filter_snapshots(snaps: Iterable[Snapshot], hosts: Iterable[str] = (), tags:
 
 
 def select_snapshots(repo: Repository, refs: tuple[str, ...], hosts: tuple[str, ...], tags: tuple[str, ...],
-                     paths: tuple[str, ...] = ()) -> list[Snapshot]:
+                     paths: tuple[str, ...] = (), *, trusted_only: bool = True) -> list[Snapshot]:
     """Snapshots named by id (or 'latest': the newest that passes the filters), else all; then filtered."""
     if refs:
         seen: dict[str, Snapshot] = {}
@@ -41,7 +47,7 @@ def select_snapshots(repo: Repository, refs: tuple[str, ...], hosts: tuple[str, 
             seen.setdefault(s.id, s)
         snaps = sorted(seen.values(), key=lambda s: (s.time, s.id))
     else:
-        snaps = all_snapshots(repo)
+        snaps = all_snapshots(repo, trusted_only=trusted_only)
     return filter_snapshots(snaps, hosts, tags, paths)
 
 

@@ -1257,7 +1257,9 @@ class SecretKeyring:
 
     def __init__(self, keys: Iterable[SecretKey]):
         self._entries: list[tuple[Key, object]] = []
-        for sk in keys:
+        #: The whole keys (their primary fingerprints are what a repository's trust root is checked against).
+        self.secret_keys: list[SecretKey] = list(keys)
+        for sk in self.secret_keys:
             for k in sk.cert.keys():
                 obj = sk._private.get(k.fingerprint)
                 if obj is not None and k.flags & FLAG_ENCRYPT and _can_pkesk_decrypt(k):

@@ -16,7 +16,8 @@ with the meta key; its literal is JSON (docs/format.md section 8.1)::
      "snapshot": "<snapshot id>", "time": "...", "signer": "<FPR>", "signature": "<armored>"}
 
 Writers hold the meta key, so sealing proves nothing: only a marker signed by
-the owner key (the trust anchor of ``repo.registry()``) over its canonical
+an owner key of the trust root (``repo.registry()``: the owner-signed trust
+manifest's owner keys, or the credential's own anchor) over its canonical
 JSON hides a snapshot; a write-only host cannot hide other hosts' snapshots.
 Everything else (unsigned, signed by another key, unreadable, another
 repository's) is reported by verify and otherwise ignored: the snapshot stays
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from haeedge.errors import HaeedgeError, NoReadAccess, OpenPGPError
+from haeedge.repo.keys import ROLE_OWNER
 from haeedge.repo.signing import MAX_SIGNATURE_TEXT, canonical_json
 from haeedge.repo.snapshot import now_iso
 
@@ -90,7 +92,7 @@ def read_markers(repo: Repository) -> Markers:
     from haeedge.crypto.pubkey import verify_detached
 
     out = Markers()
-    anchor = repo.registry().anchor
+    registry = repo.registry()
     for info in sorted(repo.backend.list(NAMESPACE), key=lambda i: i.name):
         oid = info.name.rsplit("/", 1)[-1]
         try:
@@ -102,22 +104,28 @@ def read_markers(repo: Repository) -> Markers:
         except (HaeedgeError, ValueError, TypeError, KeyError) as e:
             out.problems.append((oid, f"forget marker is unusable and ignored: {e}"))
             continue
-        if anchor is None:
+        if not registry.signers:
             out.problems.append((oid, "forget marker ignored: this key has no owner certificate to check it"))
             continue
-        if str(doc["signer"]).upper() != anchor.fingerprint_hex:
+        # An owner key of the trust root (the manifest's, or the credential's own anchor without one).
+        signer = registry.signers.get(str(doc["signer"]).upper())
+        if signer is None or signer.role != ROLE_OWNER:
             out.problems.append((oid, f"forget marker for snapshot {snapshot_id[:8]} is not signed by the owner "
                                       "key (forged, or written by a write-only host); ignored"))
             continue
         try:
-            ok = verify_detached(anchor, canonical_json(doc), doc["signature"]).ok
+            verified = verify_detached(signer.cert, canonical_json(doc), doc["signature"])
         except OpenPGPError as e:
             out.problems.append((oid, f"forget marker for snapshot {snapshot_id[:8]} has a malformed "
                                       f"signature ({e}); ignored"))
             continue
-        if not ok:
+        if not verified.ok:
             out.problems.append((oid, f"forget marker for snapshot {snapshot_id[:8]} has a bad owner signature "
                                       "(modified); ignored"))
+            continue
+        if signer.removed is not None and (verified.created or 0) > signer.removed:
+            out.problems.append((oid, f"forget marker for snapshot {snapshot_id[:8]} was signed by a retired "
+                                      "owner key after its retirement; ignored"))
             continue
         out.hidden.setdefault(snapshot_id, []).append(oid)
     return out

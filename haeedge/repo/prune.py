@@ -93,18 +93,23 @@ class ForgetResult:
     rebased: list[str] = field(default_factory=list)
 
 
-def leftover_originals(snapshots: Iterable[Snapshot]) -> set[str]:
+def leftover_originals(snapshots: Iterable[Snapshot],
+                       may_replace: Callable[[Snapshot], bool] | None = None) -> set[str]:
     """Ids of snapshots that a rewritten copy replaces (left by an interrupted forget or repair).
 
     Originals stay restorable (rewriters store every copy before deleting
     anything), so only ``forget`` removes them, deepest first as always.
 
     A copy keeps its original's time, host and paths; requiring that keeps a
-    stray "replaces" from ever removing an unrelated snapshot.
+    stray "replaces" from ever removing an unrelated snapshot. ``may_replace``:
+    only a copy it accepts counts (the owner's rewrites: a writer's "replaces"
+    must never remove another host's snapshot).
     """
     by_id = {s.id: s for s in snapshots}
     out = set()
     for s in by_id.values():
+        if may_replace is not None and not may_replace(s):
+            continue
         orig = by_id.get(s.extra.get("replaces"))  # type: ignore[arg-type]
         if orig is not None and orig.id != s.id and (orig.time, orig.host, orig.paths) == (s.time, s.host, s.paths):
             out.add(orig.id)
@@ -112,7 +117,8 @@ def leftover_originals(snapshots: Iterable[Snapshot]) -> set[str]:
 
 
 def plan_forget(snapshots: list[Snapshot], remove_ids: Iterable[str], hidden: dict[str, list[str]] | None = None,
-                *, rebase: bool = False, scope: set[str] | None = None) -> ForgetPlan:
+                *, rebase: bool = False, scope: set[str] | None = None,
+                may_replace: Callable[[Snapshot], bool] | None = None) -> ForgetPlan:
     """What forgetting ``remove_ids`` (plus leftovers) takes.
 
     ``snapshots``: every snapshot, hidden ones included; ``hidden``: snapshot id
@@ -123,10 +129,11 @@ def plan_forget(snapshots: list[Snapshot], remove_ids: Iterable[str], hidden: di
     kept incrementals whose parent is removed, or (within ``scope``, the
     snapshots this run considers; None: all) hidden, are rebased onto new
     fulls instead, which gives them and their dependants new ids; hidden
-    snapshots only they needed are released.
+    snapshots only they needed are released. ``may_replace``: see
+    ``leftover_originals``.
     """
     hidden = dict(hidden or {})
-    leftovers = leftover_originals(snapshots)
+    leftovers = leftover_originals(snapshots, may_replace)
     remove = set(remove_ids) | leftovers
     by_id = {s.id: s for s in snapshots}
     plan = ForgetPlan(snapshots, [s for s in snapshots if s.id in remove], [],

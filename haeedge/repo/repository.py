@@ -9,6 +9,7 @@ feed it from several threads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -36,6 +37,8 @@ from haeedge.errors import (
     RepositoryExists,
     RepositoryNotFound,
     SnapshotNotFound,
+    TrustError,
+    UntrustedSnapshot,
     UsageError,
 )
 from haeedge.repo import lock as locking
@@ -79,7 +82,8 @@ if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
     from haeedge.repo.forgotten import Markers
     from haeedge.repo.keys import SessionSealer
-    from haeedge.repo.signing import Signer, SignerRegistry
+    from haeedge.repo.signing import SignatureStatus, Signer, SignerRegistry
+    from haeedge.repo.trust import TrustPolicy, TrustState
 
 log = logging.getLogger("haeedge.repository")
 
@@ -94,6 +98,8 @@ MAX_META_OBJECT = 512 << 20
 MAX_STORED_BYTES = {"config": 2 << 20, "keys": MAX_KEY_OBJECT_BYTES, "locks": 1 << 20, "snapshots": 16 << 20,
                     "index": 256 << 20}
 INDEX_PART_BYTES = 128 << 20
+#: Certificate slots one identity opens that are checked against the trust manifest (planted ones included).
+MAX_CERTIFICATE_CANDIDATES = 256
 INDEX_CHECKPOINT_PACKS = 32
 #: ... or this often, so an interrupted backup loses at most a minute of uploads.
 INDEX_CHECKPOINT_SECONDS = 60.0
@@ -120,6 +126,11 @@ class Credentials:
     def __init__(self, passphrases: list[bytes] | None = None, pkesk_decryptors: list | None = None):
         self.passphrases = passphrases or []
         self.pkesk_decryptors = pkesk_decryptors or []
+
+    @property
+    def identity_keys(self) -> list:
+        """The secret keys behind the decryptors (``--identity-file``): candidates for the trust root."""
+        return [sk for d in self.pkesk_decryptors for sk in getattr(d, "secret_keys", ())]
 
     def keyring(self) -> Keyring:
         return Keyring(self.passphrases, self.pkesk_decryptors)
@@ -173,7 +184,19 @@ class Repository:
         self._sealers: dict[str, PassphraseSealer] = {}
         self._keyrings: dict[str, Keyring] = {}
         self._snapshot_cache: dict[str, Snapshot] = {}
+        self._status_cache: dict[str, SignatureStatus] = {}
         self.blob_id_key = keys.blob_id
+        from haeedge.repo.trust import MODE_LEGACY, TrustPolicy, TrustState
+
+        #: Secret keys given with --identity-file (their primary fingerprints may be the trust root).
+        self.identity_keys: list = []
+        self.trust_policy: TrustPolicy = TrustPolicy()
+        #: Set by open(): which manifest (if any) vouches for this credential; see repo/trust.py.
+        self.trust: TrustState = TrustState(MODE_LEGACY)
+        #: The config's plaintext, whose SHA-256 the manifest signs.
+        self.config_plain: bytes = config.to_bytes()
+        #: Readers normally see only trusted snapshots; --allow-untrusted lets them read the others (warned).
+        self.allow_untrusted = False
 
     # ------------------------------------------------------------------ creation / opening
 
@@ -204,11 +227,32 @@ class Repository:
         slot_id = repo.put_object("keys", slot)
         repo.slot = KeySlot(slot_id, config.repository_id, keys, now_iso(), socket.gethostname(), kind, label)
         repo.register_slot(repo.slot, owner_cert)
-        backend.put("config", repo.seal("meta", config.to_bytes()))
+        repo.config_plain = config.to_bytes()
+        backend.put("config", repo.seal("meta", repo.config_plain))
+        if owner_cert is None:  # a password repository: its owner signing key is the trust root
+            from haeedge.repo.trust import ROOT_PASSWORD, write_manifest
+
+            signer = repo.signer()
+            assert signer is not None
+            write_manifest(repo, root_kind=ROOT_PASSWORD, owner_keys={signer.fingerprint: signer.cert_bytes},
+                           writers={}, removed={}, recipients=[])
+        # else: made with --recipient-file, typically on a backup host that cannot sign as the owner:
+        # unapproved until the owner runs 'haeedge trust approve' (repo/trust.py)
         return repo
 
     @classmethod
-    def open(cls, backend: Backend, credentials: Credentials) -> Repository:
+    def open(cls, backend: Backend, credentials: Credentials, trust: TrustPolicy | None = None) -> Repository:
+        """Open with the first key slot the credentials open that the repository's trust root vouches for.
+
+        A password slot is taken as soon as one opens (only the password holder
+        could have made it). Certificate slots are all tried, since anyone can
+        encrypt one to a public certificate: only one the owner-signed trust
+        manifest vouches for is used (repo/trust.py). ``trust``: pinned owner
+        fingerprint and client memory; none means "no memory".
+        """
+        from haeedge.repo.trust import TrustPolicy, evaluate
+
+        policy = trust or TrustPolicy()
         try:
             config_sealed = backend.get("config")
             check_object_size("config", len(config_sealed))
@@ -216,7 +260,7 @@ class Repository:
             raise RepositoryNotFound(f"{backend.location}: no repository here (missing config)",
                                      hint="create one with 'haeedge init'") from None
         attempts = SlotAttempts(credentials.keyring())  # bounded work on hostile keys/ objects
-        slot = None
+        candidates: list[KeySlot] = []
         malformed: SlotMalformed | None = None
         damaged: list[str] = []
         for info in sorted(backend.list("keys"), key=lambda i: i.name):
@@ -228,7 +272,7 @@ class Repository:
                 data = backend.get(info.name)
                 _check_content_name(info.name, data)
                 if key_object_kind(data) == "record":
-                    continue  # key records are sealed with meta, not with a credential
+                    continue  # key records and manifests are sealed with meta, not with a credential
                 if not attempts.admit():
                     break
                 slot = open_slot(object_id_of(info.name), data, attempts.keyring)
@@ -241,9 +285,12 @@ class Repository:
                 log.warning("skipping key object %s: %s", info.name, e)
                 damaged.append(info.name)
                 continue
-            if slot is not None:
+            if slot is None:
+                continue
+            candidates.append(slot)
+            if slot.kind != KIND_CERTIFICATE or len(candidates) >= MAX_CERTIFICATE_CANDIDATES:
                 break
-        if slot is None:
+        if not candidates:
             if malformed is not None:
                 raise malformed
             if (limited := attempts.limit_error()) is not None:
@@ -252,17 +299,36 @@ class Repository:
                 raise IntegrityError(f"no key slot opens with these credentials, and {', '.join(damaged)} "
                                      "is damaged", hint="if that was your slot, use another credential")
             raise wrong_password()
-        repo = cls(backend, RepositoryConfig(repository_id=slot.repository_id), slot.keys, slot)
-        repo._identity = tuple(CachingDecryptor(d) for d in credentials.pkesk_decryptors)
-        try:
-            config = RepositoryConfig.from_bytes(repo.open_sealed("meta", config_sealed, limit=1 << 20))
-        except IntegrityError as e:  # name the object: "a meta object" alone sends nobody to config
-            raise IntegrityError(f"config: {e}", hint=e.hint) from e
-        if config.repository_id != slot.repository_id:
-            raise FormatError("key slot belongs to another repository")
-        repo.config = config
-        repo.compression_level = config.compression_level
-        return repo
+        identity_keys = credentials.identity_keys
+        identity_fprs = [sk.fingerprint_hex for sk in identity_keys]
+        first_error: HaeedgeError | None = None
+        for slot in candidates:
+            repo = cls(backend, RepositoryConfig(repository_id=slot.repository_id), slot.keys, slot)
+            repo._identity = tuple(CachingDecryptor(d) for d in credentials.pkesk_decryptors)
+            repo.identity_keys = identity_keys
+            repo.trust_policy = policy
+            try:
+                plain = repo.open_sealed("meta", config_sealed, limit=1 << 20)
+                config = RepositoryConfig.from_bytes(plain)
+            except IntegrityError as e:  # name the object: "a meta object" alone sends nobody to config
+                if slot.kind == KIND_CERTIFICATE:
+                    first_error = first_error or IntegrityError(f"config: {e}", hint=e.hint)
+                    continue
+                raise IntegrityError(f"config: {e}", hint=e.hint) from e
+            if config.repository_id != slot.repository_id:
+                first_error = first_error or FormatError("key slot belongs to another repository")
+                continue
+            repo.config = config
+            repo.config_plain = plain
+            repo.compression_level = config.compression_level
+            try:
+                repo.trust = evaluate(repo, slot, plain, identity_fprs, policy)
+            except TrustError as e:
+                first_error = first_error or e
+                continue
+            return repo
+        assert first_error is not None
+        raise first_error
 
     def close(self) -> None:
         if self._uploader is not None:
@@ -754,12 +820,13 @@ class Repository:
         """
         if ref == "latest":
             hosts, tags, paths = list(hosts), list(tags), list(paths)
-            snaps = [s for s in self.list_snapshots() if s.matches(hosts, tags, paths)]
+            snaps = [s for s in self.trusted_snapshots(self.list_snapshots(), warn=False)
+                     if s.matches(hosts, tags, paths)]
             if not snaps:
                 wanted = [f"{what} {', '.join(v)}" for what, v in (("host", hosts), ("tag", tags), ("path", paths))
                           if v]
-                raise SnapshotNotFound("no snapshot found" + (f" for {'; '.join(wanted)}" if wanted else ""))
-            return snaps[-1]
+                raise SnapshotNotFound("no trusted snapshot found" + (f" for {'; '.join(wanted)}" if wanted else ""))
+            return self.require_trusted(snaps[-1])
         ref = ref.lower()
         if not ref or any(c not in "0123456789abcdef" for c in ref):
             raise UsageError(f"{ref!r} is not a snapshot id")
@@ -773,7 +840,49 @@ class Repository:
             raise SnapshotNotFound(f"no snapshot with id {ref}")
         if len(matches) > 1:
             raise UsageError(f"snapshot id prefix {ref} is ambiguous ({len(matches)} snapshots)")
-        return self.load_snapshot(matches[0])
+        return self.require_trusted(self.load_snapshot(matches[0]))
+
+    # ------------------------------------------------------------------ trust of snapshots
+
+    def snapshot_status(self, snap: Snapshot) -> SignatureStatus:
+        """Who signed ``snap``, and is that signer entitled to its host (cached per snapshot id)."""
+        st = self._status_cache.get(snap.id) if snap.id else None
+        if st is None:
+            st = self.registry().check_snapshot(snap)
+            if snap.id:
+                self._status_cache[snap.id] = st
+        return st
+
+    def is_trusted(self, snap: Snapshot) -> bool:
+        """Signed by an owner key, or by an approved writer for the host it names."""
+        return self.snapshot_status(snap).ok
+
+    def is_owner_signed(self, snap: Snapshot) -> bool:
+        """Signed by an owner key: only such a snapshot may carry a rewrite's ``replaces``."""
+        st = self.snapshot_status(snap)
+        return st.ok and st.role == "owner"
+
+    def trusted_snapshots(self, snaps: list[Snapshot], *, warn: bool = True) -> list[Snapshot]:
+        """What readers act on: the trusted ones; with ``allow_untrusted``, all (each other one warned)."""
+        if self.allow_untrusted:
+            if warn:
+                for s in snaps:
+                    if not self.is_trusted(s):
+                        log.warning("reading untrusted snapshot %s (host %s): %s", s.short_id, s.host,
+                                    self.snapshot_status(s).message)
+            return list(snaps)
+        return [s for s in snaps if self.is_trusted(s)]
+
+    def require_trusted(self, snap: Snapshot) -> Snapshot:
+        """``snap`` when trusted (or allowed with a warning); else UntrustedSnapshot (exit 4)."""
+        if self.is_trusted(snap):
+            return snap
+        st = self.snapshot_status(snap)
+        if self.allow_untrusted:
+            log.warning("reading untrusted snapshot %s (host %s): %s", snap.short_id, snap.host, st.message)
+            return snap
+        raise UntrustedSnapshot(f"snapshot {snap.short_id} (host {snap.host}) is not trusted: {st.message}",
+                                hint="see 'haeedge verify'; --allow-untrusted reads it anyway")
 
     def markers(self) -> Markers:
         """The forget markers (repo/forgotten.py), read and checked once (cached)."""
@@ -864,9 +973,13 @@ class Repository:
 
     def add_passphrase_slot(self, passphrase: bytes, label: str = "", *, count_byte: int = 0xFF) -> str:
         """Another owner slot (same keys, same owner signing key) opened by ``passphrase``; registered."""
-        slot_id = self.put_object("keys", seal_slot_for_passphrase(self.keys, self.config.repository_id, passphrase,
+        keys = self.keys
+        m = self.trust.manifest
+        if m is not None and m.root_kind == "certificate":  # the slot names the root its holder checks
+            keys = dataclasses.replace(keys, extra={**keys.extra, "trust_root": m.root_fingerprint})
+        slot_id = self.put_object("keys", seal_slot_for_passphrase(keys, self.config.repository_id, passphrase,
                                                                    label=label, count_byte=count_byte))
-        self.register_slot(KeySlot(slot_id, self.config.repository_id, self.keys, now_iso(), socket.gethostname(),
+        self.register_slot(KeySlot(slot_id, self.config.repository_id, keys, now_iso(), socket.gethostname(),
                                    KIND_PASSPHRASE, label))
         return slot_id
 
@@ -906,6 +1019,7 @@ class Repository:
     def forget_registry(self) -> None:
         self._registry_cache = None
         self._markers_cache = None  # markers are checked against the registry's owner key
+        self._status_cache.clear()
 
 
 def _hex_id(h: str) -> bytes:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate, SecretKey
     from haeedge.repo.repository import Repository
     from haeedge.repo.snapshot import Snapshot
+    from haeedge.repo.trust import TrustManifest
 
 log = logging.getLogger("haeedge.signing")
 
@@ -119,6 +120,7 @@ def before_rewrite(repo: Repository, old: Snapshot, new: Snapshot) -> None:
     if repo.keys.is_writer:
         raise NoReadAccess(f"snapshot {old.short_id}: a write-only key cannot rewrite snapshots",
                            hint="run this with the owner's key (--identity-file or an owner password)")
+    repo.require_trusted(old)  # re-signing with the owner key must never launder a forged snapshot
     new.signer = None
     new.signature = None
 
@@ -161,13 +163,24 @@ class _Trusted:
 
 
 class SignerRegistry:
-    """Which signing keys the owner vouches for, and for which host."""
+    """Which signing keys the owner vouches for, and for which host.
 
-    def __init__(self, anchor: Certificate | None, records: list[KeyRecord], problems: list[tuple[str, str]]):
+    With a trust manifest (repo/trust.py) the signers are exactly what it
+    names; key records then only describe slots (labels, times). Without one
+    (format v1, or a repository still waiting for the owner's approval) they
+    come from the key records that the anchor signed.
+    """
+
+    def __init__(self, anchor: Certificate | None, records: list[KeyRecord], problems: list[tuple[str, str]],
+                 manifest: TrustManifest | None = None):
         self.anchor = anchor
         self.records = records
         self.problems = problems
+        self.manifest = manifest
         self.signers: dict[str, _Trusted] = {}
+        if manifest is not None:
+            self._from_manifest(manifest)
+            return
         if anchor is not None:
             self.signers[anchor.fingerprint_hex] = _Trusted(anchor, ROLE_OWNER, "", None)
         from haeedge.crypto.pubkey import parse_certificate
@@ -191,8 +204,35 @@ class SignerRegistry:
                 removed = prev.removed  # a removal is never undone by an older copy of the record
             self.signers[fpr] = _Trusted(cert, rec.role, rec.host, removed)
 
+    def _from_manifest(self, m: TrustManifest) -> None:
+        from haeedge.crypto.pubkey import parse_certificate
+
+        entries = [(f, c, ROLE_OWNER, "", None) for f, c in m.owner_keys.items()]
+        entries += [(f, w.cert, ROLE_WRITER, w.host, None) for f, w in m.writers.items()]
+        entries += [(f, w.cert, ROLE_WRITER, w.host, _epoch(w.removed or "")) for f, w in m.removed.items()
+                    if f not in m.writers]
+        entries += [(f, e.cert, ROLE_OWNER, "", _epoch(e.removed or "")) for f, e in m.retired_owner_keys.items()
+                    if f not in m.owner_keys]
+        for fpr, raw, role, host, removed in entries:
+            try:
+                cert = parse_certificate(raw)
+            except OpenPGPError as e:
+                self.problems.append((m.object_id, f"trust manifest: certificate of {fpr[:16]} is unusable: {e}"))
+                continue
+            if cert.fingerprint_hex != fpr:
+                self.problems.append((m.object_id, f"trust manifest: certificate does not match {fpr[:16]}"))
+                continue
+            self.signers[fpr] = _Trusted(cert, role, host, removed)
+        known = set(self.signers)
+        gone = set(m.removed) - set(m.writers)
+        # A removed key's old record (put back by whoever kept a copy) must not list it as live again.
+        self.records = [r for r in self.records if r.signing_fingerprint.upper() in known
+                        and (r.removed or r.signing_fingerprint.upper() not in gone)]
+
     @property
     def owner_fingerprint(self) -> str | None:
+        if self.manifest is not None:
+            return next(iter(sorted(self.manifest.owner_keys)), None)
         return self.anchor.fingerprint_hex if self.anchor is not None else None
 
     def live_records(self) -> list[KeyRecord]:
@@ -213,6 +253,16 @@ class SignerRegistry:
         from haeedge.crypto.pubkey import parse_certificate
 
         out: dict[str, Certificate] = {}
+        if self.manifest is not None:
+            for raw in self.manifest.recipients:
+                try:
+                    cert = parse_certificate(raw)
+                    cert.encryption_key()
+                except OpenPGPError as e:
+                    log.warning("trust manifest: owner certificate unusable for encryption: %s", e)
+                    continue
+                out[cert.fingerprint_hex] = cert
+            return list(out.values())
         for rec in self.live_records():
             if rec.role != ROLE_OWNER or rec.kind != KIND_CERTIFICATE or rec.recipient_cert is None:
                 continue
@@ -284,10 +334,25 @@ def trust_anchor(repo: Repository) -> Certificate | None:
 
 
 def read_records(repo: Repository) -> tuple[list[KeyRecord], list[tuple[str, str]]]:
-    """Every key record whose owner signature verifies; the others as (object id, problem)."""
-    from haeedge.crypto.pubkey import verify_detached
+    """Every key record whose owner signature verifies; the others as (object id, problem).
 
-    anchor = trust_anchor(repo)
+    With a trust manifest, a record must be signed by one of the owner keys it names.
+    """
+    from haeedge.crypto.pubkey import parse_certificate, verify_detached
+    from haeedge.repo.trust import is_manifest
+
+    manifest = repo.trust.manifest
+    anchors: dict[str, Certificate] = {}
+    if manifest is not None:
+        for fpr, raw in manifest.owner_keys.items():
+            try:
+                anchors[fpr] = parse_certificate(raw)
+            except OpenPGPError:
+                continue
+    else:
+        a = trust_anchor(repo)
+        if a is not None:
+            anchors[a.fingerprint_hex] = a
     records: list[KeyRecord] = []
     problems: list[tuple[str, str]] = []
     for info in repo.backend.list("keys"):
@@ -296,17 +361,20 @@ def read_records(repo: Repository) -> tuple[list[KeyRecord], list[tuple[str, str
             data = repo.get_object(info.name)
             if key_object_kind(data) != "record":
                 continue
-            rec = decode_record(oid, repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES),
-                                repo.config.repository_id)
+            plain = repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES)
+            if is_manifest(plain):
+                continue  # read by repo/trust.py
+            rec = decode_record(oid, plain, repo.config.repository_id)
         except IntegrityError as e:
             problems.append((oid, str(e)))
             continue
         except HaeedgeError as e:  # vanished meanwhile, or unreadable: report, never abort
             problems.append((oid, str(e)))
             continue
-        if anchor is None:
+        anchor = anchors.get(rec.signer.upper())
+        if not anchors:
             continue  # a key from before signed records: nothing to check them against, trust none
-        if rec.signer.upper() != anchor.fingerprint_hex:
+        if anchor is None:
             problems.append((oid, f"key record for slot {rec.slot[:12]} is not signed by the owner key "
                                   "(forged or from another repository)"))
             continue
@@ -324,7 +392,9 @@ def read_records(repo: Repository) -> tuple[list[KeyRecord], list[tuple[str, str
 
 def load_registry(repo: Repository) -> SignerRegistry:
     records, problems = read_records(repo)
-    return SignerRegistry(trust_anchor(repo), records, problems)
+    manifest = repo.trust.manifest
+    return SignerRegistry(None if manifest is not None else trust_anchor(repo), records,
+                          problems + list(repo.trust.problems), manifest)
 
 
 def write_record(repo: Repository, slot_id: str, kind: str, role: str, *, label: str, host: str,

@@ -77,6 +77,8 @@ def golden(request, cli, tmp_path) -> Golden:
                      "HAEEDGE_PASSWORD_FILE": str(_secret(tmp_path / "owner.pass", creds["identity_passphrase"]))}
     writer_envs = {host: {"HAEEDGE_PASSWORD_FILE": str(_secret(tmp_path / f"writer-{host}.pw", pw))}
                    for host, pw in creds.get("writers", {}).items()}
+    if "password" not in creds:  # format v1 certificate repositories wait for the owner's approval (issue 11)
+        cli("trust", "approve", env=owner_env).ok()
     return Golden(spec, cli.repo_path, owner_env, writer_envs, cli)
 
 

@@ -121,7 +121,8 @@ def test_certificate_slot_and_records_open_in_sqop(cli, gpg, tmp_path):  # noqa:
     assert b'"kind": "certificate"' in out and b'"content"' in out
     pw = tmp_path / "meta.pw"
     pw.write_text(meta)
-    records = [p for p in (cli.repo_path / "keys").iterdir() if esk_summary(p.read_bytes())[0][1][2] == 1]
-    assert len(records) == 2  # the owner slot's and the writer slot's
-    for p in records:
-        assert b'"haeedge_key_record": 1' in _sqop("decrypt", "--with-password", str(pw), input=p.read_bytes())
+    sealed = [p for p in (cli.repo_path / "keys").iterdir() if esk_summary(p.read_bytes())[0][1][2] == 1]
+    plains = [_sqop("decrypt", "--with-password", str(pw), input=p.read_bytes()) for p in sealed]
+    # the owner slot's and the writer slot's records, and the owner-signed trust manifest
+    assert sum(b'"haeedge_key_record": 1' in p for p in plains) == 2
+    assert sum(b'"haeedge_trust_manifest": 1' in p for p in plains) == 1

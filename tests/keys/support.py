@@ -153,10 +153,13 @@ class WriteOnly:
         return self.cli(*args, env={"HAEEDGE_PASSWORD_FILE": str(self.password_file(host)),
                                     **kw.pop("env", {})}, **kw)
 
-    def init(self, host: str = "web1") -> dict:
+    def init(self, host: str = "web1", approve: bool = True) -> dict:
+        """``init --recipient-file`` on the host, then (unless told not to) the owner's ``trust approve``."""
         r = self.as_writer(host, "--json", "init", "--recipient-file", self.owner.cert_file, "--host", host)
         assert r.code == 0, r.describe()
         self.passwords[host] = self.password_file(host)
+        if approve:
+            self.as_owner("trust", "approve").ok()
         return summary(r)
 
     def add_writer(self, host: str) -> dict:
