@@ -213,3 +213,25 @@ def test_index_objects_are_signed_and_gpg_checkable(wo, tmp_path):
             assert obj.version == 2 and obj.signature
             assert registry.describe(obj.signer) == "writer for host web2"
             assert hashlib.sha256(obj.signed).digest()  # the covered bytes are the body before the trailer
+
+
+def test_cost_of_trust_domains_two_hosts_same_tree(wo, tmp_path):
+    """docs/security.md D3 measures this: two writer hosts back up the same tree. Dedup across
+    writer hosts is gone (web2 uploads what web1 already stored); within a host it is intact."""
+    rng = random.Random(5)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        root.mkdir()
+    for i in range(8):  # ~4 MiB: half compressible text, half random
+        data = rng.randbytes(512 << 10) if i % 2 else (b"log line %06d of a busy web server\n" % i) * 15_000
+        (a / f"f{i}").write_bytes(data)
+        (b / f"f{i}").write_bytes(data)
+    first = wo.backup("web1", a)
+    second = wo.backup("web2", b)
+    print(f"\ntrust-dedup cost: web1 uploaded {first['bytes_added']} bytes, web2 (same tree) "
+          f"{second['bytes_added']} bytes ({100 * second['bytes_added'] / first['bytes_added']:.0f}%)")
+    assert second["data_blobs_added"] == first["data_blobs_added"]
+    assert second["bytes_added"] >= 0.95 * first["bytes_added"]
+    (b / "copy-of-f1").write_bytes((b / "f1").read_bytes())
+    third = wo.backup("web2", b)
+    assert third["data_blobs_added"] == 0  # its own copies still deduplicate
