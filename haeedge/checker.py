@@ -209,7 +209,8 @@ class Checker:
                 self.error(obj, str(e), snapshots=[snap.id])
                 continue
             damaged = 0
-            outside = _OutsideDomain(repo, snap.host)
+            # An untrusted snapshot is one error already; the domain check speaks for trusted ones.
+            outside = _OutsideDomain(repo, snap.host, enabled=signature.ok)
             try:
                 for tid in snap.tree:
                     outside.check(hex_id(tid))
@@ -340,7 +341,7 @@ class _OutsideDomain:
     """Blobs a snapshot of host H uses that no owner- or H-signed index object lists (repo/provenance.py):
     another writer may have planted them under a guessed id, and prune would not keep them for H."""
 
-    def __init__(self, repo: Repository, host: str):
+    def __init__(self, repo: Repository, host: str, enabled: bool = True):
         from haeedge.repo.provenance import LEGACY, domains_for_host
 
         self.repo = repo
@@ -350,9 +351,10 @@ class _OutsideDomain:
         self.foreign: list[bytes] = []
         self.legacy = 0
         self.seen: set[bytes] = set()
+        self.enabled = enabled
 
     def check(self, bid: bytes) -> None:
-        if bid in self.seen or bid in self.view or self.repo.lookup_blob(bid) is None:
+        if not self.enabled or bid in self.seen or bid in self.view or self.repo.lookup_blob(bid) is None:
             return
         self.seen.add(bid)
         if bid in self.legacy_view:
