@@ -235,3 +235,65 @@ def test_cost_of_trust_domains_two_hosts_same_tree(wo, tmp_path):
     (b / "copy-of-f1").write_bytes((b / "f1").read_bytes())
     third = wo.backup("web2", b)
     assert third["data_blobs_added"] == 0  # its own copies still deduplicate
+
+
+def _downgrade_index_to_v1(wo: WriteOnly) -> None:
+    """Rewrite every index object as format 1 (unsigned), as haeedge wrote them before index format 2."""
+    from haeedge.repo.index import decode_index
+
+    with wo.open(load_index=False) as repo:
+        for info in list(repo.backend.list("index")):
+            packs, sup = decode_index(repo.open_sealed("meta", repo.get_object(info.name)))
+            repo.put_object("index", repo.seal("meta", _encode_v1(packs, sup)))
+            repo.backend.delete(info.name)
+
+
+def test_legacy_unsigned_index_in_a_writer_repository(wo, tmp_path):
+    """Old repositories: unsigned (format 1) index objects stay readable; with writer keys they are
+    legacy: a warning in verify, not deduplicated against, never the reason prune deletes a copy."""
+    src = tmp_path / "src"
+    files = _victim_tree(src, seed=21)
+    first = wo.backup("web2", src)
+    _downgrade_index_to_v1(wo)
+    assert _restored(wo, tmp_path, src) == files
+    r = wo.as_owner("--json", "verify", "--read-data")
+    assert r.code == 0, r.describe()
+    assert any("not signed" in f["message"] for f in r.json()["findings"] if f["severity"] == "warning")
+    (src / "new.conf").write_bytes(b"new\n" * 100)
+    again = wo.backup("web2", src)
+    assert again["data_blobs_added"] >= 1
+    r = wo.as_owner("--json", "prune")
+    assert r.code == 0, r.describe()
+    assert _restored(wo, tmp_path, src) == {**files, "new.conf": b"new\n" * 100}
+    assert first["data_blobs_added"] == len(files)
+
+
+def test_legacy_unsigned_index_without_writers_is_the_owners(cli, tmp_path):
+    """A password-only repository: everything unsigned was written by owner credentials, so the owner
+    still deduplicates against it."""
+    src = tmp_path / "src"
+    files = _victim_tree(src, seed=22)
+    assert cli("init").code == 0
+    assert cli("backup", src).code == 0
+    from haeedge.backends.local import LocalBackend
+    from haeedge.repo.index import decode_index
+    from haeedge.repo.repository import Credentials, Repository
+
+    repo = Repository.open(LocalBackend(str(cli.repo_path)), Credentials([cli.password_file.read_bytes().strip()]))
+    try:
+        for info in list(repo.backend.list("index")):
+            packs, sup = decode_index(repo.open_sealed("meta", repo.get_object(info.name)))
+            repo.put_object("index", repo.seal("meta", _encode_v1(packs, sup)))
+            repo.backend.delete(info.name)
+    finally:
+        repo.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    for name, data in files.items():
+        (other / name).write_bytes(data)
+    import json
+
+    r = cli("--json", "backup", other)
+    assert r.code == 0, r.describe()
+    assert json.loads(r.stdout.splitlines()[-1])["data_blobs_added"] == 0
+    assert cli("verify").code == 0
