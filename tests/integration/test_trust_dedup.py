@@ -297,3 +297,35 @@ def test_legacy_unsigned_index_without_writers_is_the_owners(cli, tmp_path):
     assert r.code == 0, r.describe()
     assert json.loads(r.stdout.splitlines()[-1])["data_blobs_added"] == 0
     assert cli("verify").code == 0
+
+
+def test_modified_or_foreign_signed_index_objects_count_for_nobody(wo, tmp_path):
+    """A changed byte in a signed index object, or a signature by a key the owner never registered,
+    puts its entries in no host's domain; truncated trailers are clean format errors."""
+    from haeedge.crypto.pubkey import load_secret_key
+    from haeedge.errors import FormatError
+    from haeedge.repo.index import decode_index_object
+    from haeedge.repo.provenance import UNTRUSTED, attribute, has_writers
+    from haeedge.repo.signing import generate_key
+
+    src = tmp_path / "src"
+    _victim_tree(src)
+    wo.backup("web2", src)
+    with wo.open() as repo:
+        name = next(iter(repo.backend.list("index"))).name
+        body = repo.open_sealed("meta", repo.get_object(name))
+        registry = repo.registry()
+        writers = has_writers(registry)
+        assert attribute("x", decode_index_object(body), registry, writers).domain == host_domain("web2")
+        obj = decode_index_object(body)
+        flipped = bytearray(body)
+        flipped[len(obj.signed) - 1] ^= 1  # last byte of the last entry's raw length
+        bad = attribute("x", decode_index_object(bytes(flipped)), registry, writers)
+        assert bad.domain == UNTRUSTED and "bad signature" in bad.problem
+        stranger = load_secret_key(generate_key("stranger"))
+        forged = encode_index(obj.packs, [], stranger.fingerprint_hex, lambda d: sign_detached(stranger, d))
+        other = attribute("x", decode_index_object(forged), registry, writers)
+        assert other.domain == UNTRUSTED and "not registered" in other.problem
+        for cut in (len(obj.signed) + 1, len(body) - 1):
+            with pytest.raises(FormatError):
+                decode_index_object(body[:cut])
