@@ -16,6 +16,7 @@ damaged is an error naming that replica. Locks are exempt: they come and go.
 from __future__ import annotations
 
 import hashlib
+import math
 import multiprocessing
 import os
 import random
@@ -26,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
-from haeedge.backends.local import LocalBackend
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import BlobIndex, BlobLocation
@@ -69,8 +69,12 @@ class VerifyReport:
         return not self.errors
 
 
-def parse_subset(spec: str | None) -> Callable[[str], bool] | None:
-    """``N/M`` (the N-th of M deterministic parts) or ``P%`` (a random share)."""
+def parse_subset(spec: str | None) -> Callable[[list[str]], list[str]] | None:
+    """``N/M`` (the N-th of M deterministic parts) or ``P%`` (that share of the packs, picked at random).
+
+    A percentage reads exactly ceil(P% of the packs), at least one, as restic does: a per-pack coin
+    toss would read a different number each time and, now and then, none at all.
+    """
     if not spec:
         return None
     try:
@@ -78,12 +82,16 @@ def parse_subset(spec: str | None) -> Callable[[str], bool] | None:
             share = float(spec[:-1]) / 100
             if not 0 < share <= 1:
                 raise ValueError
-            rng = random.SystemRandom()
-            return lambda pack_id: rng.random() < share
+
+            def pick_share(packs: list[str]) -> list[str]:
+                count = min(len(packs), max(1, math.ceil(share * len(packs) - 1e-9)))
+                return sorted(random.SystemRandom().sample(packs, count))
+
+            return pick_share
         n, m = (int(x) for x in spec.split("/"))
         if not 1 <= n <= m:
             raise ValueError
-        return lambda pack_id: int(pack_id[:8], 16) % m == n - 1
+        return lambda packs: [p for p in packs if int(p[:8], 16) % m == n - 1]
     except ValueError:
         raise UsageError(f"--read-data-subset: {spec!r} is not N/M (1 <= N <= M) or P% (0 < P <= 100)") from None
 
@@ -119,7 +127,7 @@ class Checker:
         self._check_keys()
         self._check_index()
         snaps = self._check_snapshots()
-        if getattr(self.repo.backend, "replicas", None):
+        if self.repo.backend.properties.replicas > 1:
             self._check_replicas(deep=read_data and selector is None)
         if read_data:
             self._read_packs(selector)
@@ -232,9 +240,11 @@ class Checker:
         return snaps
 
     def _check_replicas(self, deep: bool) -> None:
-        from haeedge.backends.replicated import audit_replicas
+        from haeedge.backends.replicated import audit_replicas, replica_set
 
-        audit = audit_replicas(self.repo.backend, deep=deep)  # type: ignore[arg-type]
+        replicated = replica_set(self.repo.backend)
+        assert replicated is not None  # properties.replicas > 1
+        audit = audit_replicas(replicated, deep=deep)
         for a in audit.replicas:
             missing = [n for n in a.missing if not n.startswith("locks/")]
             self.report.replicas.append({"location": a.location, "objects": a.objects, "bytes": a.bytes,
@@ -253,11 +263,13 @@ class Checker:
 
     # ------------------------------------------------------------------ data
 
-    def _read_packs(self, selector: Callable[[str], bool] | None) -> None:
+    def _read_packs(self, selector: Callable[[list[str]], list[str]] | None) -> None:
         repo = self.repo
         # Record numbers, not locations: 4 bytes per blob here, and in each job sent to a worker.
         by_pack = repo.index.records_by_pack()
-        packs = [p for p in sorted(self._stored_packs) if selector is None or selector(p)]
+        packs = sorted(self._stored_packs)
+        if selector is not None:
+            packs = selector(packs)
         self.progress.start("read-data", sum(self._stored_packs[p] for p in packs))
         none = array("I")
         jobs = [(p, by_pack.get(p, none)) for p in packs]
@@ -274,9 +286,10 @@ class Checker:
         """
         global _CHECK_REPO, _CHECK_WINDOW
         _CHECK_REPO = self.repo
-        _CHECK_WINDOW = READ_WINDOW if isinstance(self.repo.backend, LocalBackend) else None
+        local = self.repo.backend.properties.cheap_ranged_reads
+        _CHECK_WINDOW = READ_WINDOW if local else None
         workers = int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
-        if (isinstance(self.repo.backend, LocalBackend) and workers > 1
+        if (local and workers > 1
                 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get("HAEEDGE_THREADS") != "1"):
             from haeedge.archiver.workers import fork_pool
 

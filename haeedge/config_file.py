@@ -91,11 +91,17 @@ class Profile:
 
     def secrets(self) -> list[str]:
         """Values that must never be written anywhere (backend passwords and keys)."""
-        out = []
-        for opts in self.backend_options.values():
+        out: list[str] = []
+
+        def walk(opts: dict) -> None:  # storage_options nest: {storage_options: {secret: ...}}
             for k, v in opts.items():
-                if isinstance(v, str) and (k == "key" or any(w in k.lower() for w in SECRET_OPTION_WORDS)):
+                if isinstance(v, dict):
+                    walk(v)
+                elif isinstance(v, str) and (k == "key" or any(w in k.lower() for w in SECRET_OPTION_WORDS)):
                     out.append(v)
+
+        for opts in self.backend_options.values():
+            walk(opts)
         return out
 
 
@@ -350,20 +356,52 @@ def _suggest(key: str, commands: Mapping[str, CommandSpec]) -> str:
 
 
 def _backend_options(r: _Reader, node: yaml.Node, key: str) -> dict[str, dict]:
+    """Per-location options, each value checked against ``backends/options.py`` (with its FILE:LINE:COLUMN)."""
+    from haeedge.backends.options import option_kinds
+
     out: dict[str, dict] = {}
     for loc, _kn, v in r.mapping(node, key):
         k = _join(key, loc)
+        what, kinds = option_kinds(loc)
         opts: dict[str, Any] = {}
-        for name, _kn2, vn in r.mapping(v, k):
+        for name, kn2, vn in r.mapping(v, k):
             kk = _join(k, name)
-            if isinstance(vn, yaml.SequenceNode):
-                opts[name] = [r.scalar(x, f"{kk}[{i}]") for i, x in enumerate(vn.value)]
-            elif isinstance(vn, yaml.MappingNode):
-                opts[name] = {n: r.scalar(x, _join(kk, n)) for n, _k, x in r.mapping(vn, kk)}
-            else:
-                opts[name] = r.scalar(vn, kk)
+            kind = kinds.get(name)
+            if kind is None:
+                known = f"known: {', '.join(sorted(kinds))}" if kinds else "it takes none"
+                raise r.error(kn2, kk, f"unknown option for {what} ({known})")
+            opts[name] = _option_value(r, kind, vn, kk)
         out[loc] = opts
     return out
+
+
+def _option_value(r: _Reader, kind: str, node: yaml.Node, key: str) -> Any:
+    if kind == "mapping":
+        return {n: _plain(r, x, _join(key, n)) for n, _k, x in r.mapping(node, key)}
+    if kind in ("text", "file"):
+        return r.nonempty(node, key)
+    if kind == "bool":
+        return r.boolean(node, key)
+    if kind == "port":
+        port = r.integer(node, key, minimum=1)
+        if port > 65535:
+            raise r.error(node, key, "must be at most 65535")
+        return port
+    if kind == "seconds":
+        seconds = r.number(node, key)
+        if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+            raise r.error(node, key, "must be a number of seconds above 0")
+        return seconds
+    return r.integer(node, key, minimum=1 if kind == "count" else 0)  # count, retries
+
+
+def _plain(r: _Reader, node: yaml.Node, key: str) -> Any:
+    """A value passed on as is (fsspec's storage_options): scalars, lists and mappings."""
+    if isinstance(node, yaml.SequenceNode):
+        return [_plain(r, x, f"{key}[{i}]") for i, x in enumerate(node.value)]
+    if isinstance(node, yaml.MappingNode):
+        return {n: _plain(r, x, _join(key, n)) for n, _k, x in r.mapping(node, key)}
+    return r.scalar(node, key)
 
 
 def _hooks(r: _Reader, node: yaml.Node, key: str) -> Hooks:
@@ -561,6 +599,8 @@ def apply_profile(ctx: Any, app: Any, config_path: str | None, profile_name: str
     if profile.metrics_file and not run.metrics_file:
         run.metrics_file = profile.metrics_file
     run.hooks = profile.hooks
+    if hasattr(app, "profile_backup"):
+        app.profile_backup = dict(profile.commands.get("backup") or {})
     if profile.commands:
         ctx.default_map = _merge(ctx.default_map or {}, profile.commands)
     return profile

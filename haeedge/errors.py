@@ -76,6 +76,12 @@ class SnapshotNotFound(HaeedgeError):
     exit_code = ExitCode.FATAL
 
 
+class PathNotFound(HaeedgeError):
+    """A path asked for (``ls PATH``, ``dump``, ``restore --include``) is not in the snapshot."""
+
+    exit_code = ExitCode.FATAL
+
+
 class BackendError(HaeedgeError):
     """A storage location failed. ``transient`` tells a retry wrapper it may try again."""
 

@@ -26,6 +26,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from haeedge.ui.format import message_line
+
 #: Commands that run hooks unless the profile lists others: what one schedules.
 DEFAULT_HOOK_COMMANDS = ("backup", "forget", "prune", "verify", "copy", "sync")
 DEFAULT_HOOK_TIMEOUT = 300.0
@@ -118,10 +120,10 @@ def finish_run(run: RunOutcome, exit_code: int) -> None:
         try:
             step(run)
         except HookFailed as e:
-            print(f"haeedge: warning: {run.scrub(str(e))}", file=sys.stderr)
+            print(message_line("warning", run.scrub(str(e))), file=sys.stderr)
         except Exception as e:  # noqa: BLE001 - report, never mask the run's own outcome
             detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            print(f"haeedge: warning: {what}: {run.scrub(detail)}", file=sys.stderr)
+            print(message_line("warning", f"{what}: {run.scrub(detail)}"), file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- log file

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(gnupg sqop openssh-server openssh-client postgresql zstd)
+# fuse3 + libfuse3-3: the mount tests mount for real (they need /dev/fuse, which CI has as root).
+DEB_PACKAGES=(gnupg sqop openssh-server openssh-client postgresql zstd fuse3 libfuse3-3)
 if command -v apt-get >/dev/null 2>&1; then
     missing=()
     for p in "${DEB_PACKAGES[@]}"; do

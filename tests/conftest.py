@@ -571,3 +571,11 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
     srv = _servers().start_s3(tmp_path_factory.mktemp("s3"))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def rclone_s3(tmp_path_factory: pytest.TempPathFactory):
+    """One ``rclone serve s3`` on 127.0.0.1 for the session: an S3-compatible server other than moto."""
+    srv = _servers().start_rclone_s3(tmp_path_factory.mktemp("rclone"))
+    yield srv
+    srv.stop()

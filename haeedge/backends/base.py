@@ -8,14 +8,17 @@ snapshots. Errors are ``ObjectNotFound`` (permanent) or ``BackendError`` with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar, runtime_checkable
 
 from haeedge.errors import BackendError
 
 #: The top-level folders of a repository; ``list`` takes one of these.
 NAMESPACES = ("keys", "data", "index", "snapshots", "locks")
+#: The empty folders ``create`` makes where a store has folders: finding only these is no reason to refuse.
+SKELETON_FOLDERS = frozenset(NAMESPACES) | {f"data/{i:02x}" for i in range(256)}
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,35 @@ class ObjectInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class BackendProperties:
+    """What a backend is and can do, declared once, so that callers never probe attributes.
+
+    A wrapper states which of its inner backend's properties still hold through
+    it (``BackendWrapper.properties``); a replicated set combines its replicas'.
+    """
+
+    #: Local directories that hold this repository's objects: a local disk, or each local
+    #: replica of a replicated set. Empty for remote storage, whose paths name no local directory.
+    local_paths: tuple[str, ...] = ()
+    #: Range reads cost what a local ``pread`` costs and the backend may be used from forked
+    #: processes: verify reads packs in big windows with forked workers.
+    cheap_ranged_reads: bool = False
+    #: ``open_spool()`` writes a pack in place as it is built, instead of ``put`` of the whole pack.
+    spooled_writes: bool = False
+    #: Independent copies of every object: more than one for a replicated set, whose
+    #: ``recover_range`` can then find a good copy of a range found damaged.
+    replicas: int = 1
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What every storage location provides. Implementations must be thread-safe."""
 
     #: Where this is, for messages (never contains secrets).
     location: str
+    #: What this backend is and can do.
+    properties: BackendProperties
 
     def put(self, name: str, data: bytes | memoryview) -> None:
         """Store ``data`` under ``name`` atomically: readers see all of it or nothing."""
@@ -56,6 +82,119 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
+    def unwrap(self) -> Backend | None:
+        """The backend this one wraps (retries, injected faults), or ``None`` for a storage backend."""
+
+    def open_spool(self) -> PackSpool:
+        """A pack written in place; only where ``properties.spooled_writes`` is true."""
+
+    def remove_temporaries(self) -> int:
+        """Delete leftovers of interrupted writes (safe only under an exclusive lock); how many."""
+
+    def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
+        """A range from a copy whose whole object verifies, after a read of it was found damaged;
+        ``None`` when there is no other copy (``properties.replicas`` is 1) or none verifies."""
+
+
+class PackSpool(Protocol):
+    """One pack being written to its final storage as blobs arrive."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def commit(self, name: str) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class StorageBackend:
+    """Base of the storage backends (local, SFTP, fsspec, replicated): the optional parts of
+    the protocol, for backends that lack them. A backend that can do more overrides them
+    and declares it in ``properties``."""
+
+    properties: BackendProperties = BackendProperties()
+    location: str
+
+    def unwrap(self) -> Backend | None:
+        return None
+
+    def open_spool(self) -> PackSpool:
+        raise BackendError(f"{self.location}: this backend writes packs whole, not spooled")
+
+    def remove_temporaries(self) -> int:
+        return 0  # writes are atomic objects: nothing is left behind
+
+    def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
+        return None
+
+
+B = TypeVar("B")
+
+
+def as_backend(backend: Backend, kind: type[B]) -> B | None:
+    """``backend`` or the first backend it wraps that is a ``kind``, else ``None`` (restic's AsBackend)."""
+    current: Backend | None = backend
+    while current is not None:
+        if isinstance(current, kind):
+            return current
+        current = current.unwrap()
+    return None
+
+
+def _path_forms(path: str | bytes) -> set[str]:
+    text = os.fsdecode(path)
+    return {os.path.abspath(text), os.path.realpath(text)}
+
+
+def repository_local_paths(backend: Backend) -> frozenset[str]:
+    """The local directories that hold ``backend``'s repository, as given and with symlinks resolved.
+
+    The one answer to "is this local path the repository?": a local backup source skips these,
+    so a repository inside the backed-up tree is not backed up into itself. It comes from the
+    declared ``local_paths`` of every replica, never from a remote path (an ``sftp://`` or
+    ``s3://`` location names no local directory).
+    """
+    return frozenset(form for p in backend.properties.local_paths for form in _path_forms(p))
+
+
+def is_repository_path(backend: Backend, path: str | bytes) -> bool:
+    """Whether the local directory ``path`` holds ``backend``'s repository (see ``repository_local_paths``)."""
+    return bool(_path_forms(path) & repository_local_paths(backend))
+
+
+def foreign_entries(list_dir: Callable[[str], list[tuple[str, bool]]]) -> list[str]:
+    """What a location holds besides the empty folders ``create`` makes (``SKELETON_FOLDERS``).
+
+    ``list_dir(rel)`` gives ``(name, is_folder)`` for each entry of the folder ``rel`` ("" is the
+    location itself). Empty when the location is empty or holds only that skeleton, as an
+    ``init`` stopped after creating it leaves it (a replicated init stopped by another replica):
+    ``create`` then finishes the job instead of calling the location "not empty".
+    """
+    found: list[str] = []
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        for name, is_folder in sorted(list_dir(folder)):
+            rel = f"{folder}/{name}" if folder else name
+            if is_folder and rel in SKELETON_FOLDERS:
+                pending.append(rel)
+            else:
+                found.append(rel)
+    return sorted(found)
+
+
+def not_empty_error(location: str, path: str, found: list[str]) -> BackendError:
+    """The refusal to create a repository where ``found`` (``foreign_entries``) already is.
+
+    Key slots alone, with no ``config``, are what an ``init`` that stopped midway leaves:
+    the message names exactly what to remove to run it again.
+    """
+    if all(rel.startswith("keys/") for rel in found):
+        names = ", ".join(f"{path}/{rel}" for rel in found[:5]) + (" ..." if len(found) > 5 else "")
+        return BackendError(f"{location}: holds key slots of an init that did not finish (there is no config): "
+                            f"remove {names}, then run init again")
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return BackendError(f"{location}: directory is not empty (it holds {', '.join(found[:3])}{more})")
+
 
 def check_name(location: str, name: str) -> str:
     """An object name every backend accepts: relative, no ``..``, no empty or trailing part,
@@ -74,17 +213,21 @@ def data_name(pack_id: str) -> str:
 class BackendWrapper:
     """Base of backends that wrap another one (retries, injected faults).
 
-    A subclass overrides the protocol methods it changes; everything else,
-    including extras a concrete backend offers (``remove_temporaries``,
-    ``recover_range``), passes through to ``inner``.
+    A subclass overrides the protocol methods it changes. Nothing passes through
+    implicitly: every method of the protocol is forwarded here by name, and the
+    properties say what still holds through the wrapper. Code that needs the
+    wrapped backend itself asks ``unwrap()`` (or ``as_backend``).
     """
-
-    #: Packs go through ``put`` here, so that retries and injected faults see them.
-    open_spool = None
 
     def __init__(self, inner: Backend):
         self.inner = inner
         self.location = inner.location
+        # Packs go through ``put`` here, so that retries and injected faults see them, and reads
+        # stay in this process (a forked reader would not share this wrapper's state).
+        self.properties = replace(inner.properties, spooled_writes=False, cheap_ranged_reads=False)
+
+    def unwrap(self) -> Backend:
+        return self.inner
 
     def create(self) -> None:
         self.inner.create()
@@ -92,10 +235,14 @@ class BackendWrapper:
     def close(self) -> None:
         self.inner.close()
 
-    def __getattr__(self, attr: str):  # noqa: ANN204 - any attribute of the wrapped backend
-        if attr == "inner":  # not set yet (during unpickling or a failed __init__): no recursion
-            raise AttributeError(attr)
-        return getattr(self.inner, attr)
+    def open_spool(self) -> PackSpool:
+        raise BackendError(f"{self.location}: packs are written whole through {type(self).__name__}")
+
+    def remove_temporaries(self) -> int:
+        return self.inner.remove_temporaries()
+
+    def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
+        return self.inner.recover_range(name, offset, length)
 
     def _describe(self) -> str:
         return ""

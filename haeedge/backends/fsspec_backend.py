@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo, check_name
+from haeedge.backends.base import NAMESPACES, ObjectInfo, StorageBackend, check_name
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
 TMP_PREFIX = ".tmp-"
@@ -136,7 +136,7 @@ def classify(e: BaseException) -> tuple[str, str]:
     return "permanent", str(e) or type(e).__name__
 
 
-class FsspecBackend:
+class FsspecBackend(StorageBackend):
     """A repository under a prefix of an fsspec filesystem. Thread-safe (s3fs runs its own loop)."""
 
     def __init__(self, fs: Any, root: str, location: str, *, verify_etag: bool = True):
@@ -180,6 +180,10 @@ class FsspecBackend:
             config_kwargs.setdefault("retries", {"max_attempts": max(1, retries), "mode": "standard"})
             config_kwargs.setdefault("connect_timeout", 10)
             config_kwargs.setdefault("read_timeout", 60)
+            # botocore >= 1.36 checks a whole-object checksum against ranged GETs (a false mismatch on
+            # servers such as rclone serve s3) and sends checksum headers some S3-compatible servers refuse.
+            config_kwargs.setdefault("request_checksum_calculation", "when_required")
+            config_kwargs.setdefault("response_checksum_validation", "when_required")
             so["config_kwargs"] = config_kwargs
             so.setdefault("use_listings_cache", False)
         elif options.get("endpoint_url") or options.get("region") or options.get("profile"):

@@ -6,14 +6,23 @@ import errno
 import os
 from collections.abc import Iterator
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo, check_name
+from haeedge.backends.base import (
+    NAMESPACES,
+    BackendProperties,
+    ObjectInfo,
+    StorageBackend,
+    check_name,
+    foreign_entries,
+    not_empty_error,
+)
 from haeedge.errors import BackendError, ObjectNotFound
 
 
-class LocalBackend:
+class LocalBackend(StorageBackend):
     def __init__(self, path: str):
         self.root = os.path.abspath(os.path.expanduser(path))
         self.location = self.root
+        self.properties = BackendProperties(local_paths=(self.root,), cheap_ranged_reads=True, spooled_writes=True)
 
     def _path(self, name: str) -> str:
         check_name(self.location, name)
@@ -22,8 +31,9 @@ class LocalBackend:
     def create(self) -> None:
         try:
             os.makedirs(self.root, exist_ok=True)
-            if os.listdir(self.root):
-                raise BackendError(f"{self.root}: directory is not empty")
+            found = foreign_entries(self._list_dir)
+            if found:
+                raise not_empty_error(self.location, self.root, found)
             for ns in NAMESPACES:
                 os.makedirs(os.path.join(self.root, ns), mode=0o700, exist_ok=True)
             for i in range(256):
@@ -31,6 +41,10 @@ class LocalBackend:
             _fsync_dir(self.root)
         except OSError as e:
             raise BackendError(f"{self.root}: cannot create repository: {e.strerror}") from e
+
+    def _list_dir(self, rel: str) -> list[tuple[str, bool]]:
+        with os.scandir(os.path.join(self.root, rel)) as it:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
 
     def put(self, name: str, data: bytes | memoryview) -> None:
         path = self._path(name)

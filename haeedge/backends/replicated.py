@@ -58,7 +58,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from haeedge.backends.base import NAMESPACES, Backend, ObjectInfo
+from haeedge.backends.base import NAMESPACES, Backend, BackendProperties, ObjectInfo, StorageBackend, as_backend
 from haeedge.errors import BackendError, IntegrityError, ObjectNotFound, UsageError
 
 log = logging.getLogger("haeedge.backends")
@@ -101,7 +101,7 @@ class _Health:
         self.last_failure = 0.0
 
 
-class ReplicatedBackend:
+class ReplicatedBackend(StorageBackend):
     """A Backend that writes to all replicas and reads from the first good one. Thread-safe."""
 
     def __init__(
@@ -124,6 +124,10 @@ class ReplicatedBackend:
         self.replicas: list[Backend] = list(replicas)
         self.write_policy = write_policy
         self.location = "replicated(" + ", ".join(locations) + ")"
+        self.properties = BackendProperties(
+            local_paths=tuple(p for r in self.replicas for p in r.properties.local_paths),
+            replicas=len(self.replicas),
+        )
         self.down_after = down_after
         self.probe_interval = probe_interval
         self._clock = clock
@@ -263,6 +267,15 @@ class ReplicatedBackend:
         self._on_all("delete", name, lambda r: r.delete(name))
 
     def create(self) -> None:
+        """Create every replica, after checking that every one answers: a replica that cannot be
+        reached (or whose host key is unknown) must not leave the others created and this one not."""
+        down = self.unreachable()
+        if down:
+            first = next(iter(down.values()))
+            raise BackendError(
+                f"{self.location}: nothing was created: "
+                + "; ".join(_message(e) for e in down.values()),
+                transient=all(e.transient for e in down.values()), hint=first.hint)
         done: list[str] = []
         for r in self.replicas:
             try:
@@ -424,22 +437,35 @@ class ReplicatedBackend:
                     merged[name] = ObjectInfo(name, size)
         yield from merged.values()
 
-    def unreachable(self) -> dict[str, str]:
+    def unreachable(self) -> dict[str, BackendError]:
         """Replicas that do not answer right now (location -> error), asked in parallel.
 
         Lets a writer under ``write_policy="all"`` stop before doing any work
-        rather than at its first write.
+        rather than at its first write, and ``create`` before creating any
+        replica. An error keeps its ``transient`` flag and hint: a changed
+        host key needs another remedy than a server that is down.
         """
         futures = {i: self._pool.submit(r.exists, "config") for i, r in enumerate(self.replicas)}
-        out: dict[str, str] = {}
+        out: dict[str, BackendError] = {}
         for i, fut in futures.items():
             try:
                 fut.result()
                 self._ok(i)
             except _REPLICA_ERRORS as e:
                 self._failed(i)
-                out[self.replicas[i].location] = _message(e)
+                out[self.replicas[i].location] = e if isinstance(e, BackendError) else BackendError(
+                    _message(e), transient=isinstance(e, OSError))
         return out
+
+    def remove_temporaries(self) -> int:
+        """Leftovers of interrupted writes on every replica that answers (one that does not keeps them)."""
+        removed = 0
+        for r in self.replicas:
+            try:
+                removed += r.remove_temporaries()
+            except _REPLICA_ERRORS as e:
+                log.warning("%s: cannot remove leftovers on %s: %s", self.location, r.location, _message(e))
+        return removed
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -503,16 +529,24 @@ class SyncReport:
     conflicts: list[str] = field(default_factory=list)
     #: replicas that could not be listed, location -> error
     unreachable: dict[str, str] = field(default_factory=dict)
+    #: replicas given up on when a write failed for good (a missing bucket, no permission), location -> error;
+    #: nothing more was tried on them, and their other objects are not in ``failed``
+    unwritable: dict[str, str] = field(default_factory=dict)
     bytes_copied: int = 0
     audit: AuditReport | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.unrecoverable or self.conflicts or self.unreachable)
+        return not (self.failed or self.unrecoverable or self.conflicts or self.unreachable or self.unwritable)
 
     @property
     def objects_copied(self) -> int:
         return sum(len(v) for v in self.copied.values())
+
+
+def replica_set(backend: Backend) -> ReplicatedBackend | None:
+    """The replicated set ``backend`` is or wraps; ``None`` for a single location."""
+    return as_backend(backend, ReplicatedBackend)
 
 
 def _replica_list(replicas: Sequence[Backend] | ReplicatedBackend) -> list[Backend]:
@@ -712,9 +746,16 @@ def sync_replicas(
             log.error("no replica holds a readable, intact copy of %s", name)
         else:
             for i in targets:
+                if reps[i].location in report.unwritable:
+                    continue
                 try:
                     reps[i].put(name, data)
                 except _REPLICA_ERRORS as e:
+                    if not bool(getattr(e, "transient", isinstance(e, OSError))):
+                        # The same error would meet every other object: report the replica once.
+                        with lock:
+                            report.unwritable.setdefault(reps[i].location, _message(e))
+                        continue
                     with lock:
                         report.failed.append((name, reps[i].location, _message(e)))
                     log.warning("%s: cannot copy %s: %s", reps[i].location, name, _message(e))
@@ -736,7 +777,7 @@ def sync_replicas(
     report.conflicts.sort()
     report.failed.sort()
     if isinstance(replicas, ReplicatedBackend):
-        failed_locations = {loc for _n, loc, _m in report.failed} | set(report.unreachable)
+        failed_locations = {loc for _n, loc, _m in report.failed} | set(report.unreachable) | set(report.unwritable)
         for r in reps:
             if r.location not in failed_locations:
                 replicas.clear_lagging(r.location)

@@ -16,7 +16,10 @@ restarted and objects already yielded are skipped.
 
 ``read_attempts`` (default: ``attempts``) bounds reads separately: a replica
 of a replicated repository retries little, because another replica can serve
-the read at once.
+the read at once. With ``retry_refused=False`` (replicas, too) a refused
+connection is not retried at all: nothing listens there now, and waiting on it
+would only hold up a run the other replicas can serve (or, under the ``fail``
+write policy, must stop at once).
 
 A range read that comes back shorter than asked is checked with ``stat``: if
 the object is longer, the read was cut off in transit and is retried (the last
@@ -50,6 +53,26 @@ _TRANSIENT_ERRNOS = frozenset({
 })
 
 
+def is_refused(e: BaseException) -> bool:
+    """Whether ``e`` (or an error it was raised from) is a refused connection: no server listens."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or (isinstance(cur, OSError) and cur.errno == errno.ECONNREFUSED):
+            return True
+        # paramiko's NoValidConnectionsError: one error per address tried; aiohttp's connector errors.
+        per_address = getattr(cur, "errors", None)
+        if isinstance(per_address, dict) and per_address and all(
+                isinstance(x, BaseException) and is_refused(x) for x in per_address.values()):
+            return True
+        os_error = getattr(cur, "os_error", None)
+        if isinstance(os_error, BaseException) and os_error is not cur and is_refused(os_error):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def is_transient(e: BaseException) -> bool:
     """Whether trying again may help."""
     if isinstance(e, ObjectNotFound):
@@ -76,12 +99,14 @@ class RetryingBackend(BackendWrapper):
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         read_attempts: int | None = None,
+        retry_refused: bool = True,
     ):
         if attempts < 1 or (read_attempts is not None and read_attempts < 1):
             raise ValueError("attempts must be at least 1")
         super().__init__(inner)
         self.attempts = attempts
         self.read_attempts = read_attempts or attempts
+        self.retry_refused = retry_refused
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_total = max_total
@@ -102,7 +127,7 @@ class RetryingBackend(BackendWrapper):
             try:
                 return fn()
             except Exception as e:
-                if not is_transient(e):
+                if not is_transient(e) or (not self.retry_refused and is_refused(e)):
                     raise
                 failures += 1
                 delay = self._delay(failures)

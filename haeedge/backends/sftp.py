@@ -57,7 +57,7 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 from paramiko.sftp import CMD_EXTENDED
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo, check_name
+from haeedge.backends.base import NAMESPACES, ObjectInfo, StorageBackend, check_name, foreign_entries, not_empty_error
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
 log = logging.getLogger("haeedge.backends")
@@ -132,8 +132,12 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
                     b.location, hostname, key.get_name(), fp, b.known_hosts)
 
 
-class SFTPBackend:
-    """A repository in a directory on an SSH server. Thread-safe."""
+class SFTPBackend(StorageBackend):
+    """A repository in a directory on an SSH server. Thread-safe.
+
+    Its ``root`` is a path on the server: it names no local directory, so the
+    default properties (no local path, no spooled writes) are this backend's.
+    """
 
     def __init__(
         self,
@@ -429,8 +433,12 @@ class SFTPBackend:
                 return
             if not stat_mod.S_ISDIR(st.st_mode or 0):
                 raise BackendError(f"{self.location}: {root} exists and is not a directory")
-            if sftp.listdir(root):
-                raise BackendError(f"{self.location}: directory is not empty")
+            if not sftp.listdir(root):
+                return
+            found = foreign_entries(lambda rel: [(a.filename, stat_mod.S_ISDIR(a.st_mode or 0))
+                                                 for a in sftp.listdir_attr(posixpath.join(root, rel))])
+            if found:
+                raise not_empty_error(self.location, root, found)
 
         self._run("create repository", None, check_and_make_root)
         dirs = [posixpath.join(root, ns) for ns in NAMESPACES]

@@ -28,10 +28,14 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: list[str], run) -> int:
     """Run the CLI and turn every failure into one line and an exit code (and ``run.error``)."""
     from haeedge.cli.app import cli
+    from haeedge.cli.context import ReaderGone
 
     debug = "--debug" in args or os.environ.get("HAEEDGE_DEBUG") == "1"
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="haeedge: %(levelname)s: %(message)s")
+    from haeedge.ui.format import MessageFormatter
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(MessageFormatter())
     try:
         rv = cli.main(args=args, prog_name="haeedge", standalone_mode=False)
         # click returns ctx.exit()'s code in non-standalone mode; commands return None on success.
@@ -58,7 +62,7 @@ def _dispatch(args: list[str], run) -> int:
         run.error = "interrupted"
         click.echo("haeedge: interrupted", err=True)
         return ExitCode.INTERRUPTED
-    except BrokenPipeError:
+    except ReaderGone:
         # The reader went away (``dump ... | head``): not an error; keep Python's exit-time flush quiet too.
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from haeedge import __version__
-from haeedge.cli.context import AppContext, redact_location
+from haeedge.cli.context import AppContext, ReaderGone, redact_location, stdout_reader_gone
+from haeedge.errors import HaeedgeError
 from haeedge.monitoring import current_run
+from haeedge.ui.format import set_json_messages
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """The root group: a closed standard output is the reader's choice, not a failure.
+
+    click itself turns any EPIPE into a bare ``exit 1`` with nothing on stderr,
+    so it is caught here first: the reader went away (``dump ... | head``) ends
+    the run quietly; a broken pipe anywhere else (a connection) is an error.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            if stdout_reader_gone():
+                raise ReaderGone() from None
+            raise HaeedgeError(f"broken pipe: {e.strerror or e}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="haeedge")
 @click.option("-r", "--repo", "repos", multiple=True, envvar="HAEEDGE_REPOSITORY", metavar="LOCATION",
               help="Repository location: a path, sftp://, s3:// or another fsspec URL. [env: HAEEDGE_REPOSITORY]")
@@ -64,6 +87,8 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
                          replica_policy="continue" if replica_policy == "continue" else "all",
                          accept_new_host_key=accept_new_host_key, sftp_key_file=sftp_key_file,
                          sftp_known_hosts=sftp_known_hosts)
+    if json_:
+        set_json_messages(True)
     # The profile lies under the command line; main() reads the run's outcome for hooks, metrics and the log.
     run = current_run()
     run.command = ctx.invoked_subcommand or ""

@@ -6,10 +6,12 @@ import click
 
 from haeedge.archiver import Archiver, BackupOptions
 from haeedge.archiver.stream import StreamOptions, backup_stream
-from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
+from haeedge.backends.replicated import ReplicatedBackend, replica_set
+from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
-from haeedge.ui.format import human_size
+from haeedge.sizes import parse_size
+from haeedge.ui.format import human_size, warn
 
 
 def parse_compression(value: str | None) -> int | None:
@@ -29,11 +31,27 @@ def parse_compression(value: str | None) -> int | None:
     return n
 
 
+@one_setting("paths", "files_from", "files_from_raw", "stdin", "stdin_from_command")  # what to back up
 @click.command("backup")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("-e", "--exclude", "excludes", multiple=True, metavar="PATTERN",
               help="Skip files matching PATTERN (a name glob, or a path glob when it has a '/').")
 @click.option("--exclude-file", "exclude_files", multiple=True, type=click.Path(), help="Read patterns from FILE.")
+@click.option("--iexclude", "iexcludes", multiple=True, metavar="PATTERN",
+              help="Like --exclude, ignoring case.")
+@click.option("--iexclude-file", "iexclude_files", multiple=True, type=click.Path(),
+              help="Read case-insensitive patterns from FILE.")
+@click.option("--exclude-caches", is_flag=True,
+              help="Leave out the contents of directories holding a CACHEDIR.TAG file (the tag is kept).")
+@click.option("--exclude-if-present", multiple=True, metavar="NAME[:HEADER]",
+              help="Leave out the contents of directories holding file NAME (starting with HEADER, if given).")
+@click.option("--exclude-larger-than", metavar="SIZE", help="Leave out files larger than SIZE (e.g. 500M, 2G).")
+@click.option("--files-from", multiple=True, type=click.Path(), metavar="FILE",
+              help="Back up the paths listed in FILE, one per line ('#' comments; '-' reads standard input).")
+@click.option("--files-from-raw", multiple=True, type=click.Path(), metavar="FILE",
+              help="Back up the NUL-separated paths in FILE, taken verbatim (as 'find -print0' writes them).")
+@click.option("--skip-if-unchanged", is_flag=True,
+              help="Save no snapshot when nothing changed since the parent snapshot.")
 @click.option("-x", "--one-file-system", is_flag=True, help="Do not cross filesystem boundaries.")
 @click.option("--tag", "tags", multiple=True, help="Add a tag to the snapshot (repeatable).")
 @click.option("--host", help="Record this host name instead of this machine's.")
@@ -53,8 +71,10 @@ def parse_compression(value: str | None) -> int | None:
                    "kept only if it exits 0. Its stderr is shown.")
 @json_option
 @pass_app
-def command(app: AppContext, paths, excludes, exclude_files, one_file_system, tags, host, dry_run, full,
-            full_every, full_if_older_than, compression, parent, stdin, stdin_filename, stdin_from_command) -> None:
+def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude_files, exclude_caches,
+            exclude_if_present, exclude_larger_than, files_from, files_from_raw, skip_if_unchanged, one_file_system,
+            tags, host, dry_run, full, full_every, full_if_older_than, compression, parent, stdin, stdin_filename,
+            stdin_from_command) -> None:
     """Back up files and directories into a new snapshot.
 
     Exits 3 when some files could not be read (the snapshot is still saved).
@@ -63,6 +83,8 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
     Examples:
       haeedge backup /etc /home --exclude '*.tmp' --tag nightly
       haeedge backup --full /srv/data
+      haeedge backup /home --exclude-caches --exclude-larger-than 2G --iexclude '*.iso'
+      find /srv -name '*.db' -print0 | haeedge backup --files-from-raw -
       haeedge backup --stdin-from-command --stdin-filename db.dump -- pg_dump -Fc mydb
       mysqldump --all-databases | haeedge backup --stdin --stdin-filename mysql.sql
     """
@@ -72,32 +94,51 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
             older = parse_duration(full_if_older_than)
         except ValueError as e:
             raise UsageError(f"--full-if-older-than: {e}") from None
+    larger = None
+    if exclude_larger_than:
+        try:
+            larger = parse_size(exclude_larger_than)
+        except ValueError as e:
+            raise UsageError(f"--exclude-larger-than: {e}") from None
     opts = BackupOptions(paths=list(paths), excludes=list(excludes), exclude_files=list(exclude_files),
+                         iexcludes=list(iexcludes), iexclude_files=list(iexclude_files),
+                         exclude_caches=exclude_caches, exclude_if_present=list(exclude_if_present),
+                         exclude_larger_than=larger, files_from=list(files_from),
+                         files_from_raw=list(files_from_raw), skip_if_unchanged=skip_if_unchanged,
                          one_file_system=one_file_system, tags=list(tags), host=host, dry_run=dry_run, full=full,
                          full_every=full_every, full_if_older_than=older,
                          compression_level=parse_compression(compression), parent=parent)
     stream = _stream_options(paths, stdin, stdin_filename, stdin_from_command, tags, host, dry_run, compression)
     progress = app.progress()
-    with app.open_repo(lock="shared", command="backup") as repo:
-        if not dry_run:
-            _refuse_down_replicas(repo.backend)
+    backend = app.backend()
+    replicated = replica_set(backend)
+    if not dry_run and replicated is not None:
+        try:  # before opening the repository: no retries, warnings or lock on a replica that is down
+            _refuse_down_replicas(replicated)
+        except BaseException:
+            backend.close()
+            raise
+    with app.open_repo(lock="shared", command="backup", backend=backend) as repo:
         if stream is not None:
             result = backup_stream(repo, stream, progress=progress)
         else:
             result = Archiver(repo, opts, progress).run()
-        backend = repo.backend
-    lagging = _lagging_replicas(backend)
+    lagging = _lagging_replicas(replicated) if replicated is not None else []
     app.run.record_backup(result.snapshot.id if result.snapshot else None, result.summary)
     s = result.summary
     snap = result.snapshot
+    unchanged = result.unchanged_since
     if app.json:
         app.emit({"message_type": "summary", "snapshot_id": snap.id if snap else None, "dry_run": dry_run,
-                  "parent": snap.parent if snap else None, **s, "warnings": result.warnings,
-                  **({"lagging_replicas": lagging} if hasattr(backend, "lagging") else {})})
+                  "parent": snap.parent if snap else None, **s,
+                  **({"unchanged_since": unchanged.id} if unchanged is not None else {}), "warnings": result.warnings,
+                  **({"lagging_replicas": lagging} if replicated is not None else {})})
     else:
         if snap:
             parent_txt = f", parent {snap.parent[:8]}" if snap.parent else ""
             app.out(f"snapshot {snap.short_id} saved ({s['kind']}{parent_txt})")
+        elif unchanged is not None:
+            app.out(f"nothing changed since snapshot {unchanged.short_id}: no snapshot saved (--skip-if-unchanged)")
         else:
             app.out(f"dry run: nothing saved ({s['kind']} backup)")
         app.out(f"Files:   {s['files_new']} new, {s['files_changed']} changed, {s['files_unchanged']} unchanged, "
@@ -110,7 +151,7 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
         if s["errors"]:
             app.out(f"Errors:  {s['errors']} (see warnings above)")
     for lag in lagging:  # never silent, even with --quiet or --json
-        click.echo(f"haeedge: warning: replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
+        warn(f"replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
                    f"objects ({lag['error']}); run 'haeedge sync' when it is reachable", err=True)
     if result.partial:
         app.run.error = f"{result.summary.get('errors')} files could not be read or changed while being read"
@@ -120,26 +161,35 @@ def command(app: AppContext, paths, excludes, exclude_files, one_file_system, ta
         fail_with(ExitCode.PARTIAL)
 
 
-def _refuse_down_replicas(backend) -> None:
-    """Under ``--replica-policy fail`` a replica that does not answer stops the backup before any work."""
-    if getattr(backend, "write_policy", None) != "all":
+def _refuse_down_replicas(backend: ReplicatedBackend) -> None:
+    """Under ``--replica-policy fail`` a replica that does not answer stops the backup before any work,
+    in one line (cron mails it): a replica that is down names the other policy; one that refuses us
+    for good (a changed host key, a failed login) carries its own remedy as the hint."""
+    if backend.write_policy != "all":
         return
     down = backend.unreachable()
-    if down:
-        raise BackendError("; ".join(f"replica {loc} is unreachable: {err}" for loc, err in sorted(down.items())),
-                           hint="--replica-policy continue backs up to the other replicas and reports this one "
-                                "as lagging; 'haeedge sync' repairs it when it is back")
+    if not down:
+        return
+    parts = [f"replica {loc} {'is unreachable' if err.transient else 'cannot be used'}: {err.message}"
+             for loc, err in sorted(down.items())]
+    hints = list(dict.fromkeys(err.hint for err in down.values() if not err.transient and err.hint))
+    if all(err.transient for err in down.values()):
+        parts.append("nothing was backed up (--replica-policy continue backs up to the other replicas and "
+                     "reports this one as lagging; 'haeedge sync' repairs it when it is back)")
+    raise BackendError("; ".join(parts), hint="; ".join(hints) or None)
 
 
-def _lagging_replicas(backend) -> list[dict]:
-    """Replicas that missed writes under ``--replica-policy continue`` (none for a single location)."""
-    missed = getattr(backend, "lagging_objects", {})
+def _lagging_replicas(backend: ReplicatedBackend) -> list[dict]:
+    """Replicas that missed writes under ``--replica-policy continue``."""
+    missed = backend.lagging_objects
     return [{"location": loc, "error": error, "objects_missed": len(missed.get(loc, ()))}
-            for loc, error in sorted(getattr(backend, "lagging", {}).items())]
+            for loc, error in sorted(backend.lagging.items())]
 
 
 #: Options that mean nothing for a stream; given on the command line with one, they are a mistake.
-_TREE_ONLY = ("excludes", "exclude_files", "one_file_system", "full", "full_every", "full_if_older_than", "parent")
+_TREE_ONLY = ("excludes", "exclude_files", "iexcludes", "iexclude_files", "exclude_caches", "exclude_if_present",
+              "exclude_larger_than", "files_from", "files_from_raw", "skip_if_unchanged", "one_file_system", "full",
+              "full_every", "full_if_older_than", "parent")
 
 
 def _stream_options(paths, stdin: bool, filename: str, from_command: bool, tags, host, dry_run: bool,
@@ -156,7 +206,8 @@ def _stream_options(paths, stdin: bool, filename: str, from_command: bool, tags,
         raise UsageError("--stdin and --stdin-from-command exclude each other")
     for name in _TREE_ONLY:  # defaults from a profile are fine: they are for file backups
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-            raise UsageError(f"--{name.rstrip('s').replace('_', '-')} cannot be used with a stream backup")
+            flag = next(o for p in ctx.command.params if p.name == name for o in p.opts if o.startswith("--"))
+            raise UsageError(f"{flag} cannot be used with a stream backup")
     command_given = ctx.get_parameter_source("paths") == click.core.ParameterSource.COMMANDLINE
     if stdin:
         if command_given and paths:

@@ -7,6 +7,7 @@ import dataclasses
 import click
 
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
+from haeedge.cli.selection import filter_snapshots, latest_options, resolve
 from haeedge.copier import SnapshotCopier
 from haeedge.errors import ExitCode
 from haeedge.ui.format import human_size
@@ -18,16 +19,18 @@ from haeedge.ui.format import human_size
               help="The target repository (repeat for a replicated one). It must exist ('haeedge init').")
 @click.option("--to-password-file", envvar="HAEEDGE_TO_PASSWORD_FILE", metavar="FILE",
               help="The target's password (default: the source's). [env: HAEEDGE_TO_PASSWORD_FILE]")
+@latest_options()
 @json_option
 @pass_app
-def command(app: AppContext, snapshots, to, to_password_file) -> None:
+def command(app: AppContext, snapshots, to, to_password_file, hosts, tags, paths) -> None:
     """Copy snapshots, with the chains they belong to, into another repository.
 
     Every chunk is decrypted with the source's keys and stored with the
     target's, re-hashed with the target's id key, so what the target already
     holds is not stored again. Without SNAPSHOT arguments every snapshot is
-    copied; snapshots copied before are skipped. Exits 4 when some snapshot
-    could not be copied because its data is damaged in the source.
+    copied (those --host, --tag and --path choose); snapshots copied before are
+    skipped. Exits 4 when some snapshot could not be copied because its data
+    is damaged in the source.
 
     \b
     Examples:
@@ -42,8 +45,8 @@ def command(app: AppContext, snapshots, to, to_password_file) -> None:
         identity_file=None if to_password_file else app.identity_file)
     progress = app.progress()
     with app.open_repo(lock="shared", command="copy") as source:
-        selected = ([source.resolve_snapshot(ref) for ref in snapshots] if snapshots
-                    else source.list_snapshots())
+        selected = ([resolve(app, source, ref, hosts, tags, paths) for ref in snapshots] if snapshots
+                    else filter_snapshots(source.list_snapshots(), hosts, tags, paths))
         with target_app.open_repo(lock="shared", command="copy") as target:
             result = SnapshotCopier(source, target, progress).run(selected)
     if app.json:

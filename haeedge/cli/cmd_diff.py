@@ -8,6 +8,7 @@ import click
 
 from haeedge.cli.cmd_find import TreeBlobCache
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.cli.selection import latest_options, resolve
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
 from haeedge.ui.format import human_size
 
@@ -58,9 +59,10 @@ _MARK = {"added": "+", "removed": "-", "modified": "M", "metadata": "U"}
 @click.argument("snapshot2")
 @click.option("--path", "prefix", metavar="PATH", help="Compare only PATH and what is below it.")
 @click.option("--no-metadata", is_flag=True, help="Do not list metadata-only changes (still counted).")
+@latest_options(with_path=False)
 @json_option
 @pass_app
-def command(app: AppContext, snapshot1, snapshot2, prefix, no_metadata) -> None:
+def command(app: AppContext, snapshot1, snapshot2, prefix, no_metadata, hosts, tags) -> None:
     """Show what changed between two snapshots.
 
     Each path is marked + (added), - (removed), M (modified: content, type or
@@ -81,8 +83,8 @@ def command(app: AppContext, snapshot1, snapshot2, prefix, no_metadata) -> None:
     lists: dict[str, list[str]] = {"added": [], "removed": [], "modified": [], "metadata": []}
     bytes_added = bytes_removed = 0
     with app.open_repo(lock=None) as repo:
-        s1 = repo.resolve_snapshot(snapshot1)
-        s2 = repo.resolve_snapshot(snapshot2)
+        s1 = resolve(app, repo, snapshot1, hosts, tags)
+        s2 = resolve(app, repo, snapshot2, hosts, tags)
         cache = TreeBlobCache(repo)
         for change, a, b in diff_entries(within(cache.entries(s1)), within(cache.entries(s2))):
             path = "/" + path_bytes(a if a is not None else b).decode("utf-8", "backslashreplace")

@@ -14,11 +14,13 @@ from typing import BinaryIO
 import click
 
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
-from haeedge.errors import ExitCode, HaeedgeError, IntegrityError, UsageError
+from haeedge.cli.selection import latest_options, resolve
+from haeedge.errors import ExitCode, IntegrityError, PathNotFound, UsageError
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
+from haeedge.ui.format import warn as warn_line
 
 #: Blobs fetched ahead of the one being written (each up to 8 MiB by default).
 READ_AHEAD = 6
@@ -158,43 +160,45 @@ def find_entries(repo: Repository, snap: Snapshot, path: str) -> tuple[dict | No
 
 @click.command("dump")
 @click.argument("snapshot")
-@click.argument("path")
+@click.argument("path_in_snapshot", metavar="PATH")  # not "path": --path chooses the snapshot
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Write to FILE instead of standard output.")
-@click.option("--host", help="With 'latest': the latest snapshot of this host.")
+@latest_options()
 @json_option
 @pass_app
-def command(app: AppContext, snapshot, path, output, host) -> None:
+def command(app: AppContext, snapshot, path_in_snapshot, output, hosts, tags, paths) -> None:
     """Write a file of a snapshot to stdout, or a directory as a tar stream.
 
     A stream saved with --stdin-filename db.sql is found as 'db.sql' and as
     '/db.sql'. Directories (and '/' for the whole snapshot) become a POSIX tar
     archive whose member names are the original paths without the leading '/'.
     With --json, a summary object goes to stdout when --output is given, else
-    to stderr (stdout carries the data).
+    to stderr (stdout carries the data). With a profile, 'latest' is the newest
+    snapshot of the profile's backup (its host, tags and paths).
 
     \b
     Examples:
       haeedge dump latest db.sql | psql mydb
       haeedge dump latest /postgres/app.dump | pg_restore -d app_restored
+      haeedge dump latest --path /postgres/app.dump /postgres/app.dump > app.dump
       haeedge dump 1a2b3c4d /etc > etc.tar
     """
+    path = path_in_snapshot
     if output is None and sys.stdout.isatty() and not app.json:
         raise UsageError("refusing to write file data to a terminal", hint="redirect stdout or use --output FILE")
     warnings: list[str] = []
 
     def warn(msg: str) -> None:
         warnings.append(msg)
-        if not app.json:
-            click.echo(f"warning: {msg}", err=True)
+        warn_line(msg)  # a JSON line under --json
 
     with app.open_repo(lock=None) as repo:
-        snap = repo.resolve_snapshot(snapshot, host=host)
+        snap = resolve(app, repo, snapshot, hosts, tags, paths)
         target, below = find_entries(repo, snap, path)
         shown = "/" + os.fsencode(path).strip(b"/").decode("utf-8", "replace")
         if target is None and os.fsencode(path).strip(b"/"):
-            raise HaeedgeError(f"{shown}: not in snapshot {snap.short_id}",
-                             hint=f"list it with: haeedge ls {snap.short_id}")
+            raise PathNotFound(f"{shown}: not in snapshot {snap.short_id}",
+                               hint=f"list it with: haeedge ls {snap.short_id}")
         out: BinaryIO = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115 - closed below
         try:
             damaged: list[str] = []

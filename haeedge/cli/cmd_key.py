@@ -9,7 +9,7 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.errors import UsageError
-from haeedge.ui.format import table
+from haeedge.ui.format import table, warn
 
 
 def read_new_password(app: AppContext, new_password_file: str | None, purpose: str) -> bytes:
@@ -70,7 +70,7 @@ def list_(app: AppContext) -> None:
     with app.open_repo(lock=None, load_index=False) as repo:
         infos, problems = list_keys(repo)
     for oid, why in problems:
-        click.echo(f"warning: keys/{oid[:12]}: {why}", err=True)
+        warn(f"keys/{oid[:12]}: {why}")
     if app.json:
         app.emit({"keys": [i.to_json() for i in infos],
                   "problems": [{"object": f"keys/{o}", "message": m} for o, m in problems]})
@@ -195,7 +195,7 @@ def signers(app: AppContext, export_file) -> None:
                     "cert": armor(t.cert.raw, "PUBLIC KEY BLOCK")})
         certs.append(armor(t.cert.raw, "PUBLIC KEY BLOCK"))
     for oid, why in registry.problems:
-        click.echo(f"warning: keys/{oid[:12]}: {why}", err=True)
+        warn(f"keys/{oid[:12]}: {why}")
     if export_file:
         with open(export_file, "w", encoding="ascii") as f:
             f.write("".join(certs))

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.cli.selection import latest_options, resolve
+from haeedge.errors import PathNotFound
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
 
 _TYPE_CHAR = {"file": "-", "dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c", "blockdev": "b"}
@@ -25,30 +27,37 @@ def entry_json(entry: dict) -> dict:
 
 @click.command("ls")
 @click.argument("snapshot")
-@click.argument("path", required=False)
+@click.argument("path_in_snapshot", metavar="[PATH]", required=False)  # not "path": --path chooses the snapshot
 @click.option("-l", "--long", "long_", is_flag=True, help="Long format: mode, owner, size, time.")
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="List below PATH too.")
+@latest_options()
 @json_option
 @pass_app
-def command(app: AppContext, snapshot, path, long_, recursive) -> None:
+def command(app: AppContext, snapshot, path_in_snapshot, long_, recursive, hosts, tags, paths) -> None:
     """List the files of a snapshot (optionally below PATH).
+
+    Exits 1 when PATH is not in the snapshot. With a profile, 'latest' is the
+    newest snapshot of the profile's backup (its host, tags and paths).
 
     \b
     Examples:
       haeedge ls latest
       haeedge ls 1a2b3c4d /etc --long
+      haeedge ls latest --host web1 --path /etc /etc/nginx
     """
     import os
 
-    prefix = os.fsencode(path).strip(b"/") if path else b""
+    prefix = os.fsencode(path_in_snapshot).strip(b"/") if path_in_snapshot else b""
     with app.open_repo(lock=None) as repo:
-        snap = repo.resolve_snapshot(snapshot)
+        snap = resolve(app, repo, snapshot, hosts, tags, paths)
         out = []
+        found = False
         for entry in repo.iter_entries(snap):
             rel = path_bytes(entry)
             if prefix:
                 if not is_under(rel, [prefix]):
                     continue
+                found = True
                 if not recursive and rel != prefix and rel.rpartition(b"/")[0] != prefix:
                     continue
             if app.json:
@@ -66,5 +75,9 @@ def command(app: AppContext, snapshot, path, long_, recursive) -> None:
                         f"{mtime:%Y-%m-%d %H:%M:%S} {name}{suffix}")
             else:
                 app.out(name)
+    if prefix and not found:
+        shown = "/" + prefix.decode("utf-8", "backslashreplace")
+        raise PathNotFound(f"{shown}: not in snapshot {snap.short_id}",
+                           hint=f"list what it holds with: haeedge ls {snap.short_id}")
     if app.json:
         app.emit({"snapshot_id": snap.id, "entries": out})

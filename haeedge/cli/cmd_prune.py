@@ -7,7 +7,7 @@ import click
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.errors import UsageError
 from haeedge.repo.prune import DEFAULT_MAX_UNUSED, PruneResult, prune
-from haeedge.ui.format import human_size
+from haeedge.ui.format import human_size, warn
 
 
 def parse_max_unused(value: str | None) -> float:
@@ -41,7 +41,7 @@ def report_prune(app: AppContext, r: PruneResult) -> None:
     app.out(f"{'would free' if r.dry_run else 'freed'} {human_size(r.bytes_freed)} "
             f"(repository: {human_size(r.bytes_before)} -> {human_size(r.bytes_before - r.bytes_freed)})")
     for w in r.warnings:
-        click.echo(f"warning: {w}", err=True)
+        warn(f"{w}")
 
 
 @click.command("prune")

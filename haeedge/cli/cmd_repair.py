@@ -6,6 +6,7 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.repair import repair_index, repair_snapshots
+from haeedge.ui.format import warn
 
 
 @click.group("repair")
@@ -39,7 +40,7 @@ def index_command(app: AppContext, read_all_packs, dry_run) -> None:
     app.out(f"{'would index' if dry_run else 'indexed'} {r.blobs} blobs in {r.packs} packs "
             f"({r.headers_read} pack headers read)")
     for pack_id, why in r.unreadable_packs.items():
-        click.echo(f"warning: pack {pack_id[:16]}: header unreadable, its blobs are lost: {why}", err=True)
+        warn(f"pack {pack_id[:16]}: header unreadable, its blobs are lost: {why}")
     if r.vanished_packs:
         app.out(f"dropped {len(r.vanished_packs)} packs the index listed but storage lacks")
     if r.unreadable_index:
@@ -92,4 +93,4 @@ def snapshots_command(app: AppContext, dry_run) -> None:
     if r.packs_replaced:
         app.out(f"replaced {r.packs_replaced} damaged packs by copies of their intact blobs")
     for w in r.warnings:
-        click.echo(f"warning: {w}", err=True)
+        warn(f"{w}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
-from haeedge.errors import ExitCode, HaeedgeError
+from haeedge.cli.selection import latest_options, resolve
+from haeedge.errors import ExitCode, HaeedgeError, PathNotFound
 from haeedge.restorer import RestoreOptions, Restorer, RestoreResult
 from haeedge.ui.format import human_size
 
@@ -18,23 +19,26 @@ from haeedge.ui.format import human_size
 @click.option("-e", "--exclude", "excludes", multiple=True, metavar="PATTERN", help="Skip entries matching PATTERN.")
 @click.option("-n", "--dry-run", is_flag=True, help="List what would be restored, write nothing.")
 @click.option("--devices", is_flag=True, help="Create device nodes (needs root). Off by default.")
-@click.option("--host", help="With 'latest': the latest snapshot of this host.")
+@latest_options()
 @json_option
 @pass_app
-def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devices, host) -> None:
+def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devices, hosts, tags, paths) -> None:
     """Restore a snapshot (an id, a unique id prefix, or 'latest') into a directory.
 
     Files are restored under TARGET by their full original path. Exits 4 when
-    some files were damaged (every intact file is still restored).
+    some files were damaged (every intact file is still restored), 1 when an
+    --include matches nothing in the snapshot. With a profile, 'latest' is the
+    newest snapshot of the profile's backup (its host, tags and paths).
 
     \b
     Examples:
       haeedge restore latest --target /tmp/restore
       haeedge restore 1a2b3c4d --target /tmp/r --include /etc/nginx
+      haeedge restore latest --host web1 --path /etc --target /tmp/r
     """
     progress = app.progress()
     with app.open_repo(lock="shared", command="restore") as repo:
-        snap = repo.resolve_snapshot(snapshot, host=host)
+        snap = resolve(app, repo, snapshot, hosts, tags, paths)
         restorer = Restorer(repo, RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
                                                  dry_run=dry_run, devices=devices), progress)
         try:
@@ -57,6 +61,10 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
             app.out(f"restored snapshot {snap.short_id}: {result.files} files, {result.dirs} dirs, "
                     f"{result.others} other entries, {human_size(result.bytes)}")
         _list_damaged(result)
+    if result.unmatched:
+        app.run.error = f"--include matched nothing: {', '.join(result.unmatched)}"
+        raise PathNotFound(f"not in snapshot {snap.short_id}: {', '.join(result.unmatched)} (--include matched "
+                           "nothing there)", hint=f"list what it holds with: haeedge ls {snap.short_id}")
     if result.damaged:
         fail_with(ExitCode.INTEGRITY)
     if result.skipped:

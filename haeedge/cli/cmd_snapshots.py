@@ -6,7 +6,7 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import select_snapshots
-from haeedge.ui.format import human_size, table
+from haeedge.ui.format import human_size, table, warn
 
 
 def snapshot_json(s) -> dict:
@@ -44,6 +44,6 @@ def command(app: AppContext, hosts, tags, paths) -> None:
     app.out(table(["ID", "Time (UTC)", "Host", "Kind", "Chain", "Size", "Added", "Tags", "Signed by", "Paths"], rows))
     bad = [s for s in snaps if not signed[s.id].ok]
     if bad:
-        click.echo(f"warning: {len(bad)} snapshots are unsigned or not signed by a key the owner trusts for their "
-                   "host ('haeedge verify' explains each)", err=True)
+        warn(f"{len(bad)} snapshots are unsigned or not signed by a key the owner trusts for their "
+                   "host ('haeedge verify' explains each)")
     app.out(f"{len(snaps)} snapshots")

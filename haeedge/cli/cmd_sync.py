@@ -59,19 +59,23 @@ def command(app: AppContext, deep: bool, dry_run: bool) -> None:
     for a in audit.replicas:
         needs = [n for n in [*a.missing, *a.size_mismatch, *a.corrupt] if not n.startswith("locks/")]
         copied = report.copied.get(a.location, []) if report else []
+        unwritable = report.unwritable.get(a.location) if report else None
         replicas.append({"location": a.location, "objects": a.objects, "lacking": len(set(needs)),
-                         "damaged": len(a.corrupt), "copied": len(copied), "error": a.error})
+                         "damaged": len(a.corrupt), "copied": len(copied),
+                         "error": a.error or (f"cannot write: {unwritable}" if unwritable else None)})
     if app.json:
         out: dict = {"message_type": "summary", "dry_run": dry_run, "deep": deep, "replicas": replicas}
         if report is not None:
             out.update(objects_copied=report.objects_copied, bytes_copied=report.bytes_copied,
                        failed=[{"object": n, "replica": loc, "error": e} for n, loc, e in report.failed],
                        unrecoverable=report.unrecoverable, conflicts=report.conflicts,
-                       unreachable=report.unreachable)
+                       unreachable=report.unreachable, unwritable=report.unwritable)
         app.emit(out)
     else:
         for r in replicas:
-            if r["error"]:
+            if report is not None and r["location"] in report.unwritable:
+                state = f"not repaired, {r['lacking']} objects still missing"
+            elif r["error"]:
                 state = f"unreachable: {r['error']}"
             elif dry_run:
                 state = f"lacks {r['lacking']} objects" if r["lacking"] else "up to date"
@@ -82,6 +86,8 @@ def command(app: AppContext, deep: bool, dry_run: bool) -> None:
             app.out(f"copied {report.objects_copied} objects ({human_size(report.bytes_copied)})")
     if report is None:
         return
+    for loc, e in sorted(report.unwritable.items()):
+        click.echo(f"haeedge: error: replica {loc} cannot be written, so it was not repaired: {e}", err=True)
     for n, loc, e in report.failed:
         click.echo(f"haeedge: cannot copy {n} to {loc}: {e}", err=True)
     for n in report.conflicts:
@@ -91,7 +97,7 @@ def command(app: AppContext, deep: bool, dry_run: bool) -> None:
     if report.unrecoverable:
         app.run.error = f"{len(report.unrecoverable)} objects have no intact copy"
         fail_with(ExitCode.INTEGRITY)
-    if report.failed or report.unreachable or report.conflicts:
+    if report.failed or report.unreachable or report.unwritable or report.conflicts:
         app.run.error = "some replicas could not be repaired"
         fail_with(ExitCode.PARTIAL)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import click
 
 from haeedge.checker import Checker
-from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
+from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
 from haeedge.errors import ExitCode
 from haeedge.ui.format import human_size
 
 
+@one_setting("read_data", "read_data_subset")  # how much data to read: all, or a part
 @click.command("verify")
 @click.option("--read-data", is_flag=True, help="Also read, decrypt and re-hash every blob.")
-@click.option("--read-data-subset", metavar="N/M|P%", help="Read only part of the data: the N-th of M parts, or P%.")
+@click.option("--read-data-subset", metavar="N/M|P%",
+              help="Read only part of the data: the N-th of M parts, or P% (--read-data reads all).")
 @json_option
 @pass_app
 def command(app: AppContext, read_data, read_data_subset) -> None:
@@ -56,7 +58,7 @@ def command(app: AppContext, read_data, read_data_subset) -> None:
                 problems.append(f"could not be checked: {r['error']}")
             app.out(f"replica {r['location']}: {r['objects']} objects, " + (", ".join(problems) or "ok"))
         if report.ok:
-            app.out("no errors found" + (f" ({warnings} warnings; -v shows them)" if warnings else ""))
+            app.out("no errors found" + (f" ({warnings} warnings; 'haeedge -v verify' shows them)" if warnings else ""))
         else:
             click.echo(f"haeedge: {len(report.errors)} errors found", err=True)
     if not report.ok:

@@ -17,7 +17,7 @@ from haeedge.backends import open_backend
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
 from haeedge.monitoring import RunOutcome
 from haeedge.repo.repository import Credentials, Repository
-from haeedge.ui.format import emit_json
+from haeedge.ui.format import emit_json, set_json_messages
 from haeedge.ui.progress import JsonLinesProgress, TerminalProgress
 
 
@@ -43,6 +43,9 @@ class AppContext:
     accept_new_host_key: bool = False
     sftp_key_file: str | None = None
     sftp_known_hosts: str | None = None
+    #: The profile's ``backup:`` section (None without a profile): its host, tags and paths choose the
+    #: profile's ``latest`` in a repository that several profiles share (cli/selection.py).
+    profile_backup: dict | None = None
     #: This invocation's outcome, reported by main() to hooks, metrics and the log file.
     run: RunOutcome = field(default_factory=RunOutcome)
 
@@ -167,10 +170,11 @@ class AppContext:
 def open_location(location: str, options: dict | None = None, *, replicated: bool = False):
     """One location with retries for transient errors (and injected faults when HAEEDGE_FAULTS is set).
 
-    A replica of a replicated repository retries a failed read only once:
-    another replica can serve it at once, while a dead one would otherwise
-    hold every read for the whole backoff (about 20 s against a stopped S3).
-    Writes keep the full retries, since the write policy needs every replica.
+    A replica of a replicated repository retries a failed read only once, and
+    a refused connection not at all: another replica can serve it at once,
+    while a dead one would otherwise hold every read for the whole backoff
+    (about 20 s against a stopped S3). Other failed writes keep the full
+    retries, since the write policy needs every replica.
     """
     from haeedge.backends.faulty import wrap_from_env
     from haeedge.backends.retry import RetryingBackend
@@ -179,7 +183,8 @@ def open_location(location: str, options: dict | None = None, *, replicated: boo
         options = {"retries": 1, **(options or {})}  # botocore's own retries would hide a dead replica too
     backend = wrap_from_env(open_backend(location, options))
     if "://" in location and not location.startswith("file://"):
-        backend = RetryingBackend(backend, attempts=5, max_total=120, read_attempts=2 if replicated else None)
+        backend = RetryingBackend(backend, attempts=5, max_total=120, read_attempts=2 if replicated else None,
+                                   retry_refused=not replicated)
     return backend
 
 
@@ -198,15 +203,76 @@ def run_password_command(command: str) -> bytes:
 
 _pass_app = click.make_pass_decorator(AppContext)
 
+#: Where a value the user gave for this run comes from (a profile's value comes from the default map).
+_GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
+          click.core.ParameterSource.PROMPT)
+
+
+def one_setting(*names: str):
+    """Declare options of a command that together choose one thing (``--read-data`` / ``--read-data-subset``).
+
+    A profile lays its values under the command line option by option (click's
+    default map), so a profile's ``read_data_subset: 10%`` used to survive a
+    command-line ``--read-data`` and win over it. Options declared here are one
+    setting: when the command line or the environment gives any of them, the
+    profile's values for the others are dropped (see ``profile_under_command_line``).
+    """
+
+    def mark(command: click.Command) -> click.Command:
+        known = {p.name for p in command.params}
+        unknown = set(names) - known
+        if unknown:
+            raise TypeError(f"{command.name}: one_setting names unknown parameters {sorted(unknown)}")
+        command.__dict__.setdefault("settings", []).append(tuple(names))
+        return command
+
+    return mark
+
+
+def settings_of(command: click.Command) -> list[tuple[str, ...]]:
+    """The option groups declared with ``one_setting`` (each a tuple of parameter names)."""
+    return list(command.__dict__.get("settings", ()))
+
+
+def profile_under_command_line(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with a profile's values dropped where the command line gave another option of their setting.
+
+    Precedence is command line > environment > profile > defaults for a
+    *setting*, not only for one option: every command body gets its options
+    through this (``pass_app``), so no command can combine a command-line
+    option with a profile's value for a sibling of it.
+    """
+    out = dict(params)
+    for names in settings_of(ctx.command):
+        if not any(ctx.get_parameter_source(n) in _GIVEN for n in names):
+            continue
+        for name in names:
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT_MAP or name not in out:
+                continue
+            out[name] = ctx.params[name] = built_in_default(ctx.command, name)
+            ctx.set_parameter_source(name, click.core.ParameterSource.DEFAULT)
+    return out
+
+
+def built_in_default(command: click.Command, name: str) -> Any:
+    """A parameter's value when neither the command line, the environment nor a profile gives one."""
+    bare = command.make_context(command.name, [], resilient_parsing=True)  # no parent: no default map
+    return bare.params.get(name)
+
 
 def pass_app(f):
-    """Pass the AppContext, and note that a command body really ran (``--help`` alone is not a run)."""
+    """Pass the AppContext, and note that a command body really ran (``--help`` alone is not a run).
+
+    The command's options pass through ``profile_under_command_line`` first.
+    """
 
     @functools.wraps(f)
     def wrapper(app: AppContext, *args, **kwargs):
         app.run.invoked = True
-        return f(app, *args, **kwargs)
+        ctx = click.get_current_context()
+        return f(app, *args, **profile_under_command_line(ctx, kwargs))
 
+    wrapper.resolves_profile = True  # type: ignore[attr-defined] - checked by the precedence test
     return _pass_app(wrapper)
 
 
@@ -235,14 +301,32 @@ def json_option(f):
     def callback(ctx: click.Context, _param, value: bool):
         if value:
             ctx.find_object(AppContext).json = True
+            set_json_messages(True)
         return value
 
     return click.option("--json", "json_", is_flag=True, expose_value=False, callback=callback,
                         help="Print machine-readable JSON.")(f)
 
 
+class ReaderGone(Exception):  # noqa: N818 - not an error: the reader chose to stop
+    """Standard output's reader went away (``dump ... | head``): the run ends quietly."""
+
+
+def stdout_reader_gone() -> bool:
+    """True when standard output is a pipe or socket whose reading end is closed (poll says error/hang-up)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _fd, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def fail_with(code: int) -> None:
     raise click.exceptions.Exit(code)
 
 
-__all__ = ["AppContext", "HaeedgeError", "pass_app", "json_option", "fail_with"]
+__all__ = ["AppContext", "HaeedgeError", "pass_app", "json_option", "fail_with", "one_setting", "settings_of",
+           "profile_under_command_line"]

@@ -419,9 +419,7 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
     result = _summary(plan, dry_run=False)
     # Leftovers of interrupted writes (a killed backup's half-written pack file). Safe under
     # the exclusive lock: no other writer is running.
-    remove_temporaries = getattr(repo.backend, "remove_temporaries", None)
-    if remove_temporaries is not None:
-        result.temporaries_removed = remove_temporaries()
+    result.temporaries_removed = repo.backend.remove_temporaries()
     if not (plan.delete or plan.repack or plan.unindexed or plan.vanished or plan.superseded_left):
         return result  # nothing to do: leave the index objects as they are
     writer = _PackWriter(repo, result)

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -493,10 +493,9 @@ class Repository:
 
     def new_pack_builder(self) -> PackBuilder:
         """A spooled builder where the backend can take a finished file (local disk), else one in memory."""
-        open_spool = getattr(self.backend, "open_spool", None)
-        if open_spool is None or self.dry_run:
+        if self.dry_run or not self.backend.properties.spooled_writes:
             return PackBuilder()
-        return SpooledPackBuilder(open_spool)
+        return SpooledPackBuilder(self.backend.open_spool)
 
     def _write_pack(self, builder: PackBuilder) -> None:
         try:
@@ -610,9 +609,8 @@ class Repository:
             return self._decode_blob(blob_id, loc, sealed)
         except IntegrityError:
             name = data_name(loc.pack_id)
-            recover = getattr(self.backend, "recover_range", None)
-            if recover is not None:
-                good = recover(name, loc.offset, loc.length)
+            if self.backend.properties.replicas > 1:
+                good = self.backend.recover_range(name, loc.offset, loc.length)
             else:
                 try:
                     good = self.backend.get_range(name, loc.offset, loc.length)
@@ -750,13 +748,20 @@ class Repository:
                                   f"write-only keys; a write-only key for host {host} reads only its own "
                                   "host's snapshots", hint="use the owner's key: --identity-file OWNER-SECRET.asc")
 
-    def resolve_snapshot(self, ref: str, *, host: str | None = None, paths: list[str] | None = None) -> Snapshot:
-        """A snapshot by id, unique id prefix, or ``latest`` (optionally for a host / paths)."""
+    def resolve_snapshot(self, ref: str, *, hosts: Iterable[str] = (), tags: Iterable[str] = (),
+                         paths: Iterable[str] = ()) -> Snapshot:
+        """A snapshot by id, unique id prefix, or ``latest``: the newest of ``hosts``, ``tags`` and ``paths``.
+
+        The filters (as ``Snapshot.matches``) choose among snapshots for ``latest`` only: in a shared
+        repository the newest snapshot overall may be another host's or another profile's.
+        """
         if ref == "latest":
-            snaps = [s for s in self.list_snapshots()
-                     if (host is None or s.host == host) and (paths is None or sorted(s.paths) == sorted(paths))]
+            hosts, tags, paths = list(hosts), list(tags), list(paths)
+            snaps = [s for s in self.list_snapshots() if s.matches(hosts, tags, paths)]
             if not snaps:
-                raise SnapshotNotFound("no snapshot found" + (f" for host {host}" if host else ""))
+                wanted = [f"{what} {', '.join(v)}" for what, v in (("host", hosts), ("tag", tags), ("path", paths))
+                          if v]
+                raise SnapshotNotFound("no snapshot found" + (f" for {'; '.join(wanted)}" if wanted else ""))
             return snaps[-1]
         ref = ref.lower()
         if not ref or any(c not in "0123456789abcdef" for c in ref):

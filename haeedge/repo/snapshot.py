@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -126,6 +127,12 @@ class Snapshot:
     @property
     def short_id(self) -> str:
         return self.id[:8]
+
+    def matches(self, hosts: Iterable[str] = (), tags: Iterable[str] = (), paths: Iterable[str] = ()) -> bool:
+        """Of one of ``hosts``, with one of ``tags``, including every one of ``paths``; empty means any."""
+        hosts, tags = set(hosts), set(tags)
+        return ((not hosts or self.host in hosts) and (not tags or bool(tags & set(self.tags)))
+                and set(paths) <= set(self.paths))
 
 
 def _is_hex_id(v: object) -> bool:

@@ -74,6 +74,8 @@ class RestoreResult:
     planned: list[str] = field(default_factory=list)  # dry run: what would be restored
     #: The file list broke off: entries after that point were not restored at all.
     stopped_early: bool = False
+    #: Includes that matched no entry of the snapshot (as given, with a leading '/').
+    unmatched: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -134,8 +136,12 @@ class Restorer:
     def _entries(self, snap: Snapshot) -> Iterator[tuple[bytes, dict]]:
         wanted, exc = self._selector()
         excluded_dirs: list[bytes] = []
+        # An include that matches nothing is a mistyped path, not an empty success (see ``unmatched``).
+        unmatched = {p for p in (os.fsencode(i).strip(b"/") for i in self.opts.includes) if p}
         for entry in self.repo.iter_entries(snap):
             rel = path_bytes(entry)
+            if unmatched:
+                unmatched -= {p for p in unmatched if is_under(rel, [p])}
             if excluded_dirs and is_under(rel, excluded_dirs):
                 continue
             if not wanted(rel, entry):
@@ -143,6 +149,7 @@ class Restorer:
                     excluded_dirs.append(rel)
                 continue
             yield rel, entry
+        self.result.unmatched = sorted("/" + os.fsdecode(p) for p in unmatched)
 
     # ------------------------------------------------------------------ run
 

@@ -24,7 +24,7 @@ from haeedge.backends.replicated import ReplicatedBackend
 from haeedge.backends.sftp import SFTPBackend
 
 #: Every backend the conformance suite runs against.
-BACKEND_KINDS = ["local", "memory", "s3", "sftp", "replicated"]
+BACKEND_KINDS = ["local", "memory", "s3", "rclone-s3", "sftp", "replicated"]
 
 
 
@@ -50,13 +50,17 @@ class BackendFactory:
         self.unique = uuid.uuid4().hex[:12]
         self.opened: list[Backend] = []
 
+    @property
+    def _s3_fixture(self) -> str:
+        return "rclone_s3" if self.kind == "rclone-s3" else "s3"
+
     def location(self, tag: str = "a") -> str:
         if self.kind in ("local", "replicated"):
             return str(self.tmp_path / f"repo-{tag}")
         if self.kind == "memory":
             return f"memory://haeedge-{self.unique}-{tag}"
-        if self.kind == "s3":
-            srv: S3Server = self.request.getfixturevalue("s3")
+        if self.kind in ("s3", "rclone-s3"):
+            srv: S3Server = self.request.getfixturevalue(self._s3_fixture)
             return srv.url_for(f"{self.unique}/{tag}")
         if self.kind == "sftp":
             srv2: SshdServer = self.request.getfixturevalue("sshd")
@@ -69,8 +73,8 @@ class BackendFactory:
             b = LocalBackend(self.location(tag))
         elif self.kind == "memory":
             b = FsspecBackend.from_url(self.location(tag), {})
-        elif self.kind == "s3":
-            srv: S3Server = self.request.getfixturevalue("s3")
+        elif self.kind in ("s3", "rclone-s3"):
+            srv: S3Server = self.request.getfixturevalue(self._s3_fixture)
             b = FsspecBackend.from_url(self.location(tag), srv.options())
         elif self.kind == "sftp":
             srv2: SshdServer = self.request.getfixturevalue("sshd")

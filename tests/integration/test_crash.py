@@ -151,6 +151,9 @@ def test_no_orphans_after_sigkill(cli, fast_repo, tmp_path):
         while proc.poll() is None and not _children(proc.pid) and time.monotonic() - started < 60:
             time.sleep(0.01)
         time.sleep(0.5)
+        # Only a kill that lands while workers run can show that none outlive it.
+        assert proc.poll() is None, "backup ended before it could be killed"
+        assert _children(proc.pid), "backup runs no worker processes"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         deadline = time.monotonic() + 10

@@ -115,13 +115,42 @@ def test_hostile_records_are_findings(cli, fast_repo):
     _clean(cli("snapshots"), 0)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.binary(max_size=2000))
-def test_record_decoder_never_crashes(data):
+_GOOD_RECORD = {"haeedge_key_record": 1, "repository_id": "r" * 64, "slot": "ab" * 32, "kind": "writer",
+                "role": "writer", "label": "", "host": "web1", "created": "2026-01-01T00:00:00Z",
+                "signing_cert": "", "signing_fingerprint": "F" * 40, "signer": "E" * 40, "signature": "sig"}
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=80),
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                         max_size=3), max_leaves=6)
+
+
+@st.composite
+def _mutated_records(draw) -> bytes:
+    doc = dict(_GOOD_RECORD)
+    for name in draw(st.lists(st.sampled_from(sorted(_GOOD_RECORD) + ["removed", "recipient_cert"]), max_size=4)):
+        if draw(st.booleans()):
+            doc.pop(name, None)
+        else:
+            doc[name] = draw(_json_values)
+    return json.dumps(doc).encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=2000), _mutated_records()))
+def test_record_decoder_accepts_only_well_typed_records(data):
     try:
-        decode_record("0" * 64, data, "r" * 64)
+        rec = decode_record("0" * 64, data, "r" * 64)
     except FormatError:
-        pass
+        return
+    # Whatever passes must be exactly the shape the rest of haeedge relies on.
+    assert rec.doc["repository_id"] == "r" * 64 and rec.kind in ("passphrase", "certificate", "writer")
+    assert rec.role in ("owner", "writer") and len(rec.slot) == 64 and set(rec.slot) <= set("0123456789abcdef")
+    assert all(isinstance(rec.doc[n], str) for n in ("signing_fingerprint", "signer", "signature"))
+    assert isinstance(rec.host, str) and isinstance(rec.label, str) and isinstance(rec.signing_cert, bytes)
+    assert rec.removed is None or isinstance(rec.removed, str)
+
+
+def test_record_decoder_accepts_a_well_formed_record():
+    assert decode_record("0" * 64, json.dumps(_GOOD_RECORD).encode(), "r" * 64).host == "web1"
 
 
 # ---------------------------------------------------------------------- snapshot signatures

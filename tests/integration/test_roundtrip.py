@@ -186,9 +186,11 @@ def test_partial_restore_include(cli, fast_repo, trees, tmp_path, small_tree):
         for f in trees.COMPARED:
             if f != "nlink":
                 assert got[p].get(f) == want[p].get(f), (p, f)
-    # An include that matches nothing restores only the ancestors it names (and is not an error).
+    # An include that matches nothing restores only the ancestors it names, and is an error naming it
+    # (issue 12: "0 files", exit 0 hid a mistyped path or the wrong snapshot).
     empty = tmp_path / "none"
-    cli("restore", "latest", "--target", empty, "--include", src / "no" / "such").ok()
+    r = cli("restore", "latest", "--target", empty, "--include", src / "no" / "such")
+    assert r.code == 1 and f"{src}/no/such" in r.stderr, r.describe()
     assert os.listdir(trees.restored_path(empty, src)) == []
 
 

@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -238,12 +239,23 @@ def test_killing_backup_leaves_no_orphan_workers(cli, trees, tmp_path):
     proc = cli.popen("backup", big, env={"HAEEDGE_FAULTS": "put:latency=0.5"}, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
-        while not list((handle.path / "locks").iterdir()) and time.monotonic() < deadline:
+        while not (list((handle.path / "locks").iterdir()) and _workers_of(proc.pid)) \
+                and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.5)
+        # The kill must land while the backup holds its lock and runs its workers, or it proves nothing.
+        assert proc.poll() is None, "backup ended before it could be killed"
+        assert list((handle.path / "locks").iterdir()), "backup never took its lock"
+        assert _workers_of(proc.pid), "backup runs no worker processes to orphan"
         proc.send_signal(signal.SIGKILL)  # the main process only, as the OOM killer or kill -9 does
     finally:
         _reap(proc, 5, "worker processes outlived their killed parent")
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Child processes of ``pid`` (the forked workers of a backup)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
 
 
 def _group_alive(pgid: int) -> bool:

@@ -42,8 +42,9 @@ def test_subsets_partition_the_packs(cli, repo, populated):
     parts = [cli("verify", "--read-data-subset", f"{i}/3", "--json").ok().json()["packs_read"] for i in (1, 2, 3)]
     assert sum(parts) == total["packs"] and all(p < total["packs"] for p in parts)
     assert cli("verify", "--read-data-subset", "100%", "--json").ok().json()["packs_read"] == total["packs"]
-    some = cli("verify", "--read-data-subset", "50%", "--json").ok().json()["packs_read"]
-    assert 0 <= some <= total["packs"]
+    # A percentage reads exactly that share of the packs (rounded up), never none.
+    assert cli("verify", "--read-data-subset", "50%", "--json").ok().json()["packs_read"] == -(-total["packs"] // 2)
+    assert cli("verify", "--read-data-subset", "0.1%", "--json").ok().json()["packs_read"] == 1
 
 
 def test_a_damaged_pack_is_found_by_exactly_one_subset(cli, repo, populated):

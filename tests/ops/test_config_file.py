@@ -56,7 +56,7 @@ BAD = [
     ("profiles:\n  a:\n    hooks:\n      timeout: soon\n", 4, "profiles.a.hooks.timeout", "expected a number"),
     ("profiles:\n  a:\n    retention:\n      keep_dayly: 7\n", 4, "profiles.a.retention.keep_dayly", "unknown key"),
     ("profiles:\n  a:\n    log_file: /a\n    log_file: /b\n", 4, "profiles.a.log_file", "duplicate key"),
-    ("profiles:\n  a:\n    repository: /r\n    backend_options:\n      /other: {x: 1}\n", 5,
+    ("profiles:\n  a:\n    repository: /r\n    backend_options:\n      /other: {}\n", 5,
      "profiles.a.backend_options", "not in 'repository'"),
     ("default_profile: b\nprofiles:\n  a: {}\n", 1, "default_profile", "not defined"),
     ("profiles:\n  a:\n    verify:\n      read_data: maybe\n", 4, "profiles.a.verify.read_data",

@@ -48,12 +48,12 @@ def test_password_never_leaks(cli, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", f"""
 profiles:
   default:
-    repository: {cli.repo_path}
+    repository: local://{cli.repo_path}
     password_command: cat {tmp_path / 'pw'}
     log_file: {tmp_path / 'log'}
     metrics_file: {tmp_path / 'm.prom'}
     backend_options:
-      {cli.repo_path}: {{secret_access_key: {BACKEND_SECRET}}}
+      local://{cli.repo_path}: {{storage_options: {{secret_access_key: {BACKEND_SECRET}}}}}
     hooks:
       on_success: [{sys.executable}, {spy}, {record}]
       on_failure: [{sys.executable}, {spy}, {record}]

@@ -64,9 +64,10 @@ def test_pack_header_round_trip(raw_entries):
 @given(st.binary(max_size=400))
 def test_pack_header_hostile_bytes(data):
     try:
-        decode_header(data)
+        entries = decode_header(data)
     except FormatError:
-        pass
+        return
+    assert encode_header(entries) == data  # what is accepted is exactly what a writer would produce
 
 
 @PROPS
@@ -132,11 +133,12 @@ def test_index_object_truncation_and_garbage(raw, data):
         decode_index(enc[:cut])
     with pytest.raises(FormatError):
         decode_index(enc + b"\0")
-    junk = data.draw(st.binary(max_size=300))
+    junk = data.draw(st.one_of(st.binary(max_size=300), st.just(enc[:4]).map(lambda h: h + os.urandom(40))))
     try:
-        decode_index(junk)
+        packs, superseded = decode_index(junk)
     except FormatError:
-        pass
+        return
+    assert encode_index(packs, superseded) == junk  # accepted junk must be a well-formed index
 
 
 # ---------------------------------------------------------------------- the in-memory index

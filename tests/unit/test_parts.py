@@ -43,12 +43,17 @@ def test_parse_compression():
 
 def test_parse_subset():
     assert parse_subset(None) is None
-    sel = parse_subset("2/3")
     ids = [f"{i:08x}" + "0" * 56 for i in range(300)]
-    assert sum(map(sel, ids)) == 100
-    parts = [parse_subset(f"{n}/3") for n in (1, 2, 3)]
-    assert all(sum(p(i) for p in parts) == 1 for i in ids)  # the parts partition the packs
-    assert parse_subset("100%")(ids[0])
+    assert len(parse_subset("2/3")(ids)) == 100
+    parts = [set(parse_subset(f"{n}/3")(ids)) for n in (1, 2, 3)]
+    assert set.union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)  # the parts partition the packs
+    assert parse_subset("100%")(ids) == ids
+    half = parse_subset("50%")
+    picks = [half(ids) for _ in range(3)]
+    assert all(len(p) == 150 and set(p) <= set(ids) for p in picks)
+    assert len({tuple(p) for p in picks}) > 1  # a random share, not the same packs every time
+    assert len(parse_subset("1%")(ids[:10])) == 1  # never none of them
+    assert parse_subset("1%")([]) == []
     for bad in ("0/3", "4/3", "x", "0%", "101%", "1/0"):
         with pytest.raises(UsageError):
             parse_subset(bad)

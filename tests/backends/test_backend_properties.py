@@ -1,0 +1,65 @@
+"""Backends declare what they are and can do; wrappers forward it explicitly (issue 13.1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from haeedge.backends.base import as_backend, is_repository_path, repository_local_paths
+from haeedge.backends.faulty import FaultyBackend
+from haeedge.backends.local import LocalBackend
+from haeedge.backends.replicated import ReplicatedBackend, replica_set
+from haeedge.backends.retry import RetryingBackend, is_refused
+from haeedge.backends.sftp import SFTPBackend
+from haeedge.errors import BackendError
+
+
+def test_local_backend_declares_its_path_and_abilities(tmp_path: Path) -> None:
+    b = LocalBackend(str(tmp_path / "repo"))
+    p = b.properties
+    assert p.local_paths == (str(tmp_path / "repo"),) and p.cheap_ranged_reads and p.spooled_writes
+    assert p.replicas == 1 and b.unwrap() is None
+    assert is_repository_path(b, tmp_path / "repo") and not is_repository_path(b, tmp_path)
+
+
+def test_a_remote_path_is_never_a_local_repository_path() -> None:
+    b = SFTPBackend.from_url("sftp://alice@fog-1.example:2222/srv/data")
+    assert b.root == "/srv/data"
+    assert repository_local_paths(b) == frozenset() and not is_repository_path(b, "/srv/data")
+    assert not is_repository_path(RetryingBackend(b), "/srv/data")
+
+
+def test_wrappers_forward_explicitly_and_unwrap(tmp_path: Path) -> None:
+    local = LocalBackend(str(tmp_path / "repo"))
+    wrapped = RetryingBackend(FaultyBackend(local))
+    assert wrapped.properties.local_paths == local.properties.local_paths
+    assert not wrapped.properties.spooled_writes and not wrapped.properties.cheap_ranged_reads
+    assert as_backend(wrapped, LocalBackend) is local and as_backend(wrapped, ReplicatedBackend) is None
+    with pytest.raises(AttributeError):
+        wrapped.root  # noqa: B018 - no pass-through of the inner backend's attributes
+    with pytest.raises(BackendError):
+        wrapped.open_spool()
+
+
+def test_replicated_set_declares_its_local_replicas(tmp_path: Path) -> None:
+    local = LocalBackend(str(tmp_path / "local"))
+    remote = SFTPBackend.from_url(f"sftp://alice@fog-1.example{tmp_path / 'remote'}")
+    rep = ReplicatedBackend([RetryingBackend(remote), local])
+    try:
+        assert rep.properties.replicas == 2 and rep.properties.local_paths == (str(tmp_path / "local"),)
+        assert is_repository_path(rep, tmp_path / "local") and not is_repository_path(rep, tmp_path / "remote")
+        assert replica_set(rep) is rep and replica_set(local) is None
+    finally:
+        rep.close()
+
+
+def test_refused_connections_are_recognised_through_wrapping() -> None:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as e:
+            raise BackendError("x: cannot connect", transient=True) from e
+    except BackendError as outer:
+        assert is_refused(outer)
+    assert not is_refused(BackendError("x: timed out", transient=True))
