@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from haeedge.backends.base import data_name
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
-from haeedge.repo.index import BlobIndex, BlobLocation, decode_index
+from haeedge.repo.index import BlobIndex, BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.snapshot import Snapshot
@@ -109,6 +109,8 @@ class Checker:
         self.progress = progress or SilentProgress()
         self.report = VerifyReport()
         self._bad_blobs: dict[bytes, str] = {}
+        #: Blobs stored more than once: pack id -> why, for each bad copy.
+        self._bad_copies: dict[bytes, dict[str, str]] = {}
         self._counter_lock = threading.Lock()
 
     def error(self, obj: str, msg: str, **kw) -> Finding:
@@ -154,32 +156,39 @@ class Checker:
                 self.error(f"keys/{oid}", why)
 
     def _check_index(self) -> None:
+        from haeedge.repo.provenance import LEGACY, read_index_objects, superseded_ids, unauthorised_supersessions
+
         repo = self.repo
-        index_names = [i.name for i in repo.backend.list("index")]
-        docs = []
-        for name in index_names:
-            try:
-                data = repo.get_object(name)
-                docs.append((name, *decode_index(repo.open_sealed("meta", data))))
-            except HaeedgeError as e:
-                self.error(name, f"index object unreadable: {e}")
-        superseded = {s for _n, _p, sup in docs for s in sup}
+        docs = read_index_objects(repo, list(repo.backend.list("index")),
+                                  on_error=lambda name, e: self.error(name, f"index object unreadable: {e}"))
+        superseded = superseded_ids(docs)
+        for d in unauthorised_supersessions(docs):
+            self.error(f"index/{d.object_id}", f"index object claims to supersede {len(d.superseded)} other index "
+                       "objects without the owner's signature (ignored: only the owner's prune and repair "
+                       "replace the index)")
+        legacy = [d for d in docs if d.domain == LEGACY]
+        for d in docs:
+            if d.problem and d.domain != LEGACY:
+                self.error(f"index/{d.object_id}", f"{d.problem}; its entries count for no host")
+        if legacy:
+            self.warn(f"index/{legacy[0].object_id}", f"{len(legacy)} index objects are not signed (written before "
+                      "index format 2); their blobs are read, but no host deduplicates against them")
         if not repo.index_ids:
             # Not loaded by the caller (verify): a damaged index object is a finding above, not fatal.
             index = BlobIndex()
-            for name, packs, _sup in docs:
-                if object_id_of(name) not in superseded:
-                    repo.index_ids.add(object_id_of(name))
-                    for p in packs:
-                        index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries)
+            for d in docs:
+                if d.object_id not in superseded:
+                    repo.index_ids.add(d.object_id)
+                    for p in d.packs:
+                        index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, d.domain_of(p))
             repo.index = index
         stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
         self.report.packs = len(stored)
         indexed: dict[str, int] = {}
-        for name, packs, _sup in docs:
-            if object_id_of(name) in superseded:
+        for d in docs:
+            if d.object_id in superseded:
                 continue
-            for p in packs:
+            for p in d.packs:
                 indexed[p.pack_id] = p.size
         for pack_id, size in indexed.items():
             if pack_id not in stored:
@@ -219,15 +228,23 @@ class Checker:
                 self.error(obj, str(e), snapshots=[snap.id])
                 continue
             damaged = 0
+            # An untrusted snapshot is one error already; the domain check speaks for trusted ones.
+            outside = _OutsideDomain(repo, snap.host, enabled=signature.ok)
             try:
+                for tid in snap.tree:
+                    outside.check(hex_id(tid))
                 for entry in repo.iter_tree(snap.tree):
                     damaged += bool(entry.get("damaged"))
                     for chunk_id, _length in entry.get("chunks") or ():
                         bid = hex_id(chunk_id)
-                        if repo.lookup_blob(bid) is None and bid not in self._bad_blobs:
-                            self._bad_blobs[bid] = "blob is missing from the index"
+                        if repo.lookup_blob(bid) is None:
+                            if bid not in self._bad_blobs:
+                                self._bad_blobs[bid] = "blob is missing from the index"
+                        else:
+                            outside.check(bid)
             except HaeedgeError as e:
                 self.error(obj, f"file list unreadable: {e}", snapshots=[snap.id])
+            outside.report(self, obj, snap)
             if damaged:
                 self.warn(obj, f"{damaged} files are marked damaged (by 'repair snapshots'); they restore "
                           "with zeros where data was lost")
@@ -316,6 +333,13 @@ class Checker:
         for obj, msg in r.errors:
             self.error(obj, msg)
         for bid, why in r.bad_blobs:
+            copies = {loc.pack_id for loc, _domain in self.repo.index.locations(bid)}
+            if len(copies) > 1:
+                # Only bad if every copy is: a planted copy must not blame the snapshots of a good one.
+                bad = self._bad_copies.setdefault(bid, {})
+                bad[r.pack_id] = why
+                if set(bad) < copies:
+                    continue
             if r.soft_bad:
                 self._bad_blobs.setdefault(bid, why)
             else:
@@ -355,6 +379,51 @@ class Checker:
             self.error(f"{kind} blob {bid.hex()[:16]}", why, snapshots=sorted(s), files=files[:100])
 
 
+class _OutsideDomain:
+    """Blobs a snapshot of host H uses that no owner- or H-signed index object lists (repo/provenance.py):
+    another writer may have planted them under a guessed id, and prune would not keep them for H."""
+
+    def __init__(self, repo: Repository, host: str, enabled: bool = True):
+        from haeedge.repo.provenance import LEGACY, domains_for_host
+
+        self.repo = repo
+        self.host = host
+        self.view = _domain_view(repo, domains_for_host(host))
+        self.legacy_view = _domain_view(repo, frozenset((LEGACY,)))
+        self.foreign: list[bytes] = []
+        self.legacy = 0
+        self.seen: set[bytes] = set()
+        self.enabled = enabled
+
+    def check(self, bid: bytes) -> None:
+        if not self.enabled or bid in self.seen or bid in self.view or self.repo.lookup_blob(bid) is None:
+            return
+        self.seen.add(bid)
+        if bid in self.legacy_view:
+            self.legacy += 1
+        else:
+            self.foreign.append(bid)
+
+    def report(self, checker: Checker, obj: str, snap: Snapshot) -> None:
+        from haeedge.repo.provenance import describe
+
+        if self.foreign:
+            bid = self.foreign[0]
+            whose = sorted({describe(d) for _loc, d in self.repo.index.locations(bid)})
+            checker.error(obj, f"{len(self.foreign)} blobs it uses (e.g. {bid.hex()[:16]}, listed only by "
+                          f"index objects of: {', '.join(whose)}) are vouched for by neither the owner nor host "
+                          f"{snap.host!r}: another writer may have planted them; prune does not keep them for "
+                          "this snapshot", snapshots=[snap.id])
+        if self.legacy:
+            checker.warn(obj, f"{self.legacy} blobs it uses are listed only by unsigned (legacy) index objects")
+
+
+def _domain_view(repo: Repository, domains: frozenset[str]):
+    from haeedge.repo.repository import DedupView
+
+    return DedupView(repo.index, domains)
+
+
 @dataclass
 class PackCheck:
     packs_read: int = 0
@@ -364,6 +433,7 @@ class PackCheck:
     bad_blobs: list[tuple[bytes, str]] = field(default_factory=list)
     #: The pack could not be read at all: do not override a more precise reason.
     soft_bad: bool = False
+    pack_id: str = ""
 
 
 #: The repository the pack checkers use; set before worker processes fork.
@@ -393,7 +463,7 @@ def check_pack(repo: Repository, pack_id: str, blobs: list[tuple[bytes, BlobLoca
     is read, so a worker never holds a whole pack. Otherwise it is read whole: one
     request to a network backend.
     """
-    r = PackCheck()
+    r = PackCheck(pack_id=pack_id)
     name = data_name(pack_id)
     hasher = hashlib.sha256()
     try:

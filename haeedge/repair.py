@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from haeedge.checker import Checker
 from haeedge.errors import BackendError, HaeedgeError
 from haeedge.progress import ProgressSink, SilentProgress
-from haeedge.repo.index import IndexPack, decode_index
+from haeedge.repo.index import IndexPack
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackEntry
-from haeedge.repo.prune import execute_prune, plan_prune, replaces
+from haeedge.repo.provenance import LEGACY, OWNER, has_writers, read_index_objects
+from haeedge.repo.prune import attributions, execute_prune, plan_prune, replaces
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
@@ -66,22 +67,27 @@ def repair_index(repo: Repository, read_all_packs: bool = False, dry_run: bool =
     result = IndexRepairResult(dry_run)
     stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
     recorded: dict[str, tuple[int, dict[tuple[bytes, int], PackEntry]]] = {}
-    index_ids = []
-    for info in repo.backend.list("index"):
-        oid = object_id_of(info.name)
-        index_ids.append(oid)
-        try:
-            packs, _sup = decode_index(repo.open_sealed("meta", repo.get_object(info.name)))
-        except BackendError:
-            raise  # possibly transient: stop before anything is replaced
-        except HaeedgeError as e:
-            result.unreadable_index[oid] = str(e)
-            progress.warning(f"index/{oid[:16]}: unreadable ({e}); its packs are read instead")
-            continue
-        for p in packs:
+    #: pack id -> trust domains of the index objects that list it (repo/provenance.py): kept as they were,
+    #: so a repair never vouches for one writer's blobs in the owner's name.
+    vouched: dict[str, set[str]] = {}
+    index_ids = [object_id_of(info.name) for info in repo.backend.list("index")]
+
+    def unreadable(name: str, e: HaeedgeError) -> None:
+        if isinstance(e, BackendError):
+            raise e  # possibly transient: stop before anything is replaced
+        oid = object_id_of(name)
+        result.unreadable_index[oid] = str(e)
+        progress.warning(f"index/{oid[:16]}: unreadable ({e}); its packs are read instead")
+
+    docs = read_index_objects(repo, [f"index/{oid}" for oid in index_ids], on_error=unreadable)
+    for d in docs:
+        for p in d.packs:
             _size, entries = recorded.setdefault(p.pack_id, (p.size, {}))
             if _size == p.size:
                 entries.update({(e.blob_id, e.offset): e for e in p.entries})
+                vouched.setdefault(p.pack_id, set()).add(d.domain_of(p))
+    # A pack no index object lists has no provenance: the owner's where only owners write, else legacy.
+    unlisted = LEGACY if has_writers(repo.registry()) else OWNER
     result.vanished_packs = sorted(p for p in recorded if p not in stored)
     new_packs: list[IndexPack] = []
     progress.start("read pack headers")
@@ -101,11 +107,12 @@ def repair_index(repo: Repository, read_all_packs: bool = False, dry_run: bool =
                     continue
         if entries is None:
             entries = sorted(known[1].values(), key=lambda e: e.offset)  # type: ignore[index]
-        new_packs.append(IndexPack(pack_id, size, entries))
+        new_packs += [IndexPack(pack_id, size, entries, domain)
+                      for domain in attributions(vouched.get(pack_id) or {unlisted})]
         result.blobs += len(entries)
         progress.advance(files=1)
     progress.finish()
-    result.packs = len(new_packs)
+    result.packs = len({p.pack_id for p in new_packs})
     if dry_run:
         return result
     result.new_index = repo.write_index(new_packs, superseded=index_ids)

@@ -288,8 +288,9 @@ class Archiver:
         """Worker processes (forked, sharing the index) or, where fork is unavailable, threads."""
         workers = self.opts.workers or int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
         repo = self.repo
+        # Workers skip only what this host may deduplicate against (docs/security.md D3).
         store = ChunkStore(repo.blob_id_key, repo.sealer("content"), self.chunker, repo.compression_level,
-                           repo.index)
+                           repo.dedup_view())
         processes = workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
             "HAEEDGE_THREADS") != "1"
         # Where workers report the start of a big file's next segment (see _take_announcements).

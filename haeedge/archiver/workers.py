@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -26,7 +26,6 @@ import zstandard
 
 from haeedge.chunking import Chunker, _read_full, chunk_boundaries
 from haeedge.crypto.openpgp import PassphraseSealer
-from haeedge.repo.index import BlobIndex
 from haeedge.repo.pack import COMPRESSION_NONE, COMPRESSION_ZSTD
 
 #: A worker returns after about this many bytes of one file, so no result
@@ -78,7 +77,7 @@ class ChunkStore:
     """Per-process state: keys, chunker and the ids known when the process started."""
 
     def __init__(self, blob_id_key: bytes, sealer: PassphraseSealer, chunker: Chunker, compression_level: int,
-                 known: BlobIndex):
+                 known: Container[bytes]):
         self.blob_id_key = blob_id_key
         self.sealer = sealer
         self.chunker = chunker

@@ -23,6 +23,13 @@ haeedge versions).
 unused. Order: new packs, then one new index object that supersedes every old
 one, then (after checking the lock is still ours) deletions. A crash at any
 point leaves only unreferenced leftovers, never a missing blob.
+
+Which copy of a blob counts (repo/provenance.py): a snapshot of host H needs a
+copy that an owner-signed or an H-signed index object lists. Prune keeps one
+such copy of every blob a snapshot needs and treats other copies as unused;
+where no such copy exists it keeps every copy (``verify`` reports the blob).
+Only owner-signed index objects supersede others. The index prune writes is
+owner-signed and keeps each pack in the domain that vouched for it.
 """
 
 from __future__ import annotations
@@ -38,8 +45,17 @@ from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, RepositoryLocked
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.forgotten import chain_support, delete_marker, write_marker
-from haeedge.repo.index import IndexPack, decode_index
-from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackEntry, encode_header
+from haeedge.repo.index import BlobLocation, IndexPack
+from haeedge.repo.pack import PackBuilder, PackEntry, encode_header
+from haeedge.repo.provenance import (
+    LEGACY,
+    OWNER,
+    UNTRUSTED,
+    host_domain,
+    rank,
+    read_index_objects,
+    superseded_ids,
+)
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot
@@ -234,6 +250,8 @@ class PackInfo:
     #: (blob id, offset) -> entry, as the index lists them.
     entries: dict[tuple[bytes, int], PackEntry]
     used: list[PackEntry] = field(default_factory=list)
+    #: Trust domains of the index objects that list the pack (repo/provenance.py).
+    domains: set[str] = field(default_factory=set)
 
     @property
     def blob_bytes(self) -> int:
@@ -291,49 +309,74 @@ class PruneResult:
 
 
 def used_blobs(repo: Repository, snapshots: list[Snapshot]) -> set[bytes]:
-    """Every blob some snapshot's own file list names (tree blobs and file chunks).
+    """Every blob some snapshot's own file list names (tree blobs and file chunks)."""
+    return set(used_blob_hosts(repo, snapshots))
+
+
+def used_blob_hosts(repo: Repository, snapshots: list[Snapshot]) -> dict[bytes, set[str]]:
+    """Every blob some snapshot's own file list names (tree blobs and file chunks), with the hosts
+    of the snapshots that name it.
 
     Own lists suffice: an incremental's unchanged files are named by its
     ancestors, which are snapshots too. Any unreadable list aborts: prune must
     never guess what is unused.
     """
-    used: set[bytes] = set()
-    seen_trees: set[tuple[str, ...]] = set()
+    used: dict[bytes, set[str]] = {}
+    seen_trees: set[tuple[str, tuple[str, ...]]] = set()
     for snap in snapshots:
-        key = tuple(snap.tree)
+        key = (snap.host, tuple(snap.tree))
         if key in seen_trees:
             continue
         seen_trees.add(key)
         for tid in snap.tree:
-            used.add(hex_id(tid))
+            used.setdefault(hex_id(tid), set()).add(snap.host)
         try:
             for entry in repo.iter_tree(snap.tree):
                 for chunk_id, _length in entry.get("chunks") or ():
-                    used.add(hex_id(chunk_id))
+                    used.setdefault(hex_id(chunk_id), set()).add(snap.host)
         except HaeedgeError as e:
             raise IntegrityError(f"snapshot {snap.short_id}: file list unreadable ({e}); nothing was pruned",
                                  hint=REPAIR_HINT) from e
     return used
 
 
-def _read_index_packs(repo: Repository) -> tuple[dict[str, tuple[int, dict[tuple[bytes, int], PackEntry]]],
-                                                  list[str], set[str]]:
-    """pack id -> (size, entries) from every index object not superseded; every index object id; superseded ids."""
-    names = [i.name for i in repo.backend.list("index")]
-    docs = []
-    for name in names:
-        data = repo.get_object(name)
-        docs.append((object_id_of(name), *decode_index(repo.open_sealed("meta", data))))
-    superseded = {s for _o, _p, sup in docs for s in sup}
-    packs: dict[str, tuple[int, dict[tuple[bytes, int], PackEntry]]] = {}
-    for oid, plist, _sup in docs:
-        if oid in superseded:
+def _read_index_packs(repo: Repository) -> tuple[dict[str, PackInfo], list[str], set[str]]:
+    """pack id -> PackInfo (entries, domains) from every index object not superseded; every index object
+    id; superseded ids (only owner-signed objects supersede)."""
+    docs = read_index_objects(repo, list(repo.backend.list("index")))
+    superseded = superseded_ids(docs)
+    packs: dict[str, PackInfo] = {}
+    for d in docs:
+        if d.object_id in superseded:
             continue
-        for p in plist:
-            size, entries = packs.setdefault(p.pack_id, (p.size, {}))
+        for p in d.packs:
+            info = packs.get(p.pack_id)
+            if info is None:
+                info = packs[p.pack_id] = PackInfo(p.pack_id, p.size, {})
+            info.domains.add(d.domain_of(p))
             for e in p.entries:
-                entries[(e.blob_id, e.offset)] = e
-    return packs, [oid for oid, _p, _s in docs], superseded
+                info.entries[(e.blob_id, e.offset)] = e
+    return packs, [d.object_id for d in docs], superseded
+
+
+def _choose_copies(candidates: list[tuple[PackInfo, PackEntry]], hosts: set[str],
+                   stored: dict[str, int]) -> list[tuple[PackInfo, PackEntry]]:
+    """Which copies of one blob to keep: one the owner vouches for, else one per snapshot host from
+    that host's domain; every copy when some host has none (never drop the last one that might be it)."""
+    # Intact packs first, then the most trusted domain, then a stable order.
+    candidates = sorted(candidates, key=lambda c: (stored.get(c[0].pack_id) != c[0].size,
+                                                   min(rank(d) for d in c[0].domains), c[0].pack_id, c[1].offset))
+    for c in candidates:
+        if OWNER in c[0].domains:
+            return [c]
+    chosen: list[tuple[PackInfo, PackEntry]] = []
+    for host in sorted(hosts):
+        vouched = [c for c in candidates if host_domain(host) in c[0].domains]
+        if not vouched:
+            return candidates
+        if vouched[0] not in chosen:
+            chosen.append(vouched[0])
+    return chosen
 
 
 def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
@@ -352,23 +395,26 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
     if errors:
         raise IntegrityError(f"{errors[0]}; nothing was pruned", hint="run 'haeedge verify' and "
                              "'haeedge repair snapshots' (unreadable snapshots would lose their data)")
-    used = used_blobs(repo, snapshots)
+    used = used_blob_hosts(repo, snapshots)
     index_packs, index_objects, superseded = _read_index_packs(repo)
     stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
-    plan = PrunePlan(max_unused, {}, index_objects)
+    plan = PrunePlan(max_unused, index_packs, index_objects)
     plan.superseded_left = len(superseded & set(index_objects))
     plan.used_blobs = len(used)
-    for pack_id, (size, entries) in index_packs.items():
-        plan.packs[pack_id] = PackInfo(pack_id, size, entries)
+    copies: dict[bytes, list[tuple[PackInfo, PackEntry]]] = {}
+    for info in index_packs.values():
+        for (bid, _offset), entry in info.entries.items():
+            if bid in used:
+                copies.setdefault(bid, []).append((info, entry))
     missing = 0
-    for bid in used:
-        loc = repo.index.lookup(bid)
-        info = plan.packs.get(loc.pack_id) if loc is not None else None
-        entry = info.entries.get((bid, loc.offset)) if info is not None and loc is not None else None
-        if entry is None:
+    for bid, hosts in used.items():
+        candidates = copies.get(bid)
+        if not candidates:
             missing += 1
             continue
-        info.used.append(entry)
+        for info, entry in _choose_copies(candidates, hosts, stored):
+            info.used.append(entry)
+    del copies
     if missing:
         raise IntegrityError(f"{missing} blobs that snapshots use are not in the index; nothing was pruned",
                              hint=REPAIR_HINT)
@@ -397,35 +443,50 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
     return plan
 
 
+def attributions(domains: set[str]) -> list[str]:
+    """How an owner-signed index attributes a pack (docs/format.md 7): "" (the owner's own) when the owner
+    vouches for it, else every writer domain that does, else legacy or untrusted as it was."""
+    if OWNER in domains:
+        return [""]
+    trusted = sorted(d for d in domains if d not in (LEGACY, UNTRUSTED))
+    if trusted:
+        return trusted
+    return [LEGACY] if LEGACY in domains else [UNTRUSTED]
+
+
 class _PackWriter:
-    """Copies sealed blobs into new packs (one blob type per pack), uploading each when full."""
+    """Copies sealed blobs into new packs (one blob type and one trust domain per pack), uploading each
+    when full. A repacked blob stays in the domain that vouched for it: moving it into the owner's
+    would let every host deduplicate against what one writer wrote."""
 
     def __init__(self, repo: Repository, result: PruneResult):
         self.repo = repo
         self.result = result
-        self.builders = {BLOB_DATA: repo.new_pack_builder(), BLOB_TREE: repo.new_pack_builder()}
+        self.builders: dict[tuple[tuple[str, ...], int], PackBuilder] = {}
         self.written: list[IndexPack] = []
 
-    def add(self, entry: PackEntry, sealed: bytes) -> None:
-        b = self.builders[entry.blob_type]
+    def add(self, entry: PackEntry, sealed: bytes, domains: set[str]) -> None:
+        key = (tuple(attributions(domains)), entry.blob_type)
+        b = self.builders.get(key)
+        if b is None:
+            b = self.builders[key] = self.repo.new_pack_builder()
         b.add(entry.blob_type, entry.compression, entry.blob_id, sealed, entry.raw_length)
         if b.size >= self.repo.config.pack_size:
-            self._upload(entry.blob_type)
+            self._upload(key)
 
-    def _upload(self, blob_type: int) -> None:
-        b = self.builders[blob_type]
-        self.builders[blob_type] = self.repo.new_pack_builder()
+    def _upload(self, key: tuple[tuple[str, ...], int]) -> None:
+        b = self.builders.pop(key)
         entries = b.entries
         pack_id = b.finish(self.repo.seal("meta", encode_header(entries)))
         b.store(self.repo.put_named, data_name(pack_id))
-        self.written.append(IndexPack(pack_id, b.length, entries))
+        self.written += [IndexPack(pack_id, b.length, entries, domain) for domain in key[0]]
         self.result.packs_written += 1
         self.result.bytes_written += b.length
 
     def finish(self) -> list[IndexPack]:
-        for t in (BLOB_DATA, BLOB_TREE):
-            if len(self.builders[t]):
-                self._upload(t)
+        for key in sorted(self.builders, key=lambda k: (k[1], k[0])):
+            if len(self.builders[key]):
+                self._upload(key)
         return self.written
 
     def discard(self) -> None:
@@ -456,7 +517,7 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
                 keep_whole.append(pack_id)
                 continue
             for entry, sealed in blobs:
-                writer.add(entry, sealed)
+                writer.add(entry, sealed, info.domains)
                 result.blobs_repacked += 1
             repacked.append(pack_id)
         new_packs = writer.finish()
@@ -466,8 +527,9 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
     progress.finish()
     result.packs_repacked = len(repacked)
 
-    index_packs = [IndexPack(p, plan.packs[p].size, sorted(plan.packs[p].entries.values(), key=lambda e: e.offset))
-                   for p in plan.keep + keep_whole]
+    index_packs = [IndexPack(p, plan.packs[p].size, sorted(plan.packs[p].entries.values(), key=lambda e: e.offset),
+                             domain)
+                   for p in plan.keep + keep_whole for domain in attributions(plan.packs[p].domains)]
     repo.write_index(index_packs + new_packs, superseded=plan.index_objects)
     result.index_objects_written = 1
 
@@ -498,7 +560,7 @@ def _verified_blobs(repo: Repository, info: PackInfo, result: PruneResult) -> li
     for e in info.used:
         sealed = data[e.offset : e.offset + e.length]
         if damaged_pack:
-            loc = repo.index.lookup(e.blob_id)
+            loc = BlobLocation(info.pack_id, e.offset, e.length, e.raw_length, e.blob_type, e.compression)
             try:
                 repo.decode_blob(e.blob_id, loc, sealed)
             except HaeedgeError as err:

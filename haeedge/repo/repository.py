@@ -43,7 +43,7 @@ from haeedge.errors import (
 )
 from haeedge.repo import lock as locking
 from haeedge.repo.config import RepositoryConfig
-from haeedge.repo.index import BlobIndex, BlobLocation, IndexPack, decode_index, encode_index, split_index
+from haeedge.repo.index import BlobIndex, BlobLocation, IndexPack, encode_index, split_index
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
     KIND_PASSPHRASE,
@@ -449,37 +449,69 @@ class Repository:
     # ------------------------------------------------------------------ index
 
     def load_index(self) -> None:
-        """Read every index object; superseded ones (left by an interrupted prune) are skipped."""
-        infos = list(self.backend.list("index"))
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            docs = list(pool.map(self._read_index_object, [i.name for i in infos], [i.size for i in infos]))
-        superseded = {s for _n, _p, sup in docs for s in sup}
-        total = sum(len(p.entries) for _n, packs, _s in docs for p in packs)
-        index = BlobIndex(capacity_hint=total)
-        for name, packs, _sup in docs:
-            oid = object_id_of(name)
-            if oid in superseded:
-                continue
-            self.index_ids.add(oid)
-            for p in packs:
-                index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries)
-        self.index = index
+        """Read every index object, each entry with the trust domain of the object that lists it
+        (repo/provenance.py). Superseded objects (left by an interrupted prune) are skipped, but only
+        an owner-signed object may supersede: a writer cannot hide another host's packs."""
+        from haeedge.repo.provenance import read_index_objects, superseded_ids
 
-    def _read_index_object(self, name: str, size: int | None = None) -> tuple[str, list[IndexPack], list[str]]:
-        data = self.get_object(name, size)
-        packs, sup = decode_index(self.open_sealed("meta", data, limit=MAX_STORED_BYTES["index"]))
-        return name, packs, sup
+        docs = read_index_objects(self, list(self.backend.list("index")))
+        superseded = superseded_ids(docs)
+        total = sum(len(p.entries) for d in docs for p in d.packs)
+        index = BlobIndex(capacity_hint=total)
+        for d in docs:  # most trusted first: their copy of a blob becomes its primary location
+            if d.object_id in superseded:
+                continue
+            self.index_ids.add(d.object_id)
+            for p in d.packs:
+                index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, d.domain_of(p))
+        self.index = index
+        self._dedup_view = None
+
+    def own_domain(self) -> str:
+        """The trust domain of what this credential writes: its host's (writers) or the owner's."""
+        from haeedge.repo.provenance import OWNER, host_domain
+
+        if self.keys.is_writer:
+            return host_domain(self.slot.host if self.slot is not None else "")
+        return OWNER
+
+    def dedup_domains(self) -> frozenset[str]:
+        """Whose blobs this credential deduplicates against: the owner's and, for a writer, its own host's.
+        Blobs other writers listed are uploaded again (docs/security.md D3)."""
+        from haeedge.repo.provenance import domains_for_host
+
+        return domains_for_host(self.slot.host if self.keys.is_writer and self.slot is not None else None)
+
+    _dedup_view: DedupView | None = None
+
+    def dedup_view(self) -> DedupView:
+        """``blob_id in view``: already stored in a form this credential may deduplicate against."""
+        view = self._dedup_view
+        if view is None or view.index is not self.index:
+            view = self._dedup_view = DedupView(self.index, self.dedup_domains())
+        return view
 
     def write_index(self, packs: list[IndexPack], superseded: list[str] = ()) -> str:
-        """Store ``packs`` as index object(s) under the readers' size cap; returns the last one's id.
+        """Store ``packs`` as index object(s) under the readers' size cap, each signed by this
+        credential's key (unsigned for slots made before signing keys existed: those count as legacy
+        where writers exist); returns the last one's id.
 
         When split, the part naming ``superseded`` is written last: until it
         exists the old objects stay in force (the new parts only repeat packs).
         """
+        signer = self.signer()
+        sign = None
+        if signer is not None:
+            from haeedge.crypto.pubkey import sign_detached
+
+            def sign(data: bytes) -> bytes:
+                return sign_detached(signer.key, data)
+
         groups = split_index(packs, INDEX_PART_BYTES)
         for n, group in enumerate(groups):
             last = n == len(groups) - 1
-            oid = self.put_object("index", self.seal("meta", encode_index(group, superseded if last else ())))
+            body = encode_index(group, superseded if last else (), signer.fingerprint if signer else "", sign)
+            oid = self.put_object("index", self.seal("meta", body))
             self.index_ids.add(oid)
             with self.stats.lock:
                 self.stats.index_objects_written += 1
@@ -491,14 +523,17 @@ class Repository:
         return hmac.digest(self.blob_id_key, data, "sha256")
 
     def has_blob(self, blob_id: bytes) -> bool:
+        """Stored (or being stored) in a form this credential deduplicates against."""
+        view = self.dedup_view()
         with self._mutex:
-            return blob_id in self.index or blob_id in self._pending_ids
+            return blob_id in view or blob_id in self._pending_ids
 
     def save_blob(self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None) -> tuple[bytes, bool]:
         """Store a blob unless known. Returns (id, newly added)."""
         bid = blob_id or hmac.digest(self.blob_id_key, data, "sha256")
+        view = self.dedup_view()
         with self._mutex:
-            if bid in self.index or bid in self._pending_ids:
+            if bid in view or bid in self._pending_ids:
                 return bid, False
             self._pending_ids.add(bid)
         raw_len = len(data)
@@ -515,8 +550,9 @@ class Repository:
 
     def add_sealed_blob(self, blob_type: int, blob_id: bytes, compression: int, sealed: bytes, raw_len: int) -> bool:
         """Pack a blob sealed elsewhere (a worker process); False when it is already stored."""
+        view = self.dedup_view()
         with self._mutex:
-            if blob_id in self.index or blob_id in self._pending_ids:
+            if blob_id in view or blob_id in self._pending_ids:
                 return False
             self._pending_ids.add(blob_id)
         self._append(blob_type, compression, blob_id, sealed, raw_len)
@@ -589,9 +625,10 @@ class Repository:
     def _commit_index(self, packs: list[IndexPack]) -> None:
         if not self.dry_run:
             self.write_index(packs)
+        domain = self.own_domain()
         with self._mutex:
             for p in packs:
-                self.index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries)
+                self.index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, domain)
                 for e in p.entries:
                     self._pending_ids.discard(e.blob_id)
 
@@ -638,15 +675,26 @@ class Repository:
         return self.index.lookup(blob_id)
 
     def load_blob(self, blob_id: bytes, blob_type: int | None = None) -> bytes:
-        loc = self.index.lookup(blob_id)
-        if loc is None:
+        """A blob's bytes, checked against its keyed id. When its primary copy is bad, every other
+        listed copy is tried: a writer may have planted garbage under the id (docs/security.md D3)."""
+        locations = self.index.locations(blob_id)
+        if not locations:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index (missing data)")
-        if blob_type is not None and loc.blob_type != blob_type:
-            raise IntegrityError(f"blob {blob_id.hex()[:16]} has the wrong type")
-        sealed = self.backend.get_range(data_name(loc.pack_id), loc.offset, loc.length)
-        if len(sealed) != loc.length:
-            raise IntegrityError(f"pack {loc.pack_id[:16]} is truncated")
-        return self.decode_blob(blob_id, loc, sealed)
+        first_error: HaeedgeError | None = None
+        for loc, _domain in locations:
+            try:
+                if blob_type is not None and loc.blob_type != blob_type:
+                    raise IntegrityError(f"blob {blob_id.hex()[:16]} has the wrong type")
+                sealed = self.backend.get_range(data_name(loc.pack_id), loc.offset, loc.length)
+                if len(sealed) != loc.length:
+                    raise IntegrityError(f"pack {loc.pack_id[:16]} is truncated")
+                return self.decode_blob(blob_id, loc, sealed)
+            except (IntegrityError, ObjectNotFound) as e:
+                if len(locations) == 1:
+                    raise
+                first_error = first_error or e
+        assert first_error is not None
+        raise first_error
 
     def decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
         """Open, decompress and check a sealed blob against its keyed id.
@@ -1020,6 +1068,17 @@ class Repository:
         self._registry_cache = None
         self._markers_cache = None  # markers are checked against the registry's owner key
         self._status_cache.clear()
+
+
+class DedupView:
+    """Membership in an index restricted to some trust domains; shared with forked backup workers."""
+
+    def __init__(self, index: BlobIndex, domains: frozenset[str]):
+        self.index = index
+        self.domains = frozenset(index.domain_number(d) for d in domains)
+
+    def __contains__(self, blob_id: bytes) -> bool:
+        return self.index.has_in(blob_id, self.domains)
 
 
 def _hex_id(h: str) -> bytes:

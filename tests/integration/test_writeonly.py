@@ -65,7 +65,9 @@ def test_writer_full_then_incremental(wo, tmp_path):
     assert third["kind"] == "incremental" and third["bytes_read"] == 0 and third["data_blobs_added"] == 0
 
 
-def test_writer_deduplicates_against_other_hosts(wo, tmp_path):
+def test_writer_deduplicates_only_within_its_trust_domain(wo, tmp_path):
+    """W1: a writer deduplicates against its own host's blobs and the owner's, not other writers'
+    (docs/security.md D3: another writer could have planted a blob under a guessed id)."""
     wo.add_writer("web2")
     a, b = tmp_path / "a", tmp_path / "b"
     files = _tree(a, 2)
@@ -75,7 +77,13 @@ def test_writer_deduplicates_against_other_hosts(wo, tmp_path):
     first = wo.backup("web1", a)
     assert first["data_blobs_added"] > 0
     second = wo.backup("web2", b)
-    assert second["data_blobs_added"] == 0, second  # every chunk is web1's, and web2 never read them
+    assert second["data_blobs_added"] == first["data_blobs_added"], second  # web1's copies are not web2's
+    (b / "copy").write_bytes(files["f1"])
+    third = wo.backup("web2", b)
+    assert third["data_blobs_added"] == 0, third  # its own blobs it deduplicates against
+    r = wo.as_owner("restore", "latest", "--host", "web2", "--target", tmp_path / "out")
+    assert r.code == 0, r.describe()
+    assert (tmp_path / "out" / str(b).lstrip("/") / "copy").read_bytes() == files["f1"]
 
 
 def test_replaced_writer_key_continues_the_hosts_chain(wo, tmp_path):
@@ -360,23 +368,28 @@ def test_replayed_snapshot_is_not_detected(wo, tmp_path):
     wo.as_owner("verify").ok()
 
 
-def test_dedup_poisoning_is_detected_by_read_data(wo, tmp_path):
+def test_dedup_poisoning_is_refused_and_detected_by_read_data(wo, tmp_path):
+    """D3: a blob planted under another host's future blob id is not deduplicated against; the victim
+    uploads its own copy and restores intact; verify --read-data names the planted copy."""
     wo.add_writer("web2")
     victim_content = b"the configuration every web server has\n" * 50
     with wo.open("web1") as repo:  # web1 is compromised: it plants a wrong blob under that content's id
         bid = hmac.digest(repo.keys.blob_id, victim_content, "sha256")
         repo.save_blob(BLOB_DATA, os.urandom(len(victim_content)), blob_id=bid)
         repo.flush()
+        planted_pack = repo.lookup_blob(bid).pack_id
     b = tmp_path / "b"
     b.mkdir()
     (b / "nginx.conf").write_bytes(victim_content)
-    assert wo.backup("web2", b)["data_blobs_added"] == 0  # deduplicated against the planted blob
+    assert wo.backup("web2", b)["data_blobs_added"] == 1  # its own copy, not the planted one
     r = wo.as_owner("restore", "latest", "--host", "web2", "--target", tmp_path / "out")
-    assert r.code == 4 and "nginx.conf" in r.stderr, r.describe()
+    assert r.code == 0, r.describe()
+    assert (tmp_path / "out" / str(b).lstrip("/") / "nginx.conf").read_bytes() == victim_content
     r = wo.as_owner("--json", "verify", "--read-data")
     assert r.code == 4
     findings = r.json()["findings"]
-    assert any(f"{b}/nginx.conf" in f["files"] for f in findings), findings
+    assert any(planted_pack in f["object"] and "does not match its id" in f["message"] for f in findings), findings
+    assert not any(f"{b}/nginx.conf" in f["files"] for f in findings), findings  # the victim's copy is fine
 
 
 def test_writer_tree_key_is_per_host_and_owner_derivable(wo, tmp_path):

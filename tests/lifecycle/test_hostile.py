@@ -261,7 +261,7 @@ def test_huge_index_and_pack_fields(cli, fast_repo, tmp_path):
     _clean(r)
     assert r.code == 0 and "header unreadable" in r.stderr, r.describe()
 
-    from haeedge.repo.index import INDEX_MAGIC
+    from haeedge.repo.index import INDEX_MAGIC_V1 as INDEX_MAGIC
     with fast_repo.open(load_index=False) as repo:
         body = INDEX_MAGIC + (0).to_bytes(4, "little") + (1).to_bytes(4, "little") + bytes.fromhex(name) + \
             len(forged).to_bytes(8, "little") + (1).to_bytes(4, "little") + \
