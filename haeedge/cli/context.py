@@ -153,7 +153,7 @@ class AppContext:
 
     def progress(self):
         if self.json:
-            return JsonLinesProgress()
+            return JsonLinesProgress(quiet=self.quiet or not self.progress_enabled)
         show = self.progress_enabled and not self.quiet and sys.stderr.isatty()
         return TerminalProgress(show_bar=show, quiet=self.quiet, verbose=self.verbose)
 
