@@ -43,6 +43,10 @@ class AppContext:
     accept_new_host_key: bool = False
     sftp_key_file: str | None = None
     sftp_known_hosts: str | None = None
+    #: Bandwidth limits in KiB/s (--limit-upload / --limit-download), shared by every transfer of the run.
+    limit_upload: int | None = None
+    limit_download: int | None = None
+    _limits: tuple | None = field(default=None, repr=False)
     #: The profile's ``backup:`` section (None without a profile): its host, tags and paths choose the
     #: profile's ``latest`` in a repository that several profiles share (cli/selection.py).
     profile_backup: dict | None = None
@@ -107,12 +111,25 @@ class AppContext:
     def open_locations(self, locations: list[str]):
         """One backend for ``locations`` (replicated when several), with this run's options."""
         replicated = len(locations) > 1
-        backends = [open_location(loc, self.location_options(loc), replicated=replicated) for loc in locations]
+        limits = self.bandwidth_limits()
+        backends = [open_location(loc, self.location_options(loc), replicated=replicated, limits=limits)
+                    for loc in locations]
         if not replicated:
             return backends[0]
         from haeedge.backends.replicated import ReplicatedBackend
 
         return ReplicatedBackend(backends, write_policy=self.replica_policy)
+
+    def bandwidth_limits(self):
+        """One pair of budgets for the whole run (every location and thread shares them), or ``None``."""
+        if not (self.limit_upload or self.limit_download):
+            return None
+        if self._limits is None:
+            from haeedge.backends.ratelimit import TokenBucket
+
+            self._limits = (TokenBucket(self.limit_upload * 1024) if self.limit_upload else None,
+                            TokenBucket(self.limit_download * 1024) if self.limit_download else None)
+        return self._limits
 
     def location_options(self, location: str) -> dict:
         """The config file's options for ``location``, overridden by sftp flags given on the command line."""
@@ -167,7 +184,7 @@ class AppContext:
             emit_json(obj)
 
 
-def open_location(location: str, options: dict | None = None, *, replicated: bool = False):
+def open_location(location: str, options: dict | None = None, *, replicated: bool = False, limits=None):
     """One location with retries for transient errors (and injected faults when HAEEDGE_FAULTS is set).
 
     A replica of a replicated repository retries a failed read only once, and
@@ -181,7 +198,12 @@ def open_location(location: str, options: dict | None = None, *, replicated: boo
 
     if replicated and location.lower().startswith(("s3://", "s3a://")):
         options = {"retries": 1, **(options or {})}  # botocore's own retries would hide a dead replica too
-    backend = wrap_from_env(open_backend(location, options))
+    backend = open_backend(location, options)
+    if limits is not None:  # innermost: retried transfers count against the budget too
+        from haeedge.backends.ratelimit import RateLimitedBackend
+
+        backend = RateLimitedBackend(backend, *limits)
+    backend = wrap_from_env(backend)
     if "://" in location and not location.startswith("file://"):
         backend = RetryingBackend(backend, attempts=5, max_total=120, read_attempts=2 if replicated else None,
                                    retry_refused=not replicated)
