@@ -299,7 +299,7 @@ class Checker:
         packs = sorted(self._stored_packs)
         if selector is not None:
             packs = selector(packs)
-        self.progress.start("read-data", sum(self._stored_packs[p] for p in packs))
+        self.progress.start("read-data", sum(self._stored_packs[p] for p in packs), len(packs))
         none = array("I")
         jobs = [(p, by_pack.get(p, none)) for p in packs]
         del by_pack
@@ -329,7 +329,7 @@ class Checker:
         self.report.packs_read += r.packs_read
         self.report.bytes_read += r.bytes_read
         self.report.blobs_checked += r.blobs_checked
-        self.progress.advance(nbytes=r.bytes_read)
+        self.progress.advance(files=1, nbytes=r.bytes_read)
         for obj, msg in r.errors:
             self.error(obj, msg)
         for bid, why in r.bad_blobs:

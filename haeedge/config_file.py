@@ -82,6 +82,9 @@ class Profile:
     identity_file: str | None = None
     backend_options: dict[str, dict] = field(default_factory=dict)
     replica_policy: str | None = None
+    #: KiB/s (--limit-upload / --limit-download).
+    limit_upload: int | None = None
+    limit_download: int | None = None
     log_file: str | None = None
     metrics_file: str | None = None
     hooks: Hooks = field(default_factory=Hooks)
@@ -313,6 +316,10 @@ def _profile(r: _Reader, name: str, node: yaml.Node, commands: Mapping[str, Comm
             p.replica_policy = r.string(v, k)
             if p.replica_policy not in REPLICA_POLICIES:
                 raise r.error(v, k, f"must be one of {', '.join(REPLICA_POLICIES)}")
+        elif key == "limit_upload":
+            p.limit_upload = r.integer(v, k, minimum=1)
+        elif key == "limit_download":
+            p.limit_download = r.integer(v, k, minimum=1)
         elif key == "log_file":
             p.log_file = r.file_name(v, k)
         elif key == "metrics_file":
@@ -346,7 +353,8 @@ def _profile(r: _Reader, name: str, node: yaml.Node, commands: Mapping[str, Comm
 
 def _suggest(key: str, commands: Mapping[str, CommandSpec]) -> str:
     known = ["repository", "password_file", "password_command", "identity_file", "backend_options",
-             "replica_policy", "log_file", "metrics_file", "hooks", "retention", "description", *sorted(commands)]
+             "replica_policy", "limit_upload", "limit_download", "log_file", "metrics_file", "hooks", "retention",
+             "description", *sorted(commands)]
     if key in ("password", "passphrase"):
         return " (passwords are never stored in the file: use password_file or password_command)"
     import difflib
@@ -594,6 +602,10 @@ def apply_profile(ctx: Any, app: Any, config_path: str | None, profile_name: str
         app.backend_options.setdefault(loc, dict(opts))
     if profile.replica_policy and unset("replica_policy"):
         app.replica_policy = "continue" if profile.replica_policy == "continue" else "all"
+    if profile.limit_upload and unset("limit_upload"):
+        app.limit_upload = profile.limit_upload
+    if profile.limit_download and unset("limit_download"):
+        app.limit_download = profile.limit_download
     if profile.log_file and not run.log_file:
         run.log_file = profile.log_file
     if profile.metrics_file and not run.metrics_file:

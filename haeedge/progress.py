@@ -6,7 +6,13 @@ from typing import Protocol
 
 
 class ProgressSink(Protocol):
-    def start(self, phase: str, total_bytes: int | None = None) -> None: ...
+    #: Whether running totals are worth computing for this sink (a scanner costs a second walk).
+    wants_totals: bool
+
+    def start(self, phase: str, total_bytes: int | None = None, total_files: int | None = None) -> None: ...
+
+    def total(self, files: int, nbytes: int, final: bool = False) -> None:
+        """Totals found so far by a scanner running alongside the work (``final`` once it is done)."""
 
     def advance(self, files: int = 0, nbytes: int = 0) -> None: ...
 
@@ -20,11 +26,16 @@ class ProgressSink(Protocol):
 class SilentProgress:
     """Collects warnings; shows nothing. The default for library callers."""
 
+    wants_totals = False
+
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.infos: list[str] = []
 
-    def start(self, phase: str, total_bytes: int | None = None) -> None:
+    def start(self, phase: str, total_bytes: int | None = None, total_files: int | None = None) -> None:
+        pass
+
+    def total(self, files: int, nbytes: int, final: bool = False) -> None:
         pass
 
     def advance(self, files: int = 0, nbytes: int = 0) -> None:

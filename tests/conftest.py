@@ -31,6 +31,7 @@ from haeedge.backends.local import LocalBackend
 from haeedge.chunking import ChunkerParams
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.repository import Credentials, Repository
+from haeedge.repo.trust import remember_created
 
 PASSWORD = b"correct horse battery staple"
 CHEAP_S2K = 0x10  # 2048 bytes hashed: enough to be real, cheap enough for hundreds of opens
@@ -178,7 +179,9 @@ def init_library_repo(path: Path, chunker: ChunkerParams | None = None, compress
                               compression_level=compression)
     if pack_size is not None:
         config.pack_size = pack_size
-    Repository.init(LocalBackend(str(path)), PASSWORD, config=config, s2k_count_byte=CHEAP_S2K).close()
+    repo = Repository.init(LocalBackend(str(path)), PASSWORD, config=config, s2k_count_byte=CHEAP_S2K)
+    remember_created(repo)  # as 'haeedge init' does: this test's client made it (HAEEDGE_TRUST_FILE)
+    repo.close()
     return RepoHandle(path)
 
 

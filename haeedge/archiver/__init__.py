@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from haeedge import __version__
 from haeedge.archiver.metadata import entry_from_stat, unchanged_file
+from haeedge.archiver.scanner import Scanner
 from haeedge.archiver.walker import (
     CACHEDIR_TAG,
     Excluder,
@@ -196,8 +197,12 @@ class Archiver:
         walk = walk_sources(sources, excluder, opts.one_file_system, self._walk_error, skip)
         tree = self.repo.tree_writer()
         self.progress.start("backup")
+        scanner: Scanner | None = None
         try:
             with self._executor() as pool:
+                if self.progress.wants_totals:  # started after the workers fork: no thread is copied into them
+                    scanner = Scanner(lambda: walk_sources(sources, excluder, opts.one_file_system,
+                                                           lambda _p, _e: None, skip), self.progress).start()
                 self._run_pipeline(walk, parent_entries, kind == KIND_INCREMENTAL, tree, pool)
             tree_ids = tree.finish()
             self.repo.flush()
@@ -205,6 +210,8 @@ class Archiver:
             self.repo.abort_writes()
             raise
         finally:
+            if scanner is not None:
+                scanner.stop()
             self.progress.finish()
 
         st = self.repo.stats

@@ -66,6 +66,10 @@ class _Group(click.Group):
 @click.option("--sftp-known-hosts", envvar="HAEEDGE_SFTP_KNOWN_HOSTS", metavar="FILE",
               help="sftp://: known_hosts file to verify host keys against (default ~/.ssh/known_hosts). "
                    "[env: HAEEDGE_SFTP_KNOWN_HOSTS]")
+@click.option("--limit-upload", type=click.IntRange(min=1), envvar="HAEEDGE_LIMIT_UPLOAD", metavar="KIB/S",
+              help="Upload at most this many KiB/s, all transfers together. [env: HAEEDGE_LIMIT_UPLOAD]")
+@click.option("--limit-download", type=click.IntRange(min=1), envvar="HAEEDGE_LIMIT_DOWNLOAD", metavar="KIB/S",
+              help="Download at most this many KiB/s, all transfers together. [env: HAEEDGE_LIMIT_DOWNLOAD]")
 @click.option("-c", "--config", "config_file", envvar="HAEEDGE_CONFIG", metavar="FILE",
               help="Take defaults from this YAML file (see config.example.yaml). [env: HAEEDGE_CONFIG]")
 @click.option("--profile", envvar="HAEEDGE_PROFILE", metavar="NAME",
@@ -76,8 +80,8 @@ class _Group(click.Group):
               help="Write Prometheus textfile metrics (node_exporter) to FILE. [env: HAEEDGE_METRICS_FILE]")
 @click.pass_context
 def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet, verbose, no_progress, debug,
-        replica_policy, accept_new_host_key, sftp_key_file, sftp_known_hosts, config_file, profile, log_file,
-        metrics_file, identity_file, owner_fingerprint, allow_untrusted):
+        replica_policy, accept_new_host_key, sftp_key_file, sftp_known_hosts, limit_upload, limit_download,
+        config_file, profile, log_file, metrics_file, identity_file, owner_fingerprint, allow_untrusted):
     """Encrypted, deduplicated backups in OpenPGP format.
 
     \b
@@ -93,7 +97,8 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
                          json=json_, quiet=quiet, verbose=verbose, debug=debug, progress_enabled=not no_progress,
                          replica_policy="continue" if replica_policy == "continue" else "all",
                          accept_new_host_key=accept_new_host_key, sftp_key_file=sftp_key_file,
-                         sftp_known_hosts=sftp_known_hosts)
+                         sftp_known_hosts=sftp_known_hosts, limit_upload=limit_upload,
+                         limit_download=limit_download)
     if json_:
         set_json_messages(True)
     # The profile lies under the command line; main() reads the run's outcome for hooks, metrics and the log.

@@ -65,11 +65,9 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
         raise click.BadParameter("--host goes with --recipient-file", param_hint="--host")
     password = app.read_password(confirm=True, purpose="new repository password")
     repo = Repository.init(backend, password, config=config)
-    from haeedge.repo.trust import TrustMemory, default_memory_path
+    from haeedge.repo.trust import remember_created
 
-    if repo.trust.manifest is not None:  # this client made it: its owner key is the trust root from the start
-        TrustMemory(default_memory_path()).record(config.repository_id, repo.trust.manifest.root_fingerprint,
-                                                  repo.trust.manifest.sequence)
+    remember_created(repo)
     app.out(f"created repository {config.repository_id[:8]} at {backend.location}")
     app.out("keep the password safe: without it the data cannot be recovered")
     app.emit({"repository_id": config.repository_id, "location": backend.location, "key_slot": repo.slot.slot_id})

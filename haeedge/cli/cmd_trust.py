@@ -16,6 +16,11 @@ def command() -> None:
     unapproved until the owner signs it: the host made the keys, and anyone can
     encrypt a key slot to a public certificate. Until then the owner's
     commands refuse it; writers still back up.
+
+    \b
+    Examples:
+      haeedge trust show
+      haeedge --identity-file owner-secret.asc trust approve
     """
 
 
@@ -23,7 +28,12 @@ def command() -> None:
 @json_option
 @pass_app
 def show(app: AppContext) -> None:
-    """Print the trust root, the manifest sequence and the approved writer keys."""
+    """Print the trust root, the manifest sequence and the approved writer keys.
+
+    \b
+    Example:
+      haeedge -r /srv/backup trust show --json
+    """
     with app.open_repo(lock=None, load_index=False) as repo:
         t = repo.trust
         m = t.manifest
@@ -53,9 +63,10 @@ def show(app: AppContext) -> None:
 @json_option
 @pass_app
 def approve(app: AppContext, hosts: tuple[str, ...]) -> None:
-    """Sign the repository with the owner's key (run with --identity-file OWNER-SECRET.asc).
+    """Sign the repository's trust root with the owner's key.
 
     \b
+    Run it with the owner's secret key (--identity-file OWNER-SECRET.asc).
     Replaces the owner signing key the creating host made (it may have kept
     it) and approves each writer host. Check the hosts it prints.
 

@@ -17,7 +17,7 @@ from haeedge.backends import open_backend
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
 from haeedge.monitoring import RunOutcome
 from haeedge.repo.repository import Credentials, Repository
-from haeedge.ui.format import emit_json, set_json_messages
+from haeedge.ui.format import emit_json, message_line, set_json_messages, warn
 from haeedge.ui.progress import JsonLinesProgress, TerminalProgress
 
 
@@ -47,6 +47,10 @@ class AppContext:
     accept_new_host_key: bool = False
     sftp_key_file: str | None = None
     sftp_known_hosts: str | None = None
+    #: Bandwidth limits in KiB/s (--limit-upload / --limit-download), shared by every transfer of the run.
+    limit_upload: int | None = None
+    limit_download: int | None = None
+    _limits: tuple | None = field(default=None, repr=False)
     #: The profile's ``backup:`` section (None without a profile): its host, tags and paths choose the
     #: profile's ``latest`` in a repository that several profiles share (cli/selection.py).
     profile_backup: dict | None = None
@@ -111,12 +115,25 @@ class AppContext:
     def open_locations(self, locations: list[str]):
         """One backend for ``locations`` (replicated when several), with this run's options."""
         replicated = len(locations) > 1
-        backends = [open_location(loc, self.location_options(loc), replicated=replicated) for loc in locations]
+        limits = self.bandwidth_limits()
+        backends = [open_location(loc, self.location_options(loc), replicated=replicated, limits=limits)
+                    for loc in locations]
         if not replicated:
             return backends[0]
         from haeedge.backends.replicated import ReplicatedBackend
 
         return ReplicatedBackend(backends, write_policy=self.replica_policy)
+
+    def bandwidth_limits(self):
+        """One pair of budgets for the whole run (every location and thread shares them), or ``None``."""
+        if not (self.limit_upload or self.limit_download):
+            return None
+        if self._limits is None:
+            from haeedge.backends.ratelimit import TokenBucket
+
+            self._limits = (TokenBucket(self.limit_upload * 1024) if self.limit_upload else None,
+                            TokenBucket(self.limit_download * 1024) if self.limit_download else None)
+        return self._limits
 
     def location_options(self, location: str) -> dict:
         """The config file's options for ``location``, overridden by sftp flags given on the command line."""
@@ -147,17 +164,17 @@ class AppContext:
         repo = Repository.open(backend, self.credentials(), trust=self.trust_policy(allow_unapproved))
         repo.allow_untrusted = self.allow_untrusted
         for notice in repo.trust.notices:
-            click.echo(f"haeedge: notice: {notice}", err=True)
+            self.notice(notice)
         from haeedge.repo.trust import migrate_legacy
 
         try:
             m = migrate_legacy(repo)
         except HaeedgeError as e:  # read-only storage: keep working as format v1 did
-            click.echo(f"haeedge: warning: could not write the first trust manifest: {e}", err=True)
+            warn(f"could not write the first trust manifest: {e}")
         else:
             if m is not None:
-                click.echo(f"haeedge: notice: wrote the first trust manifest of repository "
-                           f"{repo.config.repository_id[:8]} (owner key {m.root_fingerprint})", err=True)
+                self.notice(f"wrote the first trust manifest of repository {repo.config.repository_id[:8]} "
+                            f"(owner key {m.root_fingerprint})")
         return repo
 
     @contextmanager
@@ -188,7 +205,7 @@ class AppContext:
 
     def progress(self):
         if self.json:
-            return JsonLinesProgress()
+            return JsonLinesProgress(quiet=self.quiet or not self.progress_enabled)
         show = self.progress_enabled and not self.quiet and sys.stderr.isatty()
         return TerminalProgress(show_bar=show, quiet=self.quiet, verbose=self.verbose)
 
@@ -197,12 +214,19 @@ class AppContext:
         if not self.quiet and not self.json:
             click.echo(text)
 
+    def notice(self, text: str) -> None:
+        """Something worth knowing once (a key trusted on first use) on stderr; silenced by -q, a JSON line
+        under --json."""
+        if not self.quiet:
+            sys.stderr.write(message_line("notice", text) + "\n")
+            sys.stderr.flush()
+
     def emit(self, obj: Any) -> None:
         if self.json:
             emit_json(obj)
 
 
-def open_location(location: str, options: dict | None = None, *, replicated: bool = False):
+def open_location(location: str, options: dict | None = None, *, replicated: bool = False, limits=None):
     """One location with retries for transient errors (and injected faults when HAEEDGE_FAULTS is set).
 
     A replica of a replicated repository retries a failed read only once, and
@@ -216,7 +240,12 @@ def open_location(location: str, options: dict | None = None, *, replicated: boo
 
     if replicated and location.lower().startswith(("s3://", "s3a://")):
         options = {"retries": 1, **(options or {})}  # botocore's own retries would hide a dead replica too
-    backend = wrap_from_env(open_backend(location, options))
+    backend = open_backend(location, options)
+    if limits is not None:  # innermost: retried transfers count against the budget too
+        from haeedge.backends.ratelimit import RateLimitedBackend
+
+        backend = RateLimitedBackend(backend, *limits)
+    backend = wrap_from_env(backend)
     if "://" in location and not location.startswith("file://"):
         backend = RetryingBackend(backend, attempts=5, max_total=120, read_attempts=2 if replicated else None,
                                    retry_refused=not replicated)

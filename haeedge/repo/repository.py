@@ -868,12 +868,14 @@ class Repository:
         """
         if ref == "latest":
             hosts, tags, paths = list(hosts), list(tags), list(paths)
-            snaps = [s for s in self.trusted_snapshots(self.list_snapshots(), warn=False)
-                     if s.matches(hosts, tags, paths)]
+            matching = [s for s in self.list_snapshots() if s.matches(hosts, tags, paths)]
+            snaps = self.trusted_snapshots(matching, warn=False)
             if not snaps:
                 wanted = [f"{what} {', '.join(v)}" for what, v in (("host", hosts), ("tag", tags), ("path", paths))
                           if v]
-                raise SnapshotNotFound("no trusted snapshot found" + (f" for {'; '.join(wanted)}" if wanted else ""))
+                what = "no trusted snapshot" if matching else "no snapshot"
+                raise SnapshotNotFound(what + " found" + (f" for {'; '.join(wanted)}" if wanted else "")
+                                       + (f" ({len(matching)} untrusted ones match)" if matching else ""))
             return self.require_trusted(snaps[-1])
         ref = ref.lower()
         if not ref or any(c not in "0123456789abcdef" for c in ref):

@@ -467,6 +467,13 @@ def evaluate(repo: Repository, slot: KeySlot, config_plain: bytes, identity_fprs
     return state
 
 
+def remember_created(repo: Repository) -> None:
+    """The client that made a repository trusts its owner key from the start (no first-use notice later)."""
+    if repo.trust.manifest is not None:
+        TrustMemory(default_memory_path()).record(repo.config.repository_id, repo.trust.manifest.root_fingerprint,
+                                                  repo.trust.manifest.sequence)
+
+
 # --------------------------------------------------------------------------- writing manifests
 
 

@@ -169,7 +169,11 @@ class Restorer:
                 raise UsageError(f"cannot create target {os.fsdecode(self.target)}: {e.strerror}") from None
             if not os.path.isdir(self.target):
                 raise UsageError(f"target {os.fsdecode(self.target)} is not a directory")
-        self.progress.start("restore", snap.summary.get("bytes_total"))
+        summary = snap.summary
+        files_total = sum(summary.get(k, 0) for k in ("files_new", "files_changed", "files_unchanged")
+                          if isinstance(summary.get(k, 0), int))
+        bytes_total = summary.get("bytes_total")
+        self.progress.start("restore", bytes_total if isinstance(bytes_total, int) else None, files_total or None)
         batch: list[_FileJob] = []
         batch_bytes = 0
         stopped: HaeedgeError | None = None

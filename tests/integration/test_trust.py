@@ -13,6 +13,7 @@ import shutil
 
 import pytest
 from keys.support import WriteOnly, gpg, make_owner, owner  # noqa: F401 - fixtures
+from ops.conftest import documented_schemas, validate
 
 from haeedge.backends.local import LocalBackend
 from haeedge.crypto.pubkey import generate_signing_key, parse_certificate
@@ -244,7 +245,8 @@ def test_pinned_owner_fingerprint(cli, fast_repo, tmp_path):
     assert r.code == ExitCode.USAGE
 
 
-def test_first_use_is_announced_once(cli, fast_repo):
+def test_first_use_is_announced_once(cli, fast_repo, trust_memory):
+    trust_memory.unlink()  # another client made it; this one meets it for the first time
     r = cli("snapshots").ok()
     assert "trusted on first use" in r.stderr
     assert "trusted on first use" not in cli("snapshots").ok().stderr
@@ -261,6 +263,7 @@ def test_unapproved_repository_refuses_owner_commands_until_approved(cli, owner,
     assert r.code == UNTRUSTED and "trust approve" in r.stderr, r.describe()
     approved = json.loads(w.as_owner("--json", "trust", "approve").ok().stdout.splitlines()[-1])
     assert list(approved["writers"].values()) == ["web1"] and approved["root_fingerprint"] == owner.fingerprint
+    validate(approved, documented_schemas()["trust approve"])
     snaps = w.as_owner("--json", "snapshots").ok().json()
     assert [s["signature"]["state"] for s in snaps] == ["good"]
     w.backup("web1", _src(tmp_path, "b", b"b\n"))
@@ -281,10 +284,11 @@ def test_rsa_owner_key_signs_the_manifest_and_gpg_verifies_it(cli, gpg, tmp_path
     assert f"VALIDSIG {rsa_owner.fingerprint}" in out or "GOODSIG" in out, out
 
 
-def test_format_v1_repository_is_migrated_by_the_owner_password(cli, fast_repo):
+def test_format_v1_repository_is_migrated_by_the_owner_password(cli, fast_repo, trust_memory):
     with fast_repo.open() as repo:
         for m in read_manifests(repo)[0]:
             repo.backend.delete(f"keys/{m.object_id}")
+    trust_memory.unlink()  # a format v1 repository: no client has seen a manifest of it
     r = cli("snapshots").ok()
     assert "wrote the first trust manifest" in r.stderr
     show = json.loads(cli("--json", "trust", "show").ok().stdout)

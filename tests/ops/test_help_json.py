@@ -87,7 +87,7 @@ def test_json_output_of_other_commands_validates(cli, schemas, tmp_path):
                          (["completion", "zsh"], "completion"), (["forget", "--keep-last", "1", "--dry-run"], "forget"),
                          (["prune", "--dry-run"], "prune"), (["repair", "index", "--dry-run"], "repair index"),
                          (["repair", "snapshots", "--dry-run"], "repair snapshots"), (["key", "list"], "key list"),
-                         (["key", "signers"], "key signers")):
+                         (["key", "signers"], "key signers"), (["trust", "show"], "trust show")):
         if tuple(args[:2]) not in {p[:2] for p, _ in LEAVES} and (args[0],) not in {p[:1] for p, _ in LEAVES}:
             continue
         r = cli("--json", *args)
