@@ -184,7 +184,8 @@ def test_tree_stream_round_trip(paths, seed):
     for p in sorted(paths, key=sort_key):
         e: dict = {}
         set_path(e, p)
-        e.update(type="file", mode=0o644, size=rng.randrange(10**12), mtime_ns=rng.randrange(-10**18, 10**19))
+        # mtime_ns over the whole int64 range the entry schema allows
+        e.update(type="file", mode=0o644, size=rng.randrange(10**12), mtime_ns=rng.randrange(-(2**63), 2**63))
         e["chunks"] = [[rng.randbytes(32).hex(), rng.randrange(1 << 20)]]
         e["pad"] = "x" * rng.randrange(3000)  # so that big lists span several tree blobs
         entries.append(e)
