@@ -303,7 +303,9 @@ class Restorer:
         if kind == "dir":
             untouched = self._keep_existing_dir(rel, path)
             self._make_dir(rel)
-            if not untouched:
+            if untouched:
+                self.result.kept += 1
+            else:
                 self._dir_meta.append((path, entry))
             self.result.dirs += 1
             return None
@@ -587,10 +589,8 @@ class Restorer:
 
     def _keep_existing_dir(self, rel: bytes, path: bytes) -> bool:
         """--overwrite never: a directory that was already there keeps its own metadata."""
-        if self._existing.mode != "never" or rel.rpartition(b"/")[0] in self._fresh or _lstat(path) is None:
-            return False
-        self.result.kept += 1
-        return True
+        return self._existing.mode == "never" and rel.rpartition(b"/")[0] not in self._fresh \
+            and _lstat(path) is not None
 
     def _apply_meta_existing_file(self, path: bytes, entry: dict) -> None:
         try:
