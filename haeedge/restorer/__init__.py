@@ -45,6 +45,9 @@ from haeedge.restorer.verify import content_mismatch
 BATCH_BYTES = 128 << 20
 BATCH_FILES = 5_000
 MERGE_GAP = 1 << 20
+#: When existing files may be kept (--overwrite other than always), the gaps between needed blobs are
+#: often the data of those files: reading over them would fetch again what a resumed restore skips.
+KEEPING_MERGE_GAP = 64 << 10
 #: One ranged read covers at most this much (more if one blob is bigger): with four
 #: reader threads, what a restore holds in flight stays small next to a 16 MiB pack.
 MAX_READ = 4 << 20
@@ -406,10 +409,11 @@ class Restorer:
                       targets: dict[bytes, list[tuple[_FileJob, int]]]) -> None:
         items = sorted(blobs.items(), key=lambda kv: kv[1].offset)
         groups: list[list[tuple[bytes, BlobLocation]]] = []
+        merge_gap = MERGE_GAP if self._existing.replaces_all else KEEPING_MERGE_GAP
         for bid, loc in items:
             if groups:
                 first, last = groups[-1][0][1], groups[-1][-1][1]
-                if (loc.offset - (last.offset + last.length) <= MERGE_GAP
+                if (loc.offset - (last.offset + last.length) <= merge_gap
                         and loc.offset + loc.length - first.offset <= MAX_READ):
                     groups[-1].append((bid, loc))
                     continue

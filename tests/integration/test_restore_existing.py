@@ -367,7 +367,8 @@ def test_killed_restore_resumes_without_fetching_whole_files_again(cli, tmp_path
     whole_bytes = sum(sizes[rel] for rel in whole)
     slack = 256 * 1024 + full["bytes_read"] // 20
     assert again["bytes_read"] < full["bytes_read"] - whole_bytes + slack, \
-        f"re-run read {again['bytes_read']} bytes; full restore {full['bytes_read']}, whole before: {whole_bytes}"
+        f"re-run read {again['bytes_read']} bytes; full restore {full['bytes_read']}, whole before: {whole_bytes}" \
+        f" ({len(whole)} files; {again})"
     assert again["bytes_read"] < full["bytes_read"] * 0.9, (full, again)
     assert again["unchanged"] >= len(whole)
     assert_same_tree(src, dst)
