@@ -577,7 +577,8 @@ class Restorer:
         with self._result_lock:
             if decision is Decision.UNCHANGED:
                 self.result.unchanged += 1
-                self.result.verified += kind == "file" and self.opts.verify  # its content was compared
+                if kind == "file" and self.opts.verify:
+                    self.result.verified += 1  # its content was compared before keeping it
             else:
                 self.result.kept += 1
             self.result.bytes_skipped += size
