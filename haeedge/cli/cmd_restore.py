@@ -37,8 +37,9 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
     """Restore a snapshot (an id, a unique id prefix, or 'latest') into a directory.
 
     Files are restored under TARGET by their full original path. Exits 4 when
-    some files were damaged (every intact file is still restored), 1 when an
-    --include matches nothing in the snapshot. With a profile, 'latest' is the
+    some files were damaged (every intact file is still restored) or --verify
+    read one back that differs, 1 when an --include matches nothing in the
+    snapshot. An interrupted restore resumes with --overwrite if-changed. With a profile, 'latest' is the
     newest snapshot of the profile's backup (its host, tags and paths).
 
     \b
