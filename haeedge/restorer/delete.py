@@ -46,6 +46,11 @@ def delete_extraneous(target: bytes, roots: list[bytes], keep: Callable[[bytes],
     try:
         device = os.fstat(target_fd).st_dev
         for root in _outermost(roots):
+            if any(part in (b"..", b".") for part in root.split(b"/")):
+                # Roots come from --include and from the snapshot's recorded paths (hostile data):
+                # one that climbs out would let the walk delete outside the target.
+                result.failed.append(f"{os.fsdecode(root)}: not deleted below: not a plain path inside the target")
+                continue
             try:
                 fd = _open_below(target_fd, root)
             except OSError:

@@ -137,3 +137,44 @@ def test_delete_removes_whole_directories_and_lists_them_first(tmp_path):
     assert done.deleted == [b"a/b", b"a/b/c", b"a/b/c/f", b"a/b/g"]
     assert os.listdir(target / "a") == []
     assert delete_extraneous(os.fsencode(tmp_path / "absent"), [b""], lambda rel: False).deleted == []
+
+
+def test_delete_roots_that_climb_out_are_refused(tmp_path):
+    """A snapshot's recorded paths are hostile data: a root of '../x' must not reach outside the target."""
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "file").write_bytes(b"outside the target")
+    target = tmp_path / "t"
+    (target / "a").mkdir(parents=True)
+    for root in (b"../victim", b"a/../../victim", b"./../victim"):
+        done = delete_extraneous(os.fsencode(target), [root], lambda rel: False)
+        assert done.deleted == [] and done.failed, root
+    assert (tmp_path / "victim" / "file").exists()
+
+
+def test_restore_delete_with_a_hostile_snapshot_path(tmp_path, trees):
+    """A forged snapshot whose recorded path climbs out of the target: --delete removes nothing outside."""
+    from haeedge.repo.snapshot import Snapshot, now_iso
+    from haeedge.repo.tree import set_path
+    from haeedge.restorer import RestoreOptions, Restorer
+
+    handle = trees.init_library_repo(tmp_path / "repo")
+    with handle.open() as repo:
+        tw = repo.tree_writer()
+        e: dict = {}
+        set_path(e, b"x")
+        e.update(type="dir", mode=0o755, uid=0, gid=0, mtime_ns=10**18)
+        tw.add(e)
+        tree = tw.finish()
+        repo.flush()
+        sid = repo.save_snapshot(Snapshot(time=now_iso(), host="h", paths=["/../victim", "/x"], kind="full",
+                                          tree=tree))
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "file").write_bytes(b"outside the target")
+    target = tmp_path / "t"
+    (target / "x").mkdir(parents=True)
+    (target / "x" / "extra").write_bytes(b"not in the snapshot")
+    with handle.open() as repo:
+        res = Restorer(repo, RestoreOptions(target=str(target), delete=True)).run(repo.load_snapshot(sid))
+    assert res.deleted == ["x/extra"]
+    assert any("not a plain path" in w for w in res.skipped), res.warnings
+    assert (tmp_path / "victim" / "file").exists()
