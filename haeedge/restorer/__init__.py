@@ -634,7 +634,7 @@ class Restorer:
             roots = [os.fsencode(p).strip(b"/") for p in snap.paths]
         wanted, _ = self._selector()
         selected = self._selected or set()
-        done = delete_extraneous(self.target, roots, lambda rel: rel in selected or not wanted(rel, {}),
+        done = delete_extraneous(self.target, roots, selected.__contains__, lambda rel: not wanted(rel, {}),
                                  dry_run=self.opts.dry_run)
         self.result.deleted = [os.fsdecode(p) for p in done.deleted]
         for msg in done.failed:

@@ -30,13 +30,13 @@ class DeleteResult:
     failed: list[str] = field(default_factory=list)
 
 
-def delete_extraneous(target: bytes, roots: list[bytes], keep: Callable[[bytes], bool], *,
-                      dry_run: bool = False) -> DeleteResult:
-    """Remove every entry below ``target``/``roots`` for which ``keep(rel)`` is false.
+def delete_extraneous(target: bytes, roots: list[bytes], held: Callable[[bytes], bool],
+                      excluded: Callable[[bytes], bool] = lambda rel: False, *, dry_run: bool = False) -> DeleteResult:
+    """Remove every entry below ``target``/``roots`` that is neither ``held`` nor ``excluded``.
 
-    ``keep(rel)`` is true for what the snapshot holds and for what the selection leaves
-    alone (excluded); a directory that is kept is descended into, one that is not is
-    removed with all it holds.
+    ``held(rel)``: the snapshot's selection has it (a held directory is walked into);
+    ``excluded(rel)``: the selection leaves it alone, with all it holds. Anything else
+    is removed, a directory with all it holds.
     """
     result = DeleteResult()
     try:
@@ -56,7 +56,7 @@ def delete_extraneous(target: bytes, roots: list[bytes], keep: Callable[[bytes],
             except OSError:
                 continue  # absent, or reached through a symlink: nothing of ours is there
             try:
-                _Walk(result, keep, device, dry_run).directory(fd, root)
+                _Walk(result, held, excluded, device, dry_run).directory(fd, root)
             finally:
                 os.close(fd)
     finally:
@@ -87,7 +87,8 @@ def _open_below(dir_fd: int, rel: bytes) -> int:
 @dataclass
 class _Walk:
     result: DeleteResult
-    keep: Callable[[bytes], bool]
+    held: Callable[[bytes], bool]
+    excluded: Callable[[bytes], bool]
     device: int
     dry_run: bool
 
@@ -102,7 +103,9 @@ class _Walk:
             except OSError as e:
                 self._failed(child, e)
                 continue
-            if not self.keep(child):
+            if self.excluded(child):
+                continue
+            if not self.held(child):
                 self.remove(dir_fd, name, child, st)
             elif stat.S_ISDIR(st.st_mode) and st.st_dev == self.device:
                 try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import stat
 import time
@@ -228,6 +229,8 @@ def test_delete_only_below_the_restored_paths(cli, site, tmp_path):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"not in the snapshot\n")
     (dst / "d2" / "junk.tmp").write_bytes(b"excluded: neither restored nor deleted\n")
+    (dst / "d3" / "cache.tmp").mkdir()
+    (dst / "d3" / "cache.tmp" / "inner").write_bytes(b"in an excluded directory: left alone\n")
     beside = [target / "other.txt", dst.parent / "sibling" / "file"]  # outside the snapshot's path
     for p in beside:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -250,10 +253,11 @@ def test_delete_only_below_the_restored_paths(cli, site, tmp_path):
     assert sorted(s["deleted"]) == sorted([f"{rel}/extra.txt", f"{rel}/newdir", f"{rel}/newdir/a",
                                            f"{rel}/newdir/a/b.txt"]), s
     assert not any(p.exists() for p in extras)
-    assert (dst / "d2" / "junk.tmp").exists()
+    assert (dst / "d2" / "junk.tmp").exists() and (dst / "d3" / "cache.tmp" / "inner").exists()
     assert all(p.exists() for p in beside)
     (dst / "d2" / "junk.tmp").unlink()
-    assert_same_tree(src, dst, ignore={b"d2"})  # d2's mtime: the unlink just now
+    shutil.rmtree(dst / "d3" / "cache.tmp")
+    assert_same_tree(src, dst, ignore={b"d2", b"d3"})  # their mtimes: the removals just now
 
 
 def test_delete_with_an_include_that_matches_nothing_deletes_nothing(cli, site, tmp_path):
