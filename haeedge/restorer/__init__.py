@@ -39,7 +39,7 @@ from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
 from haeedge.restorer.delete import delete_extraneous
-from haeedge.restorer.existing import Decision, ExistingEntries
+from haeedge.restorer.existing import Decision, ExistingEntries, write_at
 from haeedge.restorer.verify import content_mismatch
 
 BATCH_BYTES = 128 << 20
@@ -111,6 +111,8 @@ class _FileJob:
     failed: bool = False
     #: One chunk: created, written and finished in one go by the data phase.
     simple: bool = False
+    #: --overwrite if-changed: an existing file completed in place; these chunks (by index) are intact.
+    reuse: frozenset[int] = frozenset()
 
 
 class Restorer:
@@ -131,6 +133,8 @@ class Restorer:
         self._result_lock = threading.Lock()
         self._in_flight: list[tuple[list, list[_FileJob]]] = []
         self._existing = ExistingEntries(options.overwrite, options.verify, repo.blob_id)
+        #: Existing files to complete in place: path -> indexes of the chunks they hold intact.
+        self._reuse: dict[bytes, frozenset[int]] = {}
         #: --delete: every path of the selection, to tell what the target holds besides.
         self._selected: set[bytes] | None = set() if options.delete else None
 
@@ -321,7 +325,7 @@ class Restorer:
             if self._keep_existing(path, entry):
                 self._count(entry)
                 return None
-            if rel.rpartition(b"/")[0] not in self._fresh:
+            if rel.rpartition(b"/")[0] not in self._fresh and path not in self._reuse:
                 _remove_existing(path)
         if kind == "file":
             if group is not None and group in self._link_sources:
@@ -336,6 +340,8 @@ class Restorer:
             self.result.bytes += size
             if entry.get("damaged") and not chunks:
                 return None
+            if path in self._reuse:
+                return self._complete_in_place(rel, path, entry, self._reuse.pop(path))
             if len(chunks) == 1:
                 return _FileJob(rel, path, entry, 1, simple=True)
             fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -372,7 +378,10 @@ class Restorer:
         by_pack: dict[str, dict[bytes, BlobLocation]] = defaultdict(dict)
         for job in batch:
             offset = 0
-            for chunk_id, length in job.entry["chunks"]:
+            for i, (chunk_id, length) in enumerate(job.entry["chunks"]):
+                if i in job.reuse:
+                    offset += length
+                    continue
                 try:
                     bid = hex_id(chunk_id)
                 except HaeedgeError:
@@ -450,10 +459,10 @@ class Restorer:
             self._write_simple(job, raw, zero)
             return
         try:
-            if not zero:
+            if not zero or job.reuse:  # in place, zeros must be written: the file holds other bytes there
                 fd = _open(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
-                    _pwrite_sparse(fd, raw, offset)
+                    (write_at if job.reuse else _pwrite_sparse)(fd, raw, offset)
                 finally:
                     os.close(fd)
             self.progress.advance(nbytes=len(raw))
@@ -566,10 +575,14 @@ class Restorer:
             return False
         st = _lstat(path)
         source_st = _lstat(link_source) if link_source is not None else None
-        decision = self._existing.decide(
-            entry, st, link_source=source_st,
-            read_target=lambda: _readlink(path),
-            open_file=lambda: _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
+        open_file = lambda: _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # noqa: E731
+        if entry.get("type") == "file" and link_source is None:
+            decision, reuse = self._existing.decide_file(entry, st, open_file)
+            if reuse:
+                self._reuse[path] = reuse
+        else:
+            decision = self._existing.decide(entry, st, link_source=source_st, open_file=open_file,
+                                             read_target=lambda: _readlink(path))
         if decision is Decision.WRITE:
             return False
         kind = entry.get("type")
@@ -591,6 +604,25 @@ class Restorer:
                 self._apply_meta_path(path, entry)
         self.progress.advance(files=1, nbytes=size)
         return True
+
+    def _complete_in_place(self, rel: bytes, path: bytes, entry: dict, reuse: frozenset[int]) -> _FileJob:
+        """if-changed: fetch only the chunks an existing file of the right size lacks (existing.py).
+
+        Its mtime becomes "now" first, so that until every chunk is written and the snapshot's
+        mtime set, the file cannot look whole to a later run, however this one ends.
+        """
+        fd = _open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _Unsafe("changed while being looked at")
+            os.utime(fd)
+        finally:
+            os.close(fd)
+        reused = sum(int(entry["chunks"][i][1]) for i in reuse)
+        with self._result_lock:
+            self.result.bytes_skipped += reused
+        self.progress.advance(nbytes=reused)
+        return _FileJob(rel, path, entry, len(entry["chunks"]) - len(reuse), reuse=reuse)
 
     def _keep_existing_dir(self, rel: bytes, path: bytes) -> bool:
         """--overwrite never: a directory that was already there keeps its own metadata."""

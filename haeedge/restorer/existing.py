@@ -2,11 +2,14 @@
 
 - ``always`` (the default, as restic's): replace it.
 - ``if-changed``: keep it when it already equals the snapshot's entry: for a
-  file the same size and modification time, or with ``--verify`` the same
-  content (read and compared chunk by chunk with the snapshot's blob ids, see
-  ``verify.content_mismatch``); for a symlink the same target; for a special
-  file the same kind (and device number). A kept entry gets the snapshot's
-  mode, owner and times; its data is not fetched.
+  file the same size and modification time (without reading it), or else the
+  same content (read and compared chunk by chunk with the snapshot's blob ids,
+  see ``verify.matching_chunks``; with ``--verify`` always so); for a symlink
+  the same target; for a special file the same kind (and device number). A
+  kept entry gets the snapshot's mode, owner and times; its data is not
+  fetched. A file of the right size that holds only some of its chunks intact
+  (a restore killed while writing it) is completed in place: only the other
+  chunks are fetched (not when it has other hardlinks, which would change too).
 - ``if-newer``: keep it when its modification time is the snapshot's or later.
 - ``never``: keep whatever is there.
 
@@ -30,7 +33,7 @@ import stat
 from collections.abc import Callable
 
 from haeedge.repo.tree import get_bytes_field
-from haeedge.restorer.verify import content_mismatch
+from haeedge.restorer.verify import matching_chunks
 
 OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
 
@@ -77,31 +80,46 @@ class ExistingEntries:
             return Decision.KEEP
         if self.mode == "if-newer":
             return Decision.KEEP if st.st_mtime_ns >= int(entry.get("mtime_ns", 0)) else Decision.WRITE
-        return Decision.UNCHANGED if self._same(entry, st, read_target, open_file, link_source) else Decision.WRITE
+        if entry.get("type") == "file" and link_source is None:
+            return self.decide_file(entry, st, open_file)[0]
+        return Decision.UNCHANGED if self._same(entry, st, read_target, link_source) else Decision.WRITE
 
-    def _same(self, entry: dict, st: os.stat_result, read_target, open_file, link_source) -> bool:
+    def decide_file(self, entry: dict, st: os.stat_result | None,
+                    open_file: Callable[[], int] | None) -> tuple[Decision, frozenset[int]]:
+        """A file entry's decision, and with WRITE the indexes of the chunks the existing file
+        already holds intact at their offsets (if-changed only): only the others need fetching."""
+        if self.mode != "if-changed" or st is None:
+            return self.decide(entry, st, open_file=open_file), frozenset()
+        if kind_of(st) != "file" or st.st_size != int(entry.get("size", 0)):
+            return Decision.WRITE, frozenset()
+        if not self.verify and st.st_mtime_ns == int(entry.get("mtime_ns", 0)):
+            return Decision.UNCHANGED, frozenset()
+        if open_file is None:
+            return Decision.WRITE, frozenset()
+        try:
+            fd = open_file()
+        except OSError:
+            return Decision.WRITE, frozenset()
+        try:
+            matches = matching_chunks(fd, entry, self.blob_id)
+        except OSError:
+            matches = None
+        finally:
+            os.close(fd)
+        if matches is None:
+            return Decision.WRITE, frozenset()
+        if all(matches):
+            return Decision.UNCHANGED, frozenset()
+        # Written in place: another name of the same inode would change with it.
+        reuse = frozenset(i for i, ok in enumerate(matches) if ok) if st.st_nlink == 1 else frozenset()
+        return Decision.WRITE, reuse
+
+    def _same(self, entry: dict, st: os.stat_result, read_target, link_source) -> bool:
         kind = entry.get("type")
         if kind_of(st) != kind:
             return False
         if link_source is not None:
             return (st.st_dev, st.st_ino) == (link_source.st_dev, link_source.st_ino)
-        if kind == "file":
-            if st.st_size != int(entry.get("size", 0)):
-                return False
-            if not self.verify:
-                return st.st_mtime_ns == int(entry.get("mtime_ns", 0))
-            if open_file is None:
-                return False
-            try:
-                fd = open_file()
-            except OSError:
-                return False
-            try:
-                return content_mismatch(fd, entry, self.blob_id) is None
-            except OSError:
-                return False
-            finally:
-                os.close(fd)
         if kind == "symlink":
             if read_target is None:
                 return False
@@ -112,3 +130,12 @@ class ExistingEntries:
         if kind in ("chardev", "blockdev"):
             return st.st_rdev == int(entry.get("rdev", -1))
         return kind in ("fifo", "socket")
+
+
+def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset``: completing a file in place, zeros are data too."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n

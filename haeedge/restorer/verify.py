@@ -48,6 +48,32 @@ def content_mismatch(fd: int, entry: dict, blob_id: Callable[[bytes], bytes]) ->
     return None
 
 
+def matching_chunks(fd: int, entry: dict, blob_id: Callable[[bytes], bytes]) -> list[bool] | None:
+    """For each of ``entry``'s chunks, whether the open file ``fd`` holds it intact at its offset.
+
+    ``None`` when the file cannot hold the entry at all (not a regular file, another size,
+    chunk lengths that do not add up to the entry's size).
+    """
+    st = os.fstat(fd)
+    size = int(entry.get("size", 0))
+    chunks = entry.get("chunks") or []
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        return None
+    try:
+        wanted = [(hex_id(chunk_id), int(length)) for chunk_id, length in chunks]
+    except (HaeedgeError, TypeError, ValueError):
+        return None
+    if sum(length for _, length in wanted) != size:
+        return None
+    out = []
+    offset = 0
+    for want, length in wanted:
+        data = _read_exactly(fd, offset, length)
+        out.append(len(data) == length and blob_id(data) == want)
+        offset += length
+    return out
+
+
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:
     parts = []
     done = 0

@@ -7,6 +7,7 @@ some files are whole on disk) and the bytes the re-run reads from storage are co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -376,6 +377,56 @@ def test_killed_restore_resumes_without_fetching_whole_files_again(cli, tmp_path
     assert again["bytes_read"] < full["bytes_read"] * 0.9, (full, again)
     assert again["unchanged"] >= len(whole)
     assert_same_tree(src, dst)
+
+
+def _intact_bytes(src: Path, dst: Path, block: int = 4096) -> int:
+    """Bytes of ``dst`` equal to ``src`` at the same offsets, counted in whole blocks."""
+    total = 0
+    with open(src, "rb") as a, open(dst, "rb") as b:
+        while True:
+            x, y = a.read(block), b.read(block)
+            if not x:
+                return total
+            total += len(x) if x == y else 0
+
+
+@pytest.mark.parametrize("kind", ["local", "sftp", "s3"])
+def test_a_big_file_killed_mid_way_is_completed_in_place(cli, tmp_path, request, kind):
+    """One big file: the re-run fetches only the chunks the killed run had not written."""
+    env = init_storage(kind, cli, tmp_path, request)
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "disk.img"
+    big.write_bytes(random.Random(5).randbytes(12 << 20))  # about 750 chunks in 12 packs
+    os.utime(big, ns=(T0, T0))
+    cli("backup", src, env=env).ok()
+    full = restore(cli, env, tmp_path / "full")
+
+    target = tmp_path / "target"
+    dst = restored_path(target, src) / "disk.img"
+    proc = cli.popen("restore", "latest", "--target", target,
+                     env={**env, "HAEEDGE_FAULTS": "get_range:latency=0.4:match=data/"})
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(dst).st_blocks * 512 >= (12 << 20) * 3 // 10:
+                    break
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the restore finished before it could be killed"
+    st = os.lstat(dst)
+    assert st.st_size == 12 << 20 and st.st_mtime_ns != T0, "a partly written file must not look whole"
+    intact = _intact_bytes(big, dst)
+    assert (12 << 20) * 3 // 10 - (1 << 20) <= intact < 12 << 20, intact
+
+    again = restore(cli, env, target, "--overwrite", "if-changed")
+    assert again["bytes_skipped"] >= intact - (512 << 10), (intact, again)
+    slack = 256 * 1024 + full["bytes_read"] // 20
+    assert again["bytes_read"] < full["bytes_read"] - intact + slack, (intact, full["bytes_read"], again)
+    assert_same_tree(src, restored_path(target, src))
 
 
 def test_json_summary_fields_are_documented(cli, site, tmp_path):

@@ -36,7 +36,8 @@ def file_and_entry(tmp_path):
 
 @pytest.mark.parametrize(("content", "mtime_delta", "verify", "mode", "expected"), [
     (b"hello, restored world", 0, False, "if-changed", Decision.UNCHANGED),
-    (b"hello, restored world", 1, False, "if-changed", Decision.WRITE),
+    (b"hello, restored world", 1, False, "if-changed", Decision.UNCHANGED),  # another mtime: content read
+    (b"HELLO, restored world", 1, False, "if-changed", Decision.WRITE),
     (b"hello, restored world", 1, True, "if-changed", Decision.UNCHANGED),  # content decides
     (b"HELLO, restored world", 0, False, "if-changed", Decision.UNCHANGED),  # size and mtime only
     (b"HELLO, restored world", 0, True, "if-changed", Decision.WRITE),
@@ -73,6 +74,19 @@ def test_nothing_there_is_written_and_kinds_must_match(tmp_path, file_and_entry)
         sym, os.lstat(link), read_target=lambda: os.fsencode(os.readlink(link))) is Decision.WRITE
     with pytest.raises(ValueError):
         ExistingEntries("sometimes", False, blob_id)
+
+
+def test_partly_intact_files_are_completed_in_place(file_and_entry, tmp_path):
+    path, entry = file_and_entry  # chunks of 5 bytes: "hello", ", res", "tored", " worl", "d"
+    path.write_bytes(b"hello, resXXXXX worlX")
+    policy = ExistingEntries("if-changed", False, blob_id)
+    decision, reuse = policy.decide_file(entry, os.lstat(path), lambda: _open(path))
+    assert decision is Decision.WRITE and reuse == {0, 1, 3}
+    os.link(path, tmp_path / "other_name")  # in place would change the other name too: rewrite it whole
+    assert policy.decide_file(entry, os.lstat(path), lambda: _open(path)) == (Decision.WRITE, frozenset())
+    os.unlink(tmp_path / "other_name")
+    path.write_bytes(b"hello, restored worl")  # another size: nothing is reused
+    assert policy.decide_file(entry, os.lstat(path), lambda: _open(path)) == (Decision.WRITE, frozenset())
 
 
 @pytest.mark.parametrize(("content", "why"), [
