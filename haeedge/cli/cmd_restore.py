@@ -22,9 +22,9 @@ from haeedge.ui.format import human_size
 @click.option("-n", "--dry-run", is_flag=True, help="List what would be restored, write nothing.")
 @click.option("--devices", is_flag=True, help="Create device nodes (needs root). Off by default.")
 @click.option("--overwrite", type=click.Choice(OVERWRITE_MODES), default="always", show_default=True,
-              help="What to do with entries already in the target: replace them (always), keep files of the "
-                   "same size and mtime (if-changed; with --verify: of the same content), keep those as new or "
-                   "newer (if-newer), or keep everything (never).")
+              help="What to do with entries already in the target: replace them (always), keep those equal to "
+                   "the snapshot's (if-changed: same size and mtime, or else same content; files partly written "
+                   "are completed), keep those as new or newer (if-newer), or keep everything (never).")
 @click.option("--delete", is_flag=True,
               help="Remove what the snapshot does not hold, only below the restored paths (with --dry-run: list it).")
 @click.option("--verify", is_flag=True,
