@@ -341,7 +341,10 @@ class Restorer:
             if entry.get("damaged") and not chunks:
                 return None
             if path in self._reuse:
-                return self._complete_in_place(rel, path, entry, self._reuse.pop(path))
+                job = self._complete_in_place(rel, path, entry, self._reuse.pop(path))
+                if job is not None:
+                    return job
+                _remove_existing(path)  # not writable in place (a read-only file): replaced whole
             if len(chunks) == 1:
                 return _FileJob(rel, path, entry, 1, simple=True)
             fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -575,7 +578,10 @@ class Restorer:
             return False
         st = _lstat(path)
         source_st = _lstat(link_source) if link_source is not None else None
-        open_file = lambda: _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # noqa: E731
+
+        def open_file() -> int:
+            return _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
         if entry.get("type") == "file" and link_source is None:
             decision, reuse = self._existing.decide_file(entry, st, open_file)
             if reuse:
@@ -605,13 +611,16 @@ class Restorer:
         self.progress.advance(files=1, nbytes=size)
         return True
 
-    def _complete_in_place(self, rel: bytes, path: bytes, entry: dict, reuse: frozenset[int]) -> _FileJob:
+    def _complete_in_place(self, rel: bytes, path: bytes, entry: dict, reuse: frozenset[int]) -> _FileJob | None:
         """if-changed: fetch only the chunks an existing file of the right size lacks (existing.py).
 
         Its mtime becomes "now" first, so that until every chunk is written and the snapshot's
         mtime set, the file cannot look whole to a later run, however this one ends.
         """
-        fd = _open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fd = _open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except PermissionError:
+            return None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise _Unsafe("changed while being looked at")
