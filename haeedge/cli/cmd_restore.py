@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from haeedge.backends.counting import ReadCountingBackend
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
 from haeedge.errors import ExitCode, HaeedgeError, PathNotFound
 from haeedge.restorer import RestoreOptions, Restorer, RestoreResult
+from haeedge.restorer.existing import OVERWRITE_MODES
 from haeedge.ui.format import human_size
 
 
@@ -19,15 +21,25 @@ from haeedge.ui.format import human_size
 @click.option("-e", "--exclude", "excludes", multiple=True, metavar="PATTERN", help="Skip entries matching PATTERN.")
 @click.option("-n", "--dry-run", is_flag=True, help="List what would be restored, write nothing.")
 @click.option("--devices", is_flag=True, help="Create device nodes (needs root). Off by default.")
+@click.option("--overwrite", type=click.Choice(OVERWRITE_MODES), default="always", show_default=True,
+              help="What to do with entries already in the target: replace them (always), keep those equal to "
+                   "the snapshot's (if-changed: same size and mtime, or else same content; files partly written "
+                   "are completed), keep those as new or newer (if-newer), or keep everything (never).")
+@click.option("--delete", is_flag=True,
+              help="Remove what the snapshot does not hold, only below the restored paths (with --dry-run: list it).")
+@click.option("--verify", is_flag=True,
+              help="Re-read every written file and check it against the snapshot (exit 4 on a mismatch).")
 @latest_options()
 @json_option
 @pass_app
-def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devices, hosts, tags, paths) -> None:
+def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devices, overwrite, delete, verify,
+            hosts, tags, paths) -> None:
     """Restore a snapshot (an id, a unique id prefix, or 'latest') into a directory.
 
     Files are restored under TARGET by their full original path. Exits 4 when
-    some files were damaged (every intact file is still restored), 1 when an
-    --include matches nothing in the snapshot. With a profile, 'latest' is the
+    some files were damaged (every intact file is still restored) or --verify
+    read one back that differs, 1 when an --include matches nothing in the
+    snapshot. An interrupted restore resumes with --overwrite if-changed. With a profile, 'latest' is the
     newest snapshot of the profile's backup (its host, tags and paths).
 
     \b
@@ -35,12 +47,15 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
       haeedge restore latest --target /tmp/restore
       haeedge restore 1a2b3c4d --target /tmp/r --include /etc/nginx
       haeedge restore latest --host web1 --path /etc --target /tmp/r
+      haeedge restore latest --target /srv/r --overwrite if-changed --delete
     """
     progress = app.progress()
-    with app.open_repo(lock="shared", command="restore") as repo:
+    storage = ReadCountingBackend(app.backend())  # bytes_read: what a resumed restore did not fetch again
+    with app.open_repo(lock="shared", command="restore", backend=storage) as repo:
         snap = resolve(app, repo, snapshot, hosts, tags, paths)
         restorer = Restorer(repo, RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
-                                                 dry_run=dry_run, devices=devices), progress)
+                                                 dry_run=dry_run, devices=devices, overwrite=overwrite,
+                                                 delete=delete, verify=verify), progress)
         try:
             result = restorer.run(snap)
         except HaeedgeError:
@@ -51,21 +66,26 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
         app.emit({"message_type": "summary", "snapshot_id": snap.id, "files": result.files, "dirs": result.dirs,
                   "others": result.others, "bytes": result.bytes, "damaged": result.damaged,
                   "skipped": result.skipped, "warnings": result.warnings,
+                  **existing_summary(result, overwrite, storage.bytes_read),
                   **({"planned": result.planned} if dry_run else {})})
     else:
         if dry_run:
             for p in result.planned:
                 app.out(f"/{p}")
-            app.out(f"would restore {result.files} files, {result.dirs} dirs, {human_size(result.bytes)}")
+            for p in result.deleted:
+                app.out(f"would delete /{p}")
+            app.out(f"would restore {result.files} files, {result.dirs} dirs, {human_size(result.bytes)}"
+                    + (f", delete {len(result.deleted)} entries" if delete else ""))
         else:
             app.out(f"restored snapshot {snap.short_id}: {result.files} files, {result.dirs} dirs, "
                     f"{result.others} other entries, {human_size(result.bytes)}")
+            _report_existing(app, result, delete, verify)
         _list_damaged(result)
     if result.unmatched:
         app.run.error = f"--include matched nothing: {', '.join(result.unmatched)}"
         raise PathNotFound(f"not in snapshot {snap.short_id}: {', '.join(result.unmatched)} (--include matched "
                            "nothing there)", hint=f"list what it holds with: haeedge ls {snap.short_id}")
-    if result.damaged:
+    if result.damaged or result.mismatched:
         fail_with(ExitCode.INTEGRITY)
     if result.skipped:
         fail_with(ExitCode.PARTIAL)
@@ -76,6 +96,28 @@ def _list_damaged(result: RestoreResult) -> None:
         click.echo(f"haeedge: {len(result.damaged)} damaged files could not be fully restored:", err=True)
         for p in result.damaged:  # every one: an operator must know exactly what to recover elsewhere
             click.echo(f"  /{p}", err=True)
+    if result.mismatched:
+        click.echo(f"haeedge: {len(result.mismatched)} files read back differ from the snapshot (--verify):",
+                   err=True)
+        for p in result.mismatched:
+            click.echo(f"  /{p}", err=True)
+
+
+def existing_summary(result: RestoreResult, overwrite: str, bytes_read: int) -> dict:
+    """The --json summary fields of --overwrite, --delete and --verify (docs/json.md)."""
+    return {"overwrite": overwrite, "unchanged": result.unchanged, "kept": result.kept,
+            "bytes_skipped": result.bytes_skipped, "deleted": result.deleted, "verified": result.verified,
+            "mismatched": result.mismatched, "bytes_read": bytes_read}
+
+
+def _report_existing(app: AppContext, result: RestoreResult, delete: bool, verify: bool) -> None:
+    if result.unchanged or result.kept:
+        app.out(f"already in the target: {result.unchanged} unchanged, {result.kept} kept as they were "
+                f"({human_size(result.bytes_skipped)} not fetched)")
+    if delete:
+        app.out(f"deleted {len(result.deleted)} entries the snapshot does not hold")
+    if verify:
+        app.out(f"verified {result.verified} files: {len(result.mismatched)} differ")
 
 
 def _report_stopped(result: RestoreResult) -> None:

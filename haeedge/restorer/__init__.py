@@ -38,10 +38,16 @@ from haeedge.repo.index import BlobLocation
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
+from haeedge.restorer.delete import delete_extraneous
+from haeedge.restorer.existing import Decision, ExistingEntries, write_at
+from haeedge.restorer.verify import content_mismatch
 
 BATCH_BYTES = 128 << 20
 BATCH_FILES = 5_000
 MERGE_GAP = 1 << 20
+#: When existing files may be kept (--overwrite other than always), the gaps between needed blobs are
+#: often the data of those files: reading over them would fetch again what a resumed restore skips.
+KEEPING_MERGE_GAP = 64 << 10
 #: One ranged read covers at most this much (more if one blob is bigger): with four
 #: reader threads, what a restore holds in flight stays small next to a 16 MiB pack.
 MAX_READ = 4 << 20
@@ -60,6 +66,12 @@ class RestoreOptions:
     devices: bool = False
     owners: bool | None = None  # None: restore ownership only when running as root
     workers: int = 4
+    #: What to do with entries already in the target: always, if-changed, if-newer, never (existing.py).
+    overwrite: str = "always"
+    #: Remove what the snapshot does not hold below the restored paths (delete.py).
+    delete: bool = False
+    #: Re-read every written file and compare it with the snapshot's blob ids (and compare content in if-changed).
+    verify: bool = False
 
 
 @dataclass
@@ -76,6 +88,17 @@ class RestoreResult:
     stopped_early: bool = False
     #: Includes that matched no entry of the snapshot (as given, with a leading '/').
     unmatched: list[str] = field(default_factory=list)
+    #: Files already in the target equal to the snapshot's (--overwrite if-changed): data not fetched.
+    unchanged: int = 0
+    #: Existing entries left exactly as they were (--overwrite if-newer / never).
+    kept: int = 0
+    #: Bytes of the snapshot's files that were not written because of the two counts above.
+    bytes_skipped: int = 0
+    #: --delete: what was removed (with dry_run: what would be), relative to the target.
+    deleted: list[str] = field(default_factory=list)
+    #: --verify: files re-read after writing, and those whose content did not match the snapshot.
+    verified: int = 0
+    mismatched: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -88,6 +111,8 @@ class _FileJob:
     failed: bool = False
     #: One chunk: created, written and finished in one go by the data phase.
     simple: bool = False
+    #: --overwrite if-changed: an existing file completed in place; these chunks (by index) are intact.
+    reuse: frozenset[int] = frozenset()
 
 
 class Restorer:
@@ -107,6 +132,11 @@ class Restorer:
         self._link_sources: dict[str, bytes] = {}
         self._result_lock = threading.Lock()
         self._in_flight: list[tuple[list, list[_FileJob]]] = []
+        self._existing = ExistingEntries(options.overwrite, options.verify, repo.blob_id)
+        #: Existing files to complete in place: path -> indexes of the chunks they hold intact.
+        self._reuse: dict[bytes, frozenset[int]] = {}
+        #: --delete: every path of the selection, to tell what the target holds besides.
+        self._selected: set[bytes] | None = set() if options.delete else None
 
     # ------------------------------------------------------------------ selection
 
@@ -148,6 +178,8 @@ class Restorer:
                 if exc and entry.get("type") == "dir":
                     excluded_dirs.append(rel)
                 continue
+            if self._selected is not None:
+                self._selected.add(rel)
             yield rel, entry
         self.result.unmatched = sorted("/" + os.fsdecode(p) for p in unmatched)
 
@@ -219,6 +251,9 @@ class Restorer:
                 self._settle_batch()
         if not self.opts.dry_run:
             self._finish_links()
+        if self._selected is not None and stopped is None:
+            self._delete_extraneous(snap)
+        if not self.opts.dry_run:
             self._finish_dirs()
         self.progress.finish()
         if stopped is not None:
@@ -283,20 +318,28 @@ class Restorer:
         path = self._abs(rel)
         kind = entry["type"]
         if kind == "dir":
+            untouched = self._keep_existing_dir(rel, path)
             self._make_dir(rel)
-            self._dir_meta.append((path, entry))
+            if untouched:
+                self.result.kept += 1
+            else:
+                self._dir_meta.append((path, entry))
             self.result.dirs += 1
             return None
         if kind == "symlink":
             self._symlinks.append((path, entry))
             self.result.others += 1
             return None
-        if rel.rpartition(b"/")[0] not in self._fresh:
-            _remove_existing(path)
+        group = entry.get("hardlink") if kind == "file" else None
+        if group is None or group not in self._link_sources:  # later names of a group: _finish_links
+            if self._keep_existing(path, entry):
+                self._count(entry)
+                return None
+            if rel.rpartition(b"/")[0] not in self._fresh and path not in self._reuse:
+                _remove_existing(path)
         if kind == "file":
-            group = entry.get("hardlink")
             if group is not None and group in self._link_sources:
-                self._hardlinks.append((path, group))
+                self._hardlinks.append((path, group, entry))
                 self.result.files += 1
                 return None
             if group is not None:
@@ -307,6 +350,11 @@ class Restorer:
             self.result.bytes += size
             if entry.get("damaged") and not chunks:
                 return None
+            if path in self._reuse:
+                job = self._complete_in_place(rel, path, entry, self._reuse.pop(path))
+                if job is not None:
+                    return job
+                _remove_existing(path)  # not writable in place (a read-only file): replaced whole
             if len(chunks) == 1:
                 return _FileJob(rel, path, entry, 1, simple=True)
             fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -343,7 +391,10 @@ class Restorer:
         by_pack: dict[str, dict[bytes, BlobLocation]] = defaultdict(dict)
         for job in batch:
             offset = 0
-            for chunk_id, length in job.entry["chunks"]:
+            for i, (chunk_id, length) in enumerate(job.entry["chunks"]):
+                if i in job.reuse:
+                    offset += length
+                    continue
                 try:
                     bid = hex_id(chunk_id)
                 except HaeedgeError:
@@ -373,15 +424,18 @@ class Restorer:
         for job in batch:
             if job.remaining > 0 and not job.failed:
                 self._fail(job, "not all data could be restored")
+            elif self.opts.verify and not job.failed:
+                self._verify_written(job)
 
     def _restore_pack(self, pack_id: str, blobs: dict[bytes, BlobLocation],
                       targets: dict[bytes, list[tuple[_FileJob, int]]]) -> None:
         items = sorted(blobs.items(), key=lambda kv: kv[1].offset)
         groups: list[list[tuple[bytes, BlobLocation]]] = []
+        merge_gap = MERGE_GAP if self._existing.replaces_all else KEEPING_MERGE_GAP
         for bid, loc in items:
             if groups:
                 first, last = groups[-1][0][1], groups[-1][-1][1]
-                if (loc.offset - (last.offset + last.length) <= MERGE_GAP
+                if (loc.offset - (last.offset + last.length) <= merge_gap
                         and loc.offset + loc.length - first.offset <= MAX_READ):
                     groups[-1].append((bid, loc))
                     continue
@@ -430,10 +484,10 @@ class Restorer:
             self._write_simple(job, raw, zero)
             return
         try:
-            if not zero:
+            if not zero or job.reuse:  # in place, zeros must be written: the file holds other bytes there
                 fd = _open(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
-                    _pwrite_sparse(fd, raw, offset)
+                    (write_at if job.reuse else _pwrite_sparse)(fd, raw, offset)
                 finally:
                     os.close(fd)
             self.progress.advance(nbytes=len(raw))
@@ -497,11 +551,13 @@ class Restorer:
             self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
 
     def _finish_links(self) -> None:
-        for path, group in self._hardlinks:
+        for path, group, entry in self._hardlinks:
             src = self._link_sources.get(group)
             if src is None:
                 continue
             try:
+                if self._keep_existing(path, entry, link_source=src):
+                    continue
                 _remove_existing(path)
                 with _at(src) as (src_fd, src_name), _at(path) as (dst_fd, dst_name):
                     os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
@@ -516,6 +572,8 @@ class Restorer:
                 self._warn(f"{os.fsdecode(path)}: symlink without target", skipped=True)
                 continue
             try:
+                if self._keep_existing(path, entry):
+                    continue
                 _remove_existing(path)
                 with _at(path) as (dir_fd, name):
                     os.symlink(target, name, dir_fd=dir_fd)
@@ -528,6 +586,122 @@ class Restorer:
     def _finish_dirs(self) -> None:
         for path, entry in sorted(self._dir_meta, key=lambda pe: pe[0].count(b"/"), reverse=True):
             self._apply_meta_path(path, entry)
+
+    # ------------------------------------------------------------------ existing target (--overwrite, --delete)
+
+    def _keep_existing(self, path: bytes, entry: dict, link_source: bytes | None = None) -> bool:
+        """Whether the entry already at ``path`` stays instead of being replaced (existing.py).
+
+        A kept file is counted as such and, when unchanged, gets the snapshot's metadata; a
+        kept first name of a hardlink group is what the group's later names link to.
+        """
+        rel = path[len(self.target) + 1 :]
+        if self._existing.replaces_all or rel.rpartition(b"/")[0] in self._fresh:
+            return False
+        st = _lstat(path)
+        source_st = _lstat(link_source) if link_source is not None else None
+
+        def open_file() -> int:
+            return _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+        if entry.get("type") == "file" and link_source is None:
+            decision, reuse = self._existing.decide_file(entry, st, open_file)
+            if reuse:
+                self._reuse[path] = reuse
+        else:
+            decision = self._existing.decide(entry, st, link_source=source_st, open_file=open_file,
+                                             read_target=lambda: _readlink(path))
+        if decision is Decision.WRITE:
+            return False
+        kind = entry.get("type")
+        size = int(entry.get("size", 0)) if kind == "file" and link_source is None else 0
+        with self._result_lock:
+            if decision is Decision.UNCHANGED:
+                self.result.unchanged += 1
+                if kind == "file" and self.opts.verify:
+                    self.result.verified += 1  # its content was compared before keeping it
+            else:
+                self.result.kept += 1
+            self.result.bytes_skipped += size
+        if kind == "file" and link_source is None and entry.get("hardlink") is not None and stat.S_ISREG(st.st_mode):
+            self._link_sources[entry["hardlink"]] = path
+        if decision is Decision.UNCHANGED:
+            if kind == "file":
+                self._apply_meta_existing_file(path, entry)
+            else:
+                self._apply_meta_path(path, entry)
+        self.progress.advance(files=1, nbytes=size)
+        return True
+
+    def _complete_in_place(self, rel: bytes, path: bytes, entry: dict, reuse: frozenset[int]) -> _FileJob | None:
+        """if-changed: fetch only the chunks an existing file of the right size lacks (existing.py).
+
+        Its mtime becomes "now" first, so that until every chunk is written and the snapshot's
+        mtime set, the file cannot look whole to a later run, however this one ends.
+        """
+        try:
+            fd = _open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except PermissionError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _Unsafe("changed while being looked at")
+            os.utime(fd)
+        finally:
+            os.close(fd)
+        reused = sum(int(entry["chunks"][i][1]) for i in reuse)
+        with self._result_lock:
+            self.result.bytes_skipped += reused
+        self.progress.advance(nbytes=reused)
+        return _FileJob(rel, path, entry, len(entry["chunks"]) - len(reuse), reuse=reuse)
+
+    def _keep_existing_dir(self, rel: bytes, path: bytes) -> bool:
+        """--overwrite never: a directory that was already there keeps its own metadata."""
+        return self._existing.mode == "never" and rel.rpartition(b"/")[0] not in self._fresh \
+            and _lstat(path) is not None
+
+    def _apply_meta_existing_file(self, path: bytes, entry: dict) -> None:
+        try:
+            fd = _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
+            return
+        try:
+            self._apply_meta_fd(fd, path, entry)
+        finally:
+            os.close(fd)
+
+    def _verify_written(self, job: _FileJob) -> None:
+        """--verify: read the file back and compare it with the snapshot's blob ids."""
+        try:
+            fd = _open(job.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                why = content_mismatch(fd, job.entry, self.repo.blob_id)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            why = f"cannot read it back: {e.strerror or e}"
+        with self._result_lock:
+            self.result.verified += 1
+            if why is not None:
+                self.result.mismatched.append(os.fsdecode(job.rel))
+        if why is not None:
+            self._warn(f"{os.fsdecode(job.rel)}: verify: {why}")
+
+    def _delete_extraneous(self, snap: Snapshot) -> None:
+        """--delete, below the included paths that matched, or else below the snapshot's paths."""
+        if self.opts.includes:
+            unmatched = {os.fsencode(p).strip(b"/") for p in self.result.unmatched}
+            roots = [p for p in (os.fsencode(i).strip(b"/") for i in self.opts.includes) if p not in unmatched]
+        else:
+            roots = [os.fsencode(p).strip(b"/") for p in snap.paths]
+        wanted, _ = self._selector()
+        selected = self._selected or set()
+        done = delete_extraneous(self.target, roots, selected.__contains__, lambda rel: not wanted(rel, {}),
+                                 dry_run=self.opts.dry_run)
+        self.result.deleted = [os.fsdecode(p) for p in done.deleted]
+        for msg in done.failed:
+            self._warn(msg, skipped=True)
 
 
 class _Unsafe(Exception):
@@ -547,6 +721,19 @@ def _remove_existing(path: bytes) -> None:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        with _at(path) as (dir_fd, name):
+            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _readlink(path: bytes) -> bytes:
+    with _at(path) as (dir_fd, name):
+        return os.readlink(name, dir_fd=dir_fd)
 
 
 def _pwrite_sparse(fd: int, raw: bytes | memoryview, offset: int) -> None:
