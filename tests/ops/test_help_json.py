@@ -28,6 +28,15 @@ ALL = list(_walk(root))
 LEAVES = [(p, c) for p, c in ALL if not isinstance(c, click.Group)]
 
 
+def test_every_command_module_is_listed_in_the_app():
+    """Commands are listed explicitly in haeedge/cli/app.py: a new cmd_*.py must be added there."""
+    from haeedge.cli.app import COMMAND_MODULES
+
+    on_disk = sorted(f[:-3] for f in os.listdir(ROOT / "haeedge" / "cli") if re.fullmatch(r"cmd_\w+\.py", f))
+    assert sorted(m.__name__.rsplit(".", 1)[1] for m in COMMAND_MODULES) == on_disk
+    assert {m.command.name for m in COMMAND_MODULES} == set(root.commands)
+
+
 def test_the_expected_commands_are_registered():
     names = {" ".join(p) for p, _ in ALL}
     assert {"backup", "restore", "verify", "snapshots", "ls", "init", "unlock", "dump", "find", "diff", "stats",
