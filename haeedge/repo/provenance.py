@@ -150,11 +150,11 @@ def read_index_objects(repo: Repository, objects: Iterable[str | ObjectInfo], on
 
     def read(name: str, size: int | None) -> AttributedIndex | None:
         from haeedge.errors import HaeedgeError
-        from haeedge.repo.repository import MAX_STORED_BYTES, object_id_of
+        from haeedge.repo.repository import object_id_of, stored_cap
 
         try:
             data = repo.get_object(name, size)
-            obj = decode_index_object(repo.open_sealed("meta", data, limit=MAX_STORED_BYTES["index"]))
+            obj = decode_index_object(repo.open_sealed("meta", data, limit=stored_cap("index")))
         except HaeedgeError as e:
             if on_error is None:
                 raise

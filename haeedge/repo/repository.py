@@ -98,6 +98,10 @@ MAX_META_OBJECT = 512 << 20
 MAX_STORED_BYTES = {"config": 2 << 20, "keys": MAX_KEY_OBJECT_BYTES, "locks": 1 << 20, "snapshots": 16 << 20,
                     "index": 256 << 20}
 INDEX_PART_BYTES = 128 << 20
+#: haeedge 0.1.0's prune wrote the whole index as one object: past about 5.8 million blobs that
+#: object is over the cap. This raises the index cap for such a repository (``haeedge repair index``
+#: rewrites its index in parts without it).
+MAX_INDEX_ENV = "HAEEDGE_MAX_INDEX_OBJECT"
 #: Certificate slots one identity opens that are checked against the trust manifest (planted ones included).
 MAX_CERTIFICATE_CANDIDATES = 256
 INDEX_CHECKPOINT_PACKS = 32
@@ -808,7 +812,7 @@ class Repository:
                 data = self.get_object(f"snapshots/{snapshot_id}")
             except ObjectNotFound:
                 raise SnapshotNotFound(f"snapshot {snapshot_id[:16]} does not exist") from None
-            snap = Snapshot.from_bytes(self.open_sealed("meta", data, limit=MAX_STORED_BYTES["snapshots"]),
+            snap = Snapshot.from_bytes(self.open_sealed("meta", data, limit=stored_cap("snapshots")),
                                        snapshot_id)
             self._snapshot_cache[snapshot_id] = snap
         if self.keys.is_writer:
@@ -1093,13 +1097,31 @@ def _hex_id(h: str) -> bytes:
     return b
 
 
-def check_object_size(name: str, size: int) -> None:
-    """Refuse an object larger than its namespace allows (``MAX_STORED_BYTES``)."""
-    namespace = name.split("/", 1)[0]
+def stored_cap(namespace: str) -> int | None:
+    """The largest object ``namespace`` may hold (``MAX_STORED_BYTES``; index: raised by $HAEEDGE_MAX_INDEX_OBJECT)."""
     cap = MAX_STORED_BYTES.get(namespace)
+    if namespace == "index" and os.environ.get(MAX_INDEX_ENV):
+        from haeedge.sizes import parse_size
+
+        try:
+            cap = max(cap or 0, parse_size(os.environ[MAX_INDEX_ENV]))
+        except ValueError as e:
+            raise UsageError(f"${MAX_INDEX_ENV}: {e}") from None
+    return cap
+
+
+def check_object_size(name: str, size: int) -> None:
+    """Refuse an object larger than its namespace allows (``stored_cap``)."""
+    namespace = name.split("/", 1)[0]
+    cap = stored_cap(namespace)
     if cap is not None and size > cap:
+        hint = None
+        if namespace == "index":
+            hint = ("haeedge 0.1.0 wrote one index object per prune, which passes this size beyond ~5.8 million "
+                    "blobs: 'haeedge repair index' rewrites the index in parts, or set "
+                    f"{MAX_INDEX_ENV}=SIZE to read it as it is")
         raise FormatError(f"object {name} holds {size} bytes, more than the {cap >> 20} MiB an object in "
-                          f"{namespace}/ may hold (damaged or hostile)")
+                          f"{namespace}/ may hold (damaged or hostile)", hint=hint)
 
 
 def _check_content_name(name: str, data: bytes) -> None:

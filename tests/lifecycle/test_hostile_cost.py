@@ -100,6 +100,27 @@ def test_oversized_objects_are_refused_unread(cli, fast_repo, tmp_path):
     assert "larger than any key slot" in r.stderr or r.stderr == "", r.stderr
 
 
+@pytest.mark.slow
+def test_an_index_object_over_the_cap_is_refused_unread_with_the_way_out(cli, fast_repo, tmp_path):
+    """haeedge 0.1.0's prune wrote one index object: a huge repository's may pass the 256 MiB cap.
+    Refused unread by default (the hint names both ways out); the variable reads it; repair index
+    rewrites the index without it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(100_000))
+    cli("backup", src).ok()
+    oid = _put(cli.repo_path, "index", os.urandom(256 * MiB + 1))  # a stand-in: only its size is read first
+    r = _run(cli, "ls", "latest")
+    _clean(r, 4)
+    assert f"index/{oid}" in r.stderr and "more than the 256 MiB" in r.stderr, r.stderr
+    assert "haeedge repair index" in r.stderr and "HAEEDGE_MAX_INDEX_OBJECT" in r.stderr, r.stderr
+    r = cli("ls", "latest", env={"HAEEDGE_MAX_INDEX_OBJECT": "300M"})  # read now: random bytes do not decrypt
+    assert r.code == 4 and "more than the" not in r.stderr and "Traceback" not in r.stderr, r.describe()
+    cli("repair", "index").ok()
+    assert "/f" in cli("ls", "latest").ok().stdout  # the stand-in is superseded: commands read again
+    assert cli("verify").code == 0
+
+
 def _real_slot_id(repo_path) -> str:
     from haeedge.repo.keys import key_object_kind
 
