@@ -270,6 +270,7 @@ INDEPENDENT = {
     # dropping a profile's keep_tag because --keep-last was typed would remove snapshots meant to stay.
     ("init", "host", "recipient_file"), ("key add", "host", "writer"),  # the host a writer key signs for
     ("tag", "all_", "hosts"), ("tag", "all_", "tags"),  # --all within the filters
+    ("restore", "delete", "dry_run"),  # --dry-run lists what --delete would remove
 }
 
 
