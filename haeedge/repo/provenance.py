@@ -157,6 +157,9 @@ def read_index_objects(repo: Repository, objects: Iterable[str | ObjectInfo], on
             obj = decode_index_object(repo.open_sealed("meta", data, limit=stored_cap("index")))
         except HaeedgeError as e:
             if on_error is None:
+                if name not in e.message:  # say which object: the user may have to remove or repair it
+                    e.message = f"{name}: {e.message}"
+                    e.args = (e.message,)
                 raise
             on_error(name, e)
             return None

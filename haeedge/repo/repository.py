@@ -96,7 +96,9 @@ MAX_META_OBJECT = 512 << 20
 #: KiB, a snapshot 67 bytes per tree blob, and an index object is written in parts of at most
 #: INDEX_PART_BYTES (2.9 million blobs each).
 MAX_STORED_BYTES = {"config": 2 << 20, "keys": MAX_KEY_OBJECT_BYTES, "locks": 1 << 20, "snapshots": 16 << 20,
-                    "index": 256 << 20}
+                    "index": 192 << 20}
+#: Written index parts stay well below the index cap (``MAX_STORED_BYTES``), which is set so that a
+#: hostile object at the cap, downloaded whole, still leaves a command within its 256 MiB budget.
 INDEX_PART_BYTES = 128 << 20
 #: haeedge 0.1.0's prune wrote the whole index as one object: past about 5.8 million blobs that
 #: object is over the cap. This raises the index cap for such a repository (``haeedge repair index``

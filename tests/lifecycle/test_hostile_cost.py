@@ -102,23 +102,43 @@ def test_oversized_objects_are_refused_unread(cli, fast_repo, tmp_path):
 
 @pytest.mark.slow
 def test_an_index_object_over_the_cap_is_refused_unread_with_the_way_out(cli, fast_repo, tmp_path):
-    """haeedge 0.1.0's prune wrote one index object: a huge repository's may pass the 256 MiB cap.
+    """haeedge 0.1.0's prune wrote one index object: a huge repository's may pass the 192 MiB cap.
     Refused unread by default (the hint names both ways out); the variable reads it; repair index
     rewrites the index without it."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_bytes(os.urandom(100_000))
     cli("backup", src).ok()
-    oid = _put(cli.repo_path, "index", os.urandom(256 * MiB + 1))  # a stand-in: only its size is read first
+    oid = _put(cli.repo_path, "index", os.urandom(192 * MiB + 1))  # a stand-in: only its size is read first
     r = _run(cli, "ls", "latest")
     _clean(r, 4)
-    assert f"index/{oid}" in r.stderr and "more than the 256 MiB" in r.stderr, r.stderr
+    assert f"index/{oid}" in r.stderr and "more than the 192 MiB" in r.stderr, r.stderr
     assert "haeedge repair index" in r.stderr and "HAEEDGE_MAX_INDEX_OBJECT" in r.stderr, r.stderr
-    r = cli("ls", "latest", env={"HAEEDGE_MAX_INDEX_OBJECT": "300M"})  # read now: random bytes do not decrypt
+    r = cli("ls", "latest", env={"HAEEDGE_MAX_INDEX_OBJECT": "200M"})  # read now: random bytes do not decrypt
     assert r.code == 4 and "more than the" not in r.stderr and "Traceback" not in r.stderr, r.describe()
     cli("repair", "index").ok()
     assert "/f" in cli("ls", "latest").ok().stdout  # the stand-in is superseded: commands read again
     assert cli("verify").code == 0
+
+
+@pytest.mark.slow
+def test_a_hostile_index_object_at_the_cap_stays_within_the_memory_budget(cli, fast_repo, tmp_path):
+    """The index cap is what keeps one hostile index object within the 256 MiB budget: one just under
+    it is downloaded whole and refused (it does not decrypt), and the command's peak memory stays under."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(100_000))
+    cli("backup", src).ok()
+    skesk = op.skesk_packet(op.S2K(op.S2K_SALTED, op.HASH_SHA256, os.urandom(8)))
+    body = b"\x01" + os.urandom(192 * MiB - 4096)  # version 1: decrypted, and refused by its checksum
+    # One SEIPD packet with a five-octet length: nothing in its framing is refused before decryption.
+    seipd = bytes([0xC0 | op.TAG_SEIPD, 0xFF]) + len(body).to_bytes(4, "big") + body
+    oid = _put(cli.repo_path, "index", skesk + seipd)
+    del body, seipd
+    for args in (("ls", "latest"), ("verify",)):
+        r = _run(cli, *args)
+        _clean(r, 4)
+        assert oid[:8] in r.stderr, r.describe()
 
 
 def _real_slot_id(repo_path) -> str:
