@@ -323,7 +323,8 @@ class SlotAttempts:
                              f"reached ({MAX_SLOTS_TRIED} slots tried at most, S2K work of "
                              f"{OPEN_S2K_WORK // S2K_MESSAGE_WORK} strongest derivations); keys/ holds more "
                              "or costlier slots than haeedge writes",
-                             hint="someone may have planted slots in keys/: 'haeedge key list' with the owner's "
+                             hint="set HAEEDGE_KEY_HINT to your slot's id ('haeedge key add' printed it) to try it "
+                                  "first; or someone planted slots in keys/: 'haeedge key list' with the owner's "
                                   "key shows the registered ones")
 
 

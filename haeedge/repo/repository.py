@@ -269,7 +269,9 @@ class Repository:
         candidates: list[KeySlot] = []
         malformed: SlotMalformed | None = None
         damaged: list[str] = []
-        for info in sorted(backend.list("keys"), key=lambda i: i.name):
+        hints = slot_hints(backend.location, policy)
+        tried_first = None
+        for info in sorted(backend.list("keys"), key=lambda i: _slot_order(object_id_of(i.name), hints)):
             # One damaged or hostile object in keys/ must not lock everybody out: skip it, say so.
             if not attempts.admit_size(info.size):
                 log.warning("skipping key object %s: %d bytes, larger than any key slot", info.name, info.size)
@@ -281,6 +283,7 @@ class Repository:
                     continue  # key records and manifests are sealed with meta, not with a credential
                 if not attempts.admit():
                     break
+                tried_first = tried_first or object_id_of(info.name)
                 slot = open_slot(object_id_of(info.name), data, attempts.keyring)
             except ObjectNotFound:
                 continue  # removed meanwhile
@@ -332,6 +335,8 @@ class Repository:
             except TrustError as e:
                 first_error = first_error or e
                 continue
+            if policy.memory is not None and (slot.slot_id != tried_first or hints):
+                policy.memory.record_slot(backend.location, slot.slot_id)  # found late or by hint: first next time
             return repo
         assert first_error is not None
         raise first_error
@@ -1097,6 +1102,32 @@ def _hex_id(h: str) -> bytes:
     if len(b) != 32:
         raise FormatError(f"bad blob id {h[:20]!r}")
     return b
+
+
+def slot_hints(location: str, policy: TrustPolicy) -> list[str]:
+    """Slot ids (or prefixes) to try first: $HAEEDGE_KEY_HINT, then the slots this client opened here before."""
+    from haeedge.repo.trust import KEY_HINT_ENV
+
+    hints = []
+    for part in os.environ.get(KEY_HINT_ENV, "").split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if len(part) < 8 or len(part) > 64 or any(c not in "0123456789abcdef" for c in part):
+            raise UsageError(f"${KEY_HINT_ENV}: {part[:70]!r} is not a key slot id (8 to 64 hex digits)",
+                             hint="'haeedge key list' and 'haeedge key add' show slot ids")
+        hints.append(part)
+    if policy.memory is not None:
+        hints += policy.memory.slot_hints(location)
+    return hints
+
+
+def _slot_order(slot_id: str, hints: list[str]) -> tuple[int, str]:
+    """Hinted slots first (in hint order), then by name."""
+    for rank, hint in enumerate(hints):
+        if slot_id.startswith(hint):
+            return rank, slot_id
+    return len(hints), slot_id
 
 
 def stored_cap(namespace: str) -> int | None:

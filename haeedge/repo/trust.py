@@ -255,6 +255,12 @@ def read_manifests(repo: Repository) -> tuple[list[TrustManifest], list[tuple[st
 # --------------------------------------------------------------------------- client memory
 
 
+#: Slots remembered per location (a credential opens one; a few for password changes and shared machines).
+MAX_SLOT_HINTS = 4
+#: Slot ids (or prefixes of at least 8 hex digits, comma-separated) to try first, e.g. on a new writer host.
+KEY_HINT_ENV = "HAEEDGE_KEY_HINT"
+
+
 def default_memory_path() -> str:
     """``$HAEEDGE_TRUST_FILE``, else the haeedge directory of ``$XDG_CONFIG_HOME`` (or ~/.config)."""
     env = os.environ.get("HAEEDGE_TRUST_FILE")
@@ -270,7 +276,7 @@ class TrustMemory:
     def __init__(self, path: str):
         self.path = path
 
-    def _load(self) -> dict:
+    def _load_document(self) -> dict:
         try:
             with open(self.path, "rb") as f:
                 doc = json.loads(f.read(16 << 20))
@@ -280,7 +286,10 @@ class TrustMemory:
             raise TrustError(f"cannot read the trust memory {self.path}: {e}",
                              hint="fix or remove the file (then every repository is trusted anew on first use)"
                              ) from None
-        repos = doc.get("repositories") if isinstance(doc, dict) else None
+        return doc if isinstance(doc, dict) else {}
+
+    def _load(self) -> dict:
+        repos = self._load_document().get("repositories")
         return repos if isinstance(repos, dict) else {}
 
     def get(self, repository_id: str) -> tuple[str, int] | None:
@@ -291,17 +300,45 @@ class TrustMemory:
         return e["root"].upper(), seq if isinstance(seq, int) else 0
 
     def record(self, repository_id: str, root: str, sequence: int) -> None:
-        repos = self._load()
+        doc = self._load_document()
+        repos = doc.get("repositories") if isinstance(doc.get("repositories"), dict) else {}
         old = repos.get(repository_id)
         if isinstance(old, dict) and old.get("root") == root and old.get("sequence", 0) >= sequence:
             return
         repos[repository_id] = {"root": root, "sequence": sequence, "updated": now_iso()}
+        self._store(doc | {"repositories": repos})
+
+    # Key slots this client opened, per location (a hash of it: the file need not list where the
+    # repositories are). Opening tries these first, so a host finds its own slot among a thousand
+    # writers' within the bound on slots tried (repo/keys.py: SlotAttempts). Order only: a hinted
+    # slot is checked against the trust root like any other.
+
+    @staticmethod
+    def _location_key(location: str) -> str:
+        return hashlib.sha256(location.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+    def slot_hints(self, location: str) -> list[str]:
+        slots = self._load_document().get("slots")
+        hints = slots.get(self._location_key(location)) if isinstance(slots, dict) else None
+        return [h for h in hints if isinstance(h, str)][:MAX_SLOT_HINTS] if isinstance(hints, list) else []
+
+    def record_slot(self, location: str, slot_id: str) -> None:
+        doc = self._load_document()
+        slots = doc.get("slots") if isinstance(doc.get("slots"), dict) else {}
+        key = self._location_key(location)
+        old = slots.get(key) if isinstance(slots.get(key), list) else []
+        if old[:1] == [slot_id]:
+            return
+        slots[key] = [slot_id] + [h for h in old if h != slot_id and isinstance(h, str)][:MAX_SLOT_HINTS - 1]
+        self._store(doc | {"slots": slots})
+
+    def _store(self, doc: dict) -> None:
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".trust-", dir=directory)
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump({"haeedge_trust_memory": 1, "repositories": repos}, f, indent=1, sort_keys=True)
+                json.dump(doc | {"haeedge_trust_memory": 1}, f, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
         except OSError as e:
             with contextlib.suppress(OSError):

@@ -33,8 +33,8 @@ _WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:])
             "sys.exit(rc)")
 
 
-def _run(cli, *args, timeout=300):
-    r = cli(*args, prefix=[sys.executable, "-c", _WRAPPER], timeout=timeout)
+def _run(cli, *args, timeout=300, env=None):
+    r = cli(*args, prefix=[sys.executable, "-c", _WRAPPER], timeout=timeout, env=env)
     head, _, tail = r.stderr.rpartition("\ncost ")
     fields = dict(kv.split("=") for kv in tail.split())
     r.stderr = head
@@ -183,7 +183,25 @@ def test_many_key_slots_stop_at_the_cap(cli, fast_repo):
         _put_slot_before(cli.repo_path, real, lambda: op.PassphraseSealer(os.urandom(8), count_byte=0x10).seal(b"{}"))
     r = _run(cli, "snapshots", timeout=600)
     _clean(r, 12)
-    assert "limits on key slots" in r.stderr, r.stderr
+    assert "limits on key slots" in r.stderr and "HAEEDGE_KEY_HINT" in r.stderr, r.stderr
+
+
+def test_a_slot_among_more_than_the_cap_opens_by_hint_then_by_memory(cli, fast_repo):
+    """A thousand writer hosts mean a thousand slots: a host names its own ($HAEEDGE_KEY_HINT) or the
+    client remembers the one it opened, and tries that first; the cap on slots tried stays."""
+    real = _real_slot_id(cli.repo_path)
+    cli("snapshots").ok()  # the owner's slot sorts first now: nothing to remember
+    for _ in range(70):
+        _put_slot_before(cli.repo_path, real, lambda: op.PassphraseSealer(os.urandom(8), count_byte=0x10).seal(b"{}"))
+    assert cli("snapshots").code == 12
+    r = cli("snapshots", env={"HAEEDGE_KEY_HINT": "zz" + real[:10]})
+    assert r.code == 2 and "HAEEDGE_KEY_HINT" in r.stderr and "not a key slot id" in r.stderr, r.describe()
+    r = _run(cli, "snapshots", env={"HAEEDGE_KEY_HINT": real[:12]})
+    _clean(r, 0)
+    assert r.cpu < 4, r.cpu  # one derivation, not 64
+    r = _run(cli, "snapshots")  # remembered
+    _clean(r, 0)
+    assert r.cpu < 4, r.cpu
 
 
 # ---------------------------------------------------------------------- finding 7: hostile file lists
