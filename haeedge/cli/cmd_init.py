@@ -36,7 +36,7 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
     import os
     import socket
 
-    from haeedge.cli.cmd_backup import parse_compression
+    from haeedge.cli.context import parse_compression
 
     params = ChunkerParams(chunk_min, chunk_avg, chunk_max)
     try:

@@ -272,6 +272,24 @@ _GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENV
           click.core.ParameterSource.PROMPT)
 
 
+def parse_compression(value: str | None) -> int | None:
+    """--compression of init and backup: off, auto or a zstd level."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v == "off":
+        return 0
+    if v == "auto":
+        return 3
+    try:
+        n = int(v)
+    except ValueError:
+        raise UsageError(f"--compression: {value!r} is not off, auto or a zstd level 1-22") from None
+    if not 1 <= n <= 22:
+        raise UsageError(f"--compression: level {n} is outside 1-22")
+    return n
+
+
 def one_setting(*names: str):
     """Declare options of a command that together choose one thing (``--read-data`` / ``--read-data-subset``).
 
