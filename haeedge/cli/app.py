@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 
 import click
 
@@ -12,14 +13,69 @@ from haeedge.errors import HaeedgeError
 from haeedge.monitoring import current_run
 from haeedge.ui.format import set_json_messages
 
+#: Every command's module (``haeedge.cli.cmd_NAME`` defines the command NAME), listed here and nowhere
+#: else (a test checks that no cmd_*.py module is left out). A module is imported when its command is
+#: used: a cron run of ``backup`` does not pay for the import of restore, mount or prune.
+COMMAND_MODULES = (
+    "cmd_backup",
+    "cmd_completion",
+    "cmd_copy",
+    "cmd_diff",
+    "cmd_dump",
+    "cmd_find",
+    "cmd_forget",
+    "cmd_init",
+    "cmd_key",
+    "cmd_ls",
+    "cmd_mount",
+    "cmd_prune",
+    "cmd_repair",
+    "cmd_restore",
+    "cmd_snapshots",
+    "cmd_stats",
+    "cmd_sync",
+    "cmd_tag",
+    "cmd_trust",
+    "cmd_unlock",
+    "cmd_verify",
+)
+
 
 class _Group(click.Group):
-    """The root group: a closed standard output is the reader's choice, not a failure.
+    """The root group: commands loaded on use, and a closed standard output is the reader's choice.
 
     click itself turns any EPIPE into a bare ``exit 1`` with nothing on stderr,
     so it is caught here first: the reader went away (``dump ... | head``) ends
     the run quietly; a broken pipe anywhere else (a connection) is an error.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._unloaded = {m.removeprefix("cmd_"): m for m in COMMAND_MODULES}
+
+    @property
+    def commands(self) -> dict[str, click.Command]:  # type: ignore[override]
+        """Every command, each module imported (help, profiles and tests walk them all)."""
+        for name in list(getattr(self, "_unloaded", ())):
+            self._load(name)
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        self._commands = value
+
+    def _load(self, name: str) -> None:
+        module = self._unloaded.pop(name, None)
+        if module is not None:
+            command = importlib.import_module(f"haeedge.cli.{module}").command
+            self._commands[command.name] = command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self._commands) | set(self._unloaded))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load(cmd_name)
+        return self._commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -111,55 +167,3 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
 
         apply_profile(ctx, ctx.obj, config_file, profile)
     run.repository = redact_location(ctx.obj.repos[0]) if ctx.obj.repos else ""
-
-
-from haeedge.cli import (  # noqa: E402 - the commands attach to the group defined above
-    cmd_backup,
-    cmd_completion,
-    cmd_copy,
-    cmd_diff,
-    cmd_dump,
-    cmd_find,
-    cmd_forget,
-    cmd_init,
-    cmd_key,
-    cmd_ls,
-    cmd_mount,
-    cmd_prune,
-    cmd_repair,
-    cmd_restore,
-    cmd_snapshots,
-    cmd_stats,
-    cmd_sync,
-    cmd_tag,
-    cmd_trust,
-    cmd_unlock,
-    cmd_verify,
-)
-
-#: Every command, listed here and nowhere else (a test checks that no cmd_*.py module is left out).
-COMMAND_MODULES = (
-    cmd_backup,
-    cmd_completion,
-    cmd_copy,
-    cmd_diff,
-    cmd_dump,
-    cmd_find,
-    cmd_forget,
-    cmd_init,
-    cmd_key,
-    cmd_ls,
-    cmd_mount,
-    cmd_prune,
-    cmd_repair,
-    cmd_restore,
-    cmd_snapshots,
-    cmd_stats,
-    cmd_sync,
-    cmd_tag,
-    cmd_trust,
-    cmd_unlock,
-    cmd_verify,
-)
-for _module in COMMAND_MODULES:
-    cli.add_command(_module.command)

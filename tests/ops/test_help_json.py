@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import subprocess
+import sys
 
 import click
 import pytest
@@ -33,8 +35,23 @@ def test_every_command_module_is_listed_in_the_app():
     from haeedge.cli.app import COMMAND_MODULES
 
     on_disk = sorted(f[:-3] for f in os.listdir(ROOT / "haeedge" / "cli") if re.fullmatch(r"cmd_\w+\.py", f))
-    assert sorted(m.__name__.rsplit(".", 1)[1] for m in COMMAND_MODULES) == on_disk
-    assert {m.command.name for m in COMMAND_MODULES} == set(root.commands)
+    assert sorted(COMMAND_MODULES) == on_disk
+    for module in COMMAND_MODULES:  # the command NAME lives in cmd_NAME (the group loads it by that name)
+        assert importlib.import_module(f"haeedge.cli.{module}").command.name == module.removeprefix("cmd_")
+    assert {m.removeprefix("cmd_") for m in COMMAND_MODULES} == set(root.commands)
+
+
+def test_a_command_loads_only_its_own_module():
+    """Startup time of a cron run: 'snapshots' does not import the other commands, the archiver,
+    the restorer, prune or mount."""
+    code = ("import json, sys; from haeedge.cli.app import cli; "
+            "cli.main(['snapshots', '--help'], standalone_mode=False); "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('haeedge.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    assert [m for m in loaded if m.startswith("haeedge.cli.cmd_")] == ["haeedge.cli.cmd_snapshots"], loaded
+    for heavy in ("haeedge.archiver", "haeedge.restorer", "haeedge.repo.prune", "haeedge.mount"):
+        assert heavy not in loaded, heavy
 
 
 def test_the_expected_commands_are_registered():
