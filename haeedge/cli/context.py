@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from haeedge.backends import open_backend
-from haeedge.errors import ExitCode, HaeedgeError, UsageError
+from haeedge.errors import HaeedgeError, UsageError
 from haeedge.monitoring import RunOutcome
 from haeedge.repo.repository import Credentials, Repository
 from haeedge.ui.format import emit_json, message_line, set_json_messages, warn
@@ -38,7 +38,6 @@ class AppContext:
     verbose: int = 0
     debug: bool = False
     progress_enabled: bool = True
-    exit_code: int = ExitCode.OK
     #: Per-location options (storage_options, sftp key files, ...), from the config file.
     backend_options: dict[str, dict] = field(default_factory=dict)
     #: What a write does when a replica is down: "all" (fail) or "continue" (report it lagging).

@@ -780,7 +780,7 @@ class Repository:
         return TreeWriter(save)
 
     def iter_tree(self, blob_ids: list[str]) -> Iterator[dict]:
-        return iter_tree(blob_ids, lambda h: self.load_blob(_hex_id(h), BLOB_TREE))
+        return iter_tree(blob_ids, lambda h: self.load_blob(hex_id(h), BLOB_TREE))
 
     # ------------------------------------------------------------------ snapshots
 
@@ -1087,7 +1087,8 @@ class DedupView:
         return self.index.has_in(blob_id, self.domains)
 
 
-def _hex_id(h: str) -> bytes:
+def hex_id(h: str) -> bytes:
+    """A blob id as stored in trees and snapshots (64 hex digits) to bytes; anything else is a FormatError."""
     try:
         b = bytes.fromhex(h)
     except ValueError:
@@ -1129,11 +1130,3 @@ def _check_content_name(name: str, data: bytes) -> None:
     expected = object_id_of(name)
     if hashlib.sha256(data).hexdigest() != expected:
         raise IntegrityError(f"object {name} does not match its name (damaged or modified)")
-
-
-def hex_id(h: str) -> bytes:
-    return _hex_id(h)
-
-
-def now() -> float:
-    return time.time()
