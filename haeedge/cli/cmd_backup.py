@@ -8,27 +8,11 @@ from haeedge.archiver import Archiver, BackupOptions
 from haeedge.archiver.stream import StreamOptions, backup_stream
 from haeedge.backends.replicated import ReplicatedBackend, replica_set
 from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
+from haeedge.cli.shared import parse_compression
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
 from haeedge.sizes import parse_size
 from haeedge.ui.format import human_size, warn
-
-
-def parse_compression(value: str | None) -> int | None:
-    if value is None:
-        return None
-    v = value.strip().lower()
-    if v == "off":
-        return 0
-    if v == "auto":
-        return 3
-    try:
-        n = int(v)
-    except ValueError:
-        raise UsageError(f"--compression: {value!r} is not off, auto or a zstd level 1-22") from None
-    if not 1 <= n <= 22:
-        raise UsageError(f"--compression: level {n} is outside 1-22")
-    return n
 
 
 @one_setting("paths", "files_from", "files_from_raw", "stdin", "stdin_from_command")  # what to back up

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import click
 
-from haeedge.cli.cmd_find import TreeBlobCache
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
+from haeedge.cli.shared import TreeBlobCache
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
 from haeedge.ui.format import human_size
 

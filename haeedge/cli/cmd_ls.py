@@ -9,20 +9,11 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
+from haeedge.cli.shared import entry_json
 from haeedge.errors import PathNotFound
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
 
 _TYPE_CHAR = {"file": "-", "dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c", "blockdev": "b"}
-
-
-def entry_json(entry: dict) -> dict:
-    out = {k: v for k, v in entry.items() if k not in ("chunks", "path", "path_b64", "target", "target_b64")}
-    out["path"] = "/" + path_bytes(entry).decode("utf-8", "backslashreplace")
-    t = get_bytes_field(entry, "target")
-    if t is not None:
-        out["target"] = t.decode("utf-8", "backslashreplace")
-    out["chunks"] = len(entry.get("chunks") or ())
-    return out
 
 
 @click.command("ls")

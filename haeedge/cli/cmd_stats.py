@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import click
 
 from haeedge.backends.base import NAMESPACES
-from haeedge.cli.cmd_find import TreeBlobCache
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import select_snapshots
+from haeedge.cli.shared import TreeBlobCache
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import Snapshot
 from haeedge.ui.format import human_size, table

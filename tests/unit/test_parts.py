@@ -12,7 +12,7 @@ import pytest
 
 from haeedge.checker import parse_subset
 from haeedge.chunking import ChunkerParams
-from haeedge.cli.cmd_backup import parse_compression
+from haeedge.cli.shared import parse_compression
 from haeedge.durations import parse_duration
 from haeedge.errors import ExitCode, FormatError, HaeedgeError, UsageError
 from haeedge.repo.config import RepositoryConfig
