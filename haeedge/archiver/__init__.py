@@ -8,7 +8,6 @@ sorted. The snapshot is written last: it is the commit point.
 
 from __future__ import annotations
 
-import getpass
 import multiprocessing
 import os
 import queue
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from haeedge import __version__
-from haeedge.archiver.metadata import entry_from_stat, unchanged_file
+from haeedge.archiver.metadata import entry_from_stat, unchanged_file, user_name
 from haeedge.archiver.scanner import Scanner
 from haeedge.archiver.walker import (
     CACHEDIR_TAG,
@@ -232,7 +231,7 @@ class Archiver:
             parent=parent.id if kind == KIND_INCREMENTAL and parent else None,
             chain=parent.chain_root if kind == KIND_INCREMENTAL and parent else None,
             depth=parent.depth + 1 if kind == KIND_INCREMENTAL and parent else 0,
-            tags=sorted(set(opts.tags)), username=_username(), summary=summary,
+            tags=sorted(set(opts.tags)), username=user_name(os.getuid()), summary=summary,
             program=f"haeedge {__version__}",
         )
         if opts.skip_if_unchanged and parent is not None and not self._differences and not self.counts["errors"]:
@@ -612,13 +611,6 @@ class _Slot:
 
     def ready(self) -> bool:
         return self.done
-
-
-def _username() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001
-        return ""
 
 
 def _repository_paths(repo: Repository) -> list[bytes]:

@@ -14,9 +14,7 @@ it goes straight to ours, so the operator sees why it failed.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import signal
 import socket
 import subprocess
@@ -28,6 +26,7 @@ from dataclasses import dataclass, field
 
 from haeedge import __version__
 from haeedge.archiver import BackupResult
+from haeedge.archiver.metadata import owner_fields, user_name
 from haeedge.chunking import Chunker
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
@@ -122,7 +121,7 @@ def backup_stream(repo: Repository, options: StreamOptions, fd: int | None = Non
                 **({"program": os.path.basename(options.command[0])} if proc is not None else {})},
     )
     snap = Snapshot(time=now_iso(), host=options.host or socket.gethostname(), paths=["/" + os.fsdecode(rel)],
-                    kind=KIND_FULL, tree=tree_ids, tags=sorted(set(options.tags)), username=_username(),
+                    kind=KIND_FULL, tree=tree_ids, tags=sorted(set(options.tags)), username=user_name(os.getuid()),
                     summary=summary, program=f"haeedge {__version__}")
     if not options.dry_run:
         repo.save_snapshot(snap)
@@ -182,26 +181,10 @@ def _store_chunks(repo: Repository, fd: int, progress: ProgressSink, workers: in
     return chunks, size
 
 
-def _username() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return ""
-
-
 def _entries(rel: bytes, chunks: list, size: int) -> list[dict]:
     """The stream's file entry, preceded by its parent directories (a tree is complete)."""
     now_ns = time.time_ns()
-    uid, gid = os.getuid(), os.getgid()
-    owner: dict = {"uid": uid, "gid": gid}
-    try:
-        owner["user"] = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        pass
-    try:
-        owner["group"] = grp.getgrgid(gid).gr_name
-    except KeyError:
-        pass
+    owner = owner_fields(os.getuid(), os.getgid())
     out: list[dict] = []
     parts = rel.split(b"/")
     for i in range(1, len(parts)):
