@@ -32,7 +32,6 @@ import hmac
 import json
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -57,6 +56,7 @@ from haeedge.crypto.openpgp import (
     s2k_derive,
 )
 from haeedge.errors import ExitCode, FormatError, NoReadAccess, OpenPGPError, SnapshotNotFound, WrongPassword
+from haeedge.repo.snapshot import now_iso
 
 if TYPE_CHECKING:  # pubkey is imported only where public keys are used: it costs CLI start-up time
     from haeedge.crypto.pubkey import Certificate
@@ -99,10 +99,6 @@ def _unb64(value: object, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except ValueError:
         raise ValueError(f"{what} is not base64") from None
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass
@@ -228,7 +224,7 @@ def slot_payload(keys: MasterKeys, repository_id: str, kind: str, label: str = "
         "repository_id": repository_id,
         "kind": kind,
         "label": label,
-        "created": now_iso(),
+        "created": now_iso(whole_seconds=True),
         "host": host if host is not None else socket.gethostname(),
     }
     return json.dumps(doc, sort_keys=True).encode()
@@ -431,7 +427,7 @@ def record_document(repository_id: str, slot_id: str, kind: str, role: str, *, l
         "role": role,
         "label": label,
         "host": host,
-        "created": created or now_iso(),
+        "created": created or now_iso(whole_seconds=True),
         "removed": removed,
         "signing_cert": _b64(signing_cert),
         "signing_fingerprint": signing_fingerprint,

@@ -56,7 +56,6 @@ from haeedge.repo.keys import (
     SlotMalformed,
     key_object_kind,
     needs_identity,
-    now_iso,
     open_slot,
     seal_slot_for_certificate,
     seal_slot_for_passphrase,
@@ -75,7 +74,7 @@ from haeedge.repo.pack import (
     encode_header,
     split_pack_trailer,
 )
-from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot
+from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot, now_iso
 from haeedge.repo.tree import TreeWriter, iter_tree, merge_chain
 
 if TYPE_CHECKING:
@@ -229,7 +228,8 @@ class Repository:
         backend.create()
         repo = cls(backend, config, keys)
         slot_id = repo.put_object("keys", slot)
-        repo.slot = KeySlot(slot_id, config.repository_id, keys, now_iso(), socket.gethostname(), kind, label)
+        repo.slot = KeySlot(slot_id, config.repository_id, keys, now_iso(whole_seconds=True), socket.gethostname(),
+                            kind, label)
         repo.register_slot(repo.slot, owner_cert)
         repo.config_plain = config.to_bytes()
         backend.put("config", repo.seal("meta", repo.config_plain))
@@ -1033,8 +1033,8 @@ class Repository:
             keys = dataclasses.replace(keys, extra={**keys.extra, "trust_root": m.root_fingerprint})
         slot_id = self.put_object("keys", seal_slot_for_passphrase(keys, self.config.repository_id, passphrase,
                                                                    label=label, count_byte=count_byte))
-        self.register_slot(KeySlot(slot_id, self.config.repository_id, keys, now_iso(), socket.gethostname(),
-                                   KIND_PASSPHRASE, label))
+        self.register_slot(KeySlot(slot_id, self.config.repository_id, keys, now_iso(whole_seconds=True),
+                                   socket.gethostname(), KIND_PASSPHRASE, label))
         return slot_id
 
     def register_slot(self, slot: KeySlot, recipient: Certificate | None = None) -> str | None:

@@ -196,9 +196,11 @@ def _is_hex_id(v: object) -> bool:
     return True
 
 
-def now_iso() -> str:
-    t = time.time()
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_iso(*, whole_seconds: bool = False) -> str:
+    """Now in UTC as the format writes a time: with microseconds (snapshots, forget markers, repair notes)
+    or in ``whole_seconds`` (key slots, key records, the trust registry), as docs/format.md shows each."""
+    return datetime.fromtimestamp(time.time(), UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ" if whole_seconds else "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(s: str) -> datetime:

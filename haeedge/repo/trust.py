@@ -42,8 +42,8 @@ from haeedge.repo.keys import (
     KeySlot,
     MasterKeys,
     key_object_kind,
-    now_iso,
 )
+from haeedge.repo.snapshot import now_iso
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate, SecretKey
@@ -151,7 +151,7 @@ def manifest_document(repository_id: str, sequence: int, root_kind: str, root_ce
         "haeedge_trust_manifest": MANIFEST_VERSION,
         "repository_id": repository_id,
         "sequence": sequence,
-        "created": now_iso(),
+        "created": now_iso(whole_seconds=True),
         "root": {"kind": root_kind, "cert": _b64(root_cert)},
         "config_sha256": config_sha256,
         "master_key_check": key_check,
@@ -295,7 +295,7 @@ class TrustMemory:
         old = repos.get(repository_id)
         if isinstance(old, dict) and old.get("root") == root and old.get("sequence", 0) >= sequence:
             return
-        repos[repository_id] = {"root": root, "sequence": sequence, "updated": now_iso()}
+        repos[repository_id] = {"root": root, "sequence": sequence, "updated": now_iso(whole_seconds=True)}
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".trust-", dir=directory)
@@ -529,7 +529,7 @@ def write_manifest(repo: Repository, *, root_kind: str | None = None, root_key: 
         fpr = fpr.upper()
         entry = new_writers.pop(fpr, None)
         if entry is not None:
-            new_removed[fpr] = WriterEntry(entry.host, entry.cert, now_iso())
+            new_removed[fpr] = WriterEntry(entry.host, entry.cert, now_iso(whole_seconds=True))
     rec = list(recipients if recipients is not None else (cur.recipients if cur else []))
     seen = set()
     out_recipients = []
