@@ -185,6 +185,8 @@ class Repository:
         self._upload_slots = threading.BoundedSemaphore(2)
         self._uploader: ThreadPoolExecutor | None = None
         self._sealers: dict[str, PassphraseSealer] = {}
+        #: Makes a writer's session sealers once per repository, however many threads ask at once.
+        self._seal_lock = threading.Lock()
         self._keyrings: dict[str, Keyring] = {}
         self._snapshot_cache: dict[str, Snapshot] = {}
         self._status_cache: dict[str, SignatureStatus] = {}
@@ -347,7 +349,6 @@ class Repository:
     _signer_loaded: list | None = None  # [Signer | None] once the slot's signing key is unlocked
     _registry_cache: SignerRegistry | None = None
     _markers_cache: Markers | None = None
-    _seal_lock = threading.Lock()
 
     def sealer(self, key_name: str) -> PassphraseSealer | SessionSealer:
         """What seals ``key_name`` objects: ``.seal(data)`` -> one complete OpenPGP message.
