@@ -28,6 +28,7 @@ from haeedge.archiver import BackupResult, backup_summary, new_snapshot
 from haeedge.archiver.metadata import owner_fields
 from haeedge.chunking import Chunker
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
+from haeedge.monitoring import child_environment
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository
@@ -36,8 +37,6 @@ from haeedge.repo.tree import set_path
 
 #: Chunks being sealed at once (each up to the chunker's max size, 8 MiB by default).
 MAX_IN_FLIGHT = 8
-#: Environment variables a stream command never inherits: it has no business with our credentials.
-_SECRET_ENV_PREFIXES = ("HAEEDGE_PASSWORD", "HAEEDGE_IDENTITY")
 
 
 class StreamCommandFailed(HaeedgeError):
@@ -124,7 +123,7 @@ def _start(argv: list[str]) -> subprocess.Popen:
     if not argv:
         raise UsageError("--stdin-from-command needs a command after '--'",
                          hint="haeedge backup --stdin-from-command --stdin-filename db.dump -- pg_dump -Fc mydb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_ENV_PREFIXES)}
+    env = child_environment()  # the command has no business with our credentials
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, env=env,
                                 close_fds=True)
