@@ -67,6 +67,15 @@ T = TypeVar("T")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 WRITE_POLICIES = ("all", "continue")
+#: The user's words (--replica-policy, a profile's replica_policy) for each write policy.
+REPLICA_POLICIES = {"fail": "all", "continue": "continue"}
+
+
+def write_policy_of(replica_policy: str | None) -> str:
+    """The ``write_policy`` for a ``--replica-policy`` word; anything but "continue" (or none) fails."""
+    return REPLICA_POLICIES.get(replica_policy or "fail", "all")
+
+
 #: Errors that mean "this replica failed", as opposed to bugs, which propagate.
 _REPLICA_ERRORS = (BackendError, OSError, EOFError)
 
