@@ -74,6 +74,16 @@ from haeedge.repo.pack import (
     encode_header,
     split_pack_trailer,
 )
+from haeedge.repo.signing import (
+    SignatureStatus,
+    Signer,
+    SignerRegistry,
+    SigningRepository,
+    generate_key,
+    load_registry,
+    sign_snapshot,
+    write_record,
+)
 from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot, now_iso
 from haeedge.repo.tree import TreeWriter, iter_tree, merge_chain
 
@@ -81,7 +91,6 @@ if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
     from haeedge.repo.forgotten import Markers
     from haeedge.repo.keys import SessionSealer
-    from haeedge.repo.signing import SignatureStatus, Signer, SignerRegistry
     from haeedge.repo.trust import TrustPolicy, TrustState
 
 log = logging.getLogger("haeedge.repository")
@@ -164,7 +173,10 @@ def object_id_of(name: str) -> str:
 
 
 class Repository:
-    def __init__(self, backend: Backend, config: RepositoryConfig, keys: MasterKeys, slot: KeySlot | None = None):
+    def __init__(self, backend: Backend, config: RepositoryConfig, keys: MasterKeys, slot: KeySlot | None = None,
+                 *, registry_loader: Callable[[SigningRepository], SignerRegistry] = load_registry):
+        """``registry_loader`` builds the trust registry (who may sign for which host) from what this
+        repository holds; ``registry()`` caches it until ``forget_registry()``."""
         self.backend = backend
         self.config = config
         self.keys = keys
@@ -191,6 +203,7 @@ class Repository:
         self._snapshot_cache: dict[str, Snapshot] = {}
         self._status_cache: dict[str, SignatureStatus] = {}
         self.blob_id_key = keys.blob_id
+        self._load_registry = registry_loader
         from haeedge.repo.trust import MODE_LEGACY, TrustPolicy, TrustState
 
         #: Secret keys given with --identity-file (their primary fingerprints may be the trust root).
@@ -216,8 +229,6 @@ class Repository:
         keys = keys or MasterKeys.generate()
         config = config or RepositoryConfig(repository_id=os.urandom(32).hex())
         if keys.signing_key is None:
-            from haeedge.repo.signing import generate_key
-
             keys.signing_key = generate_key(f"haeedge repository owner {config.repository_id[:16]}")
         if owner_cert is not None:
             slot, kind = seal_slot_for_certificate(keys, config.repository_id, owner_cert, label=label), \
@@ -789,8 +800,6 @@ class Repository:
         """Sign (with this credential's key; see repo/signing.py) and store a snapshot."""
         signer = self.signer()
         if signer is not None:
-            from haeedge.repo.signing import sign_snapshot
-
             sign_snapshot(signer, snap)
             if self.keys.is_writer and self.slot is not None and self.slot.host and snap.host != self.slot.host:
                 log.warning("this write-only key is registered for host %s; verify will flag a snapshot "
@@ -1041,7 +1050,6 @@ class Repository:
     def register_slot(self, slot: KeySlot, recipient: Certificate | None = None) -> str | None:
         """Write the owner-signed key record of ``slot`` (docs/format.md 3.2); None without a signing key."""
         from haeedge.crypto.pubkey import load_secret_key
-        from haeedge.repo.signing import write_record
 
         if slot.keys.signing_key is None or self.signer() is None:
             return None
@@ -1057,8 +1065,6 @@ class Repository:
         if self._signer_loaded is None:
             signer = None
             if self.keys.signing_key is not None:
-                from haeedge.repo.signing import Signer
-
                 signer = Signer(self.keys.signing_key)
             self._signer_loaded = [signer]
         return self._signer_loaded[0]
@@ -1066,9 +1072,7 @@ class Repository:
     def registry(self) -> SignerRegistry:
         """The owner-signed key records: trusted signers per host, writers' recipients (cached)."""
         if self._registry_cache is None:
-            from haeedge.repo.signing import load_registry
-
-            self._registry_cache = load_registry(self)
+            self._registry_cache = self._load_registry(self)
         return self._registry_cache
 
     def forget_registry(self) -> None:
