@@ -32,8 +32,9 @@ import hmac
 import json
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from haeedge.crypto.openpgp import (
     HASH_SHA256,
@@ -55,10 +56,19 @@ from haeedge.crypto.openpgp import (
     packet_header,
     s2k_derive,
 )
-from haeedge.errors import ExitCode, FormatError, NoReadAccess, OpenPGPError, SnapshotNotFound, WrongPassword
+from haeedge.errors import (
+    ExitCode,
+    FormatError,
+    HaeedgeError,
+    NoReadAccess,
+    OpenPGPError,
+    SnapshotNotFound,
+    WrongPassword,
+)
 from haeedge.repo.snapshot import now_iso
 
 if TYPE_CHECKING:  # pubkey is imported only where public keys are used: it costs CLI start-up time
+    from haeedge.backends.base import Backend
     from haeedge.crypto.pubkey import Certificate
 
 SLOT_VERSION = 1
@@ -346,6 +356,31 @@ def key_object_kind(data: bytes | memoryview) -> str:
         if body[2] == S2K_SALTED:
             return "record"
     return "unknown"
+
+
+class SealedObjects(Protocol):
+    """A repository as far as reading the owner-sealed objects of ``keys/`` goes."""
+
+    backend: Backend
+
+    def get_object(self, name: str, size: int | None = None) -> bytes: ...
+
+    def open_sealed(self, key_name: str, data: bytes | memoryview, limit: int = ...) -> bytes: ...
+
+
+def sealed_records(repo: SealedObjects) -> Iterator[tuple[str, bytes | HaeedgeError]]:
+    """Every object in ``keys/`` sealed with the meta key (key records and trust manifests), opened:
+    (object id, plaintext), or (object id, error) for one that vanished or does not open. Slots are skipped."""
+    for info in repo.backend.list("keys"):
+        oid = info.name.rsplit("/", 1)[-1]
+        try:
+            data = repo.get_object(info.name)
+            if key_object_kind(data) != "record":
+                continue
+            plain: bytes | HaeedgeError = repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES)
+        except HaeedgeError as e:
+            plain = e
+        yield oid, plain
 
 
 def wrong_password() -> WrongPassword:

@@ -31,20 +31,19 @@ from calendar import timegm
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from haeedge.errors import FormatError, HaeedgeError, IntegrityError, NoReadAccess, OpenPGPError
+from haeedge.errors import FormatError, HaeedgeError, NoReadAccess, OpenPGPError
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
-    MAX_RECORD_BYTES,
     ROLE_OWNER,
     ROLE_WRITER,
     KeyRecord,
+    SealedObjects,
     decode_record,
-    key_object_kind,
     record_document,
+    sealed_records,
 )
 
 if TYPE_CHECKING:
-    from haeedge.backends.base import Backend
     from haeedge.crypto.pubkey import Certificate, SecretKey
     from haeedge.repo.config import RepositoryConfig
     from haeedge.repo.keys import MasterKeys
@@ -64,10 +63,9 @@ WRONG_HOST = "wrong-host"
 REVOKED = "revoked"
 
 
-class SigningRepository(Protocol):
+class SigningRepository(SealedObjects, Protocol):
     """What signing needs of a repository: its credential, its trust state, and sealed objects."""
 
-    backend: Backend
     config: RepositoryConfig
     keys: MasterKeys
     trust: TrustState
@@ -75,10 +73,6 @@ class SigningRepository(Protocol):
     def signer(self) -> Signer | None: ...
 
     def require_trusted(self, snap: Snapshot) -> Snapshot: ...
-
-    def get_object(self, name: str, size: int | None = None) -> bytes: ...
-
-    def open_sealed(self, key_name: str, data: bytes | memoryview, limit: int = ...) -> bytes: ...
 
     def seal(self, key_name: str, data: bytes | memoryview) -> bytes: ...
 
@@ -384,20 +378,14 @@ def read_records(repo: SigningRepository) -> tuple[list[KeyRecord], list[tuple[s
             anchors[a.fingerprint_hex] = a
     records: list[KeyRecord] = []
     problems: list[tuple[str, str]] = []
-    for info in repo.backend.list("keys"):
-        oid = info.name.rsplit("/", 1)[-1]
+    for oid, plain in sealed_records(repo):
         try:
-            data = repo.get_object(info.name)
-            if key_object_kind(data) != "record":
-                continue
-            plain = repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES)
+            if isinstance(plain, HaeedgeError):
+                raise plain
             if is_manifest(plain):
                 continue  # read by repo/trust.py
             rec = decode_record(oid, plain, repo.config.repository_id)
-        except IntegrityError as e:
-            problems.append((oid, str(e)))
-            continue
-        except HaeedgeError as e:  # vanished meanwhile, or unreadable: report, never abort
+        except HaeedgeError as e:  # vanished meanwhile, unreadable or forged: report, never abort
             problems.append((oid, str(e)))
             continue
         anchor = anchors.get(rec.signer.upper())

@@ -38,10 +38,9 @@ from haeedge.errors import FormatError, HaeedgeError, IntegrityError, NoReadAcce
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
     KIND_WRITER,
-    MAX_RECORD_BYTES,
     KeySlot,
     MasterKeys,
-    key_object_kind,
+    sealed_records,
 )
 from haeedge.repo.snapshot import now_iso
 
@@ -237,17 +236,13 @@ def read_manifests(repo: Repository) -> tuple[list[TrustManifest], list[tuple[st
     """Every manifest in ``keys/`` that its own root signed; the others as (object id, problem)."""
     out: list[TrustManifest] = []
     problems: list[tuple[str, str]] = []
-    for info in repo.backend.list("keys"):
-        oid = info.name.rsplit("/", 1)[-1]
-        try:
-            data = repo.get_object(info.name)
-            if key_object_kind(data) != "record":
-                continue
-            plain = repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES)
-            if not is_manifest(plain):
-                continue
-            out.append(decode_manifest(oid, plain, repo.config.repository_id))
-        except HaeedgeError as e:  # vanished, unreadable or forged: report, never abort
+    for oid, plain in sealed_records(repo):
+        try:  # vanished, unreadable or forged: report, never abort
+            if isinstance(plain, HaeedgeError):
+                raise plain
+            if is_manifest(plain):
+                out.append(decode_manifest(oid, plain, repo.config.repository_id))
+        except HaeedgeError as e:
             problems.append((oid, str(e)))
     return out, problems
 
