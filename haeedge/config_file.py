@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from haeedge.backends.replicated import REPLICA_POLICIES, write_policy_of
 from haeedge.durations import parse_duration
 from haeedge.errors import UsageError
 from haeedge.monitoring import DEFAULT_HOOK_COMMANDS, DEFAULT_HOOK_TIMEOUT, Hooks
@@ -33,7 +34,6 @@ from haeedge.monitoring import DEFAULT_HOOK_COMMANDS, DEFAULT_HOOK_TIMEOUT, Hook
 CONFIG_VERSION = 1
 #: Where ``--profile`` without ``-c`` looks, in order.
 DEFAULT_LOCATIONS = ("{xdg}/haeedge/config.yaml", "/etc/haeedge/config.yaml")
-REPLICA_POLICIES = ("fail", "continue")  # as --replica-policy
 #: backend_options keys whose values are secrets (scrubbed from logs and hook environments).
 SECRET_OPTION_WORDS = ("secret", "password", "passphrase", "token", "credential")
 
@@ -601,7 +601,7 @@ def apply_profile(ctx: Any, app: Any, config_path: str | None, profile_name: str
     for loc, opts in profile.backend_options.items():
         app.backend_options.setdefault(loc, dict(opts))
     if profile.replica_policy and unset("replica_policy"):
-        app.replica_policy = "continue" if profile.replica_policy == "continue" else "all"
+        app.replica_policy = write_policy_of(profile.replica_policy)
     if profile.limit_upload and unset("limit_upload"):
         app.limit_upload = profile.limit_upload
     if profile.limit_download and unset("limit_download"):

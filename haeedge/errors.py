@@ -112,7 +112,3 @@ class ObjectNotFound(BackendError):
 
 class OpenPGPError(IntegrityError):
     """A message could not be parsed or decrypted."""
-
-
-class Interrupted(HaeedgeError):
-    exit_code = ExitCode.INTERRUPTED

@@ -26,12 +26,12 @@ from haeedge.repo.keys import (
     KeyRecord,
     KeySlot,
     key_object_kind,
-    now_iso,
     seal_slot_for_certificate,
     seal_slot_for_passphrase,
 )
 from haeedge.repo.repository import Repository, object_id_of
 from haeedge.repo.signing import generate_key, write_record
+from haeedge.repo.snapshot import now_iso
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
@@ -143,7 +143,7 @@ def add_certificate(repo: Repository, cert: Certificate, *, label: str = "") -> 
     require_owner(repo)
     rid = repo.config.repository_id
     slot_id = repo.put_object("keys", seal_slot_for_certificate(repo.keys, rid, cert, label=label))
-    repo.register_slot(KeySlot(slot_id, rid, repo.keys, now_iso(), "", KIND_CERTIFICATE, label), cert)
+    repo.register_slot(KeySlot(slot_id, rid, repo.keys, now_iso(whole_seconds=True), "", KIND_CERTIFICATE, label), cert)
     if repo.trust.manifest is not None:
         from haeedge.repo.trust import write_manifest
 
@@ -183,7 +183,7 @@ def add_writer(repo: Repository, passphrase: bytes, host: str, *, label: str = "
     rid = repo.config.repository_id
     slot_id = repo.put_object("keys", seal_slot_for_passphrase(wkeys, rid, passphrase, label=label,
                                                                count_byte=count_byte, kind=KIND_WRITER, host=host))
-    repo.register_slot(KeySlot(slot_id, rid, wkeys, now_iso(), host, KIND_WRITER, label))
+    repo.register_slot(KeySlot(slot_id, rid, wkeys, now_iso(whole_seconds=True), host, KIND_WRITER, label))
     if manifest is not None:
         from haeedge.crypto.pubkey import load_secret_key
         from haeedge.repo.trust import WriterEntry, write_manifest
@@ -294,7 +294,7 @@ def remove_key(repo: Repository, prefix: str) -> KeyInfo:
         if rec is not None:
             write_record(repo, rec.slot, rec.kind, rec.role, label=rec.label, host=rec.host,
                          signing_cert=rec.signing_cert, signing_fingerprint=rec.signing_fingerprint,
-                         created=rec.created, removed=now_iso())
+                         created=rec.created, removed=now_iso(whole_seconds=True))
     repo.backend.delete(f"keys/{target.id}")
     for rec in old_records:
         if not rec.removed:
@@ -394,7 +394,7 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
     old_signer = repo.signer()
     if old_fpr and old_signer is not None and (manifest is None or old_fpr not in manifest.retired_owner_keys):
         # The history signed with the replaced owner key stays trusted: signatures made before now.
-        retired[old_fpr] = WriterEntry("", old_signer.cert_bytes, now_iso())
+        retired[old_fpr] = WriterEntry("", old_signer.cert_bytes, now_iso(whole_seconds=True))
     new_keys = MasterKeys(repo.keys.content, repo.keys.tree, repo.keys.meta, repo.keys.blob_id, ROLE_OWNER, extra,
                           generate_key(f"haeedge repository owner {repo.config.repository_id[:16]}"))
     repo.keys = new_keys
@@ -405,7 +405,7 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
         label = "owner" if cert.fingerprint_hex == root_key.fingerprint_hex else "owner certificate"
         sid = repo.put_object("keys", seal_slot_for_certificate(new_keys, rid, cert, label=label))
         new_slots.append(sid)
-        slot = KeySlot(sid, rid, new_keys, now_iso(), "", KIND_CERTIFICATE, label)
+        slot = KeySlot(sid, rid, new_keys, now_iso(whole_seconds=True), "", KIND_CERTIFICATE, label)
         if cert.fingerprint_hex == root_key.fingerprint_hex:
             repo.slot = slot
         repo.register_slot(slot, cert)

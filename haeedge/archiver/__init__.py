@@ -8,7 +8,6 @@ sorted. The snapshot is written last: it is the commit point.
 
 from __future__ import annotations
 
-import getpass
 import multiprocessing
 import os
 import queue
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from haeedge import __version__
-from haeedge.archiver.metadata import entry_from_stat, unchanged_file
+from haeedge.archiver.metadata import entry_from_stat, unchanged_file, user_name
 from haeedge.archiver.scanner import Scanner
 from haeedge.archiver.walker import (
     CACHEDIR_TAG,
@@ -103,6 +102,36 @@ class BackupResult:
     @property
     def partial(self) -> bool:
         return bool(self.summary.get("errors"))
+
+
+def backup_summary(repo: Repository, counts: dict, kind: str, reason: str, started: float) -> dict:
+    """A snapshot's ``summary``: what the walk counted, then what this run added to ``repo`` (docs/json.md)."""
+    st = repo.stats
+    return dict(
+        counts,
+        kind=kind,
+        kind_reason=reason,
+        data_blobs_added=st.data_blobs_added,
+        tree_blobs_added=st.tree_blobs_added,
+        blobs_added=st.blobs_added,
+        bytes_added=st.stored_bytes_added,
+        raw_bytes_added=st.raw_bytes_added,
+        packs_written=st.packs_written,
+        duration=round(time.monotonic() - started, 3),
+    )
+
+
+def new_snapshot(*, host: str, paths: list[str], kind: str, tree: list[str], tags: list[str], summary: dict,
+                 parent: Snapshot | None = None) -> Snapshot:
+    """A snapshot taken now by this program and user; ``parent`` links an incremental into its chain."""
+    return Snapshot(
+        time=now_iso(), host=host, paths=paths, kind=kind, tree=tree,
+        parent=parent.id if parent else None,
+        chain=parent.chain_root if parent else None,
+        depth=parent.depth + 1 if parent else 0,
+        tags=sorted(set(tags)), username=user_name(os.getuid()), summary=summary,
+        program=f"haeedge {__version__}",
+    )
 
 
 class Archiver:
@@ -214,27 +243,9 @@ class Archiver:
                 scanner.stop()
             self.progress.finish()
 
-        st = self.repo.stats
-        summary = dict(self.counts)
-        summary.update(
-            kind=kind,
-            kind_reason=reason,
-            data_blobs_added=st.data_blobs_added,
-            tree_blobs_added=st.tree_blobs_added,
-            blobs_added=st.blobs_added,
-            bytes_added=st.stored_bytes_added,
-            raw_bytes_added=st.raw_bytes_added,
-            packs_written=st.packs_written,
-            duration=round(time.monotonic() - started, 3),
-        )
-        snap = Snapshot(
-            time=now_iso(), host=host, paths=paths, kind=kind, tree=tree_ids,
-            parent=parent.id if kind == KIND_INCREMENTAL and parent else None,
-            chain=parent.chain_root if kind == KIND_INCREMENTAL and parent else None,
-            depth=parent.depth + 1 if kind == KIND_INCREMENTAL and parent else 0,
-            tags=sorted(set(opts.tags)), username=_username(), summary=summary,
-            program=f"haeedge {__version__}",
-        )
+        summary = backup_summary(self.repo, self.counts, kind, reason, started)
+        snap = new_snapshot(host=host, paths=paths, kind=kind, tree=tree_ids, tags=opts.tags, summary=summary,
+                            parent=parent if kind == KIND_INCREMENTAL else None)
         if opts.skip_if_unchanged and parent is not None and not self._differences and not self.counts["errors"]:
             # The parent already restores exactly this tree; what was written is only file lists
             # (a full re-reads and dedups), left for prune.
@@ -612,13 +623,6 @@ class _Slot:
 
     def ready(self) -> bool:
         return self.done
-
-
-def _username() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001
-        return ""
 
 
 def _repository_paths(repo: Repository) -> list[bytes]:

@@ -24,6 +24,7 @@ TYPE_OF_FORMAT = {
 
 @lru_cache(maxsize=4096)
 def user_name(uid: int) -> str:
+    """The account name of ``uid`` ("" when it has none: containers, removed users)."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -32,10 +33,21 @@ def user_name(uid: int) -> str:
 
 @lru_cache(maxsize=4096)
 def group_name(gid: int) -> str:
+    """The group name of ``gid`` ("" when it has none)."""
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return ""
+
+
+def owner_fields(uid: int, gid: int) -> dict:
+    """``uid`` and ``gid`` of an entry, with ``user`` and ``group`` when they have names."""
+    out: dict = {"uid": uid, "gid": gid}
+    if u := user_name(uid):
+        out["user"] = u
+    if g := group_name(gid):
+        out["group"] = g
+    return out
 
 
 def entry_from_stat(relpath: bytes, st: os.stat_result, abspath: bytes) -> dict:
@@ -47,13 +59,7 @@ def entry_from_stat(relpath: bytes, st: os.stat_result, abspath: bytes) -> dict:
     set_path(e, relpath)
     e["type"] = kind
     e["mode"] = stat.S_IMODE(st.st_mode)
-    e["uid"] = st.st_uid
-    e["gid"] = st.st_gid
-    u, g = user_name(st.st_uid), group_name(st.st_gid)
-    if u:
-        e["user"] = u
-    if g:
-        e["group"] = g
+    e.update(owner_fields(st.st_uid, st.st_gid))
     e["mtime_ns"] = st.st_mtime_ns
     e["ctime_ns"] = st.st_ctime_ns
     e["inode"] = st.st_ino

@@ -14,9 +14,7 @@ it goes straight to ours, so the operator sees why it failed.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import signal
 import socket
 import subprocess
@@ -26,20 +24,19 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from haeedge import __version__
-from haeedge.archiver import BackupResult
+from haeedge.archiver import BackupResult, backup_summary, new_snapshot
+from haeedge.archiver.metadata import owner_fields
 from haeedge.chunking import Chunker
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
+from haeedge.monitoring import child_environment
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository
-from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
+from haeedge.repo.snapshot import KIND_FULL
 from haeedge.repo.tree import set_path
 
 #: Chunks being sealed at once (each up to the chunker's max size, 8 MiB by default).
 MAX_IN_FLIGHT = 8
-#: Environment variables a stream command never inherits: it has no business with our credentials.
-_SECRET_ENV_PREFIXES = ("HAEEDGE_PASSWORD", "HAEEDGE_IDENTITY")
 
 
 class StreamCommandFailed(HaeedgeError):
@@ -109,21 +106,14 @@ def backup_stream(repo: Repository, options: StreamOptions, fd: int | None = Non
         raise
     finally:
         progress.finish()
-    st = repo.stats
-    summary = dict(
-        files_new=1, files_changed=0, files_unchanged=0, dirs=len(entries) - 1, others=0, files_deleted=0,
-        errors=0, entries=len(entries), bytes_read=size, bytes_total=size,
-        kind=KIND_FULL, kind_reason="stream",
-        data_blobs_added=st.data_blobs_added, tree_blobs_added=st.tree_blobs_added, blobs_added=st.blobs_added,
-        bytes_added=st.stored_bytes_added, raw_bytes_added=st.raw_bytes_added, packs_written=st.packs_written,
-        duration=round(time.monotonic() - started, 3),
-        # Only the program's name: the command's arguments may carry connection strings.
-        stream={"source": "stdin" if proc is None else "command",
-                **({"program": os.path.basename(options.command[0])} if proc is not None else {})},
-    )
-    snap = Snapshot(time=now_iso(), host=options.host or socket.gethostname(), paths=["/" + os.fsdecode(rel)],
-                    kind=KIND_FULL, tree=tree_ids, tags=sorted(set(options.tags)), username=_username(),
-                    summary=summary, program=f"haeedge {__version__}")
+    counts = dict(files_new=1, files_changed=0, files_unchanged=0, dirs=len(entries) - 1, others=0,
+                  files_deleted=0, errors=0, entries=len(entries), bytes_read=size, bytes_total=size)
+    summary = backup_summary(repo, counts, KIND_FULL, "stream", started)
+    # Only the program's name: the command's arguments may carry connection strings.
+    summary["stream"] = {"source": "stdin" if proc is None else "command",
+                         **({"program": os.path.basename(options.command[0])} if proc is not None else {})}
+    snap = new_snapshot(host=options.host or socket.gethostname(), paths=["/" + os.fsdecode(rel)],
+                        kind=KIND_FULL, tree=tree_ids, tags=options.tags, summary=summary)
     if not options.dry_run:
         repo.save_snapshot(snap)
     return BackupResult(snap if not options.dry_run else None, summary, [])
@@ -133,7 +123,7 @@ def _start(argv: list[str]) -> subprocess.Popen:
     if not argv:
         raise UsageError("--stdin-from-command needs a command after '--'",
                          hint="haeedge backup --stdin-from-command --stdin-filename db.dump -- pg_dump -Fc mydb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SECRET_ENV_PREFIXES)}
+    env = child_environment()  # the command has no business with our credentials
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, env=env,
                                 close_fds=True)
@@ -182,26 +172,10 @@ def _store_chunks(repo: Repository, fd: int, progress: ProgressSink, workers: in
     return chunks, size
 
 
-def _username() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return ""
-
-
 def _entries(rel: bytes, chunks: list, size: int) -> list[dict]:
     """The stream's file entry, preceded by its parent directories (a tree is complete)."""
     now_ns = time.time_ns()
-    uid, gid = os.getuid(), os.getgid()
-    owner: dict = {"uid": uid, "gid": gid}
-    try:
-        owner["user"] = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        pass
-    try:
-        owner["group"] = grp.getgrgid(gid).gr_name
-    except KeyError:
-        pass
+    owner = owner_fields(os.getuid(), os.getgid())
     out: list[dict] = []
     parts = rel.split(b"/")
     for i in range(1, len(parts)):

@@ -67,6 +67,15 @@ T = TypeVar("T")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 WRITE_POLICIES = ("all", "continue")
+#: The user's words (--replica-policy, a profile's replica_policy) for each write policy.
+REPLICA_POLICIES = {"fail": "all", "continue": "continue"}
+
+
+def write_policy_of(replica_policy: str | None) -> str:
+    """The ``write_policy`` for a ``--replica-policy`` word; anything but "continue" (or none) fails."""
+    return REPLICA_POLICIES.get(replica_policy or "fail", "all")
+
+
 #: Errors that mean "this replica failed", as opposed to bugs, which propagate.
 _REPLICA_ERRORS = (BackendError, OSError, EOFError)
 
@@ -189,6 +198,18 @@ class ReplicatedBackend(StorageBackend):
             h.failures += 1
             h.last_failure = self._clock()
 
+    def _settle(self, futures: dict[int, Future]) -> dict[int, BaseException]:
+        """Wait for each replica's call, its health following the outcome; returns the failures."""
+        failed: dict[int, BaseException] = {}
+        for i, fut in futures.items():
+            try:
+                fut.result()
+                self._ok(i)
+            except _REPLICA_ERRORS as e:
+                self._failed(i)
+                failed[i] = e
+        return failed
+
     def _down(self, i: int) -> bool:
         h = self._health[i]
         return h.failures >= self.down_after and self._clock() - h.last_failure < self.probe_interval
@@ -233,14 +254,9 @@ class ReplicatedBackend(StorageBackend):
                 transient[i] = True
                 continue
             futures[i] = self._pool.submit(fn, r)
-        for i, fut in futures.items():
-            try:
-                fut.result()
-                self._ok(i)
-            except _REPLICA_ERRORS as e:
-                self._failed(i)
-                errors[i] = _message(e)
-                transient[i] = bool(getattr(e, "transient", isinstance(e, OSError)))
+        for i, e in self._settle(futures).items():
+            errors[i] = _message(e)
+            transient[i] = bool(getattr(e, "transient", isinstance(e, OSError)))
         if not errors:
             return
         done = len(self.replicas) - len(errors)
@@ -446,16 +462,9 @@ class ReplicatedBackend(StorageBackend):
         host key needs another remedy than a server that is down.
         """
         futures = {i: self._pool.submit(r.exists, "config") for i, r in enumerate(self.replicas)}
-        out: dict[str, BackendError] = {}
-        for i, fut in futures.items():
-            try:
-                fut.result()
-                self._ok(i)
-            except _REPLICA_ERRORS as e:
-                self._failed(i)
-                out[self.replicas[i].location] = e if isinstance(e, BackendError) else BackendError(
-                    _message(e), transient=isinstance(e, OSError))
-        return out
+        return {self.replicas[i].location: e if isinstance(e, BackendError) else
+                BackendError(_message(e), transient=isinstance(e, OSError))
+                for i, e in self._settle(futures).items()}
 
     def remove_temporaries(self) -> int:
         """Leftovers of interrupted writes on every replica that answers (one that does not keeps them)."""

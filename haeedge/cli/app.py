@@ -8,6 +8,7 @@ import importlib
 import click
 
 from haeedge import __version__
+from haeedge.backends.replicated import REPLICA_POLICIES, write_policy_of
 from haeedge.cli.context import AppContext, ReaderGone, redact_location, stdout_reader_gone
 from haeedge.errors import HaeedgeError
 from haeedge.monitoring import current_run
@@ -110,7 +111,7 @@ class _Group(click.Group):
 @click.option("-v", "--verbose", count=True, help="Print more detail.")
 @click.option("--no-progress", is_flag=True, help="Never show a progress bar.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.option("--replica-policy", type=click.Choice(["fail", "continue"]), envvar="HAEEDGE_REPLICA_POLICY",
+@click.option("--replica-policy", type=click.Choice(list(REPLICA_POLICIES)), envvar="HAEEDGE_REPLICA_POLICY",
               help="With several -r locations: when one cannot be written, fail (the default), or continue and "
                    "report it as lagging (repair with 'haeedge sync'). [env: HAEEDGE_REPLICA_POLICY]")
 @click.option("--accept-new-host-key", is_flag=True,
@@ -151,7 +152,7 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
                          identity_file=identity_file, owner_fingerprint=owner_fingerprint,
                          allow_untrusted=allow_untrusted,
                          json=json_, quiet=quiet, verbose=verbose, debug=debug, progress_enabled=not no_progress,
-                         replica_policy="continue" if replica_policy == "continue" else "all",
+                         replica_policy=write_policy_of(replica_policy),
                          accept_new_host_key=accept_new_host_key, sftp_key_file=sftp_key_file,
                          sftp_known_hosts=sftp_known_hosts, limit_upload=limit_upload,
                          limit_download=limit_download)

@@ -7,7 +7,8 @@ import click
 from haeedge.archiver import Archiver, BackupOptions
 from haeedge.archiver.stream import StreamOptions, backup_stream
 from haeedge.backends.replicated import ReplicatedBackend, replica_set
-from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, parse_compression, pass_app
+from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
+from haeedge.cli.shared import parse_compression
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
 from haeedge.sizes import parse_size

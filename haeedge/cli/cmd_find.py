@@ -8,8 +8,8 @@ from collections.abc import Callable
 import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
-from haeedge.cli.render import entry_json
 from haeedge.cli.selection import select_snapshots
+from haeedge.cli.shared import entry_json
 from haeedge.repo.tree import path_bytes
 from haeedge.repo.tree_cache import TreeBlobCache
 from haeedge.ui.format import human_size

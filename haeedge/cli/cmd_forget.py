@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import click
 
-from haeedge.cli.cmd_prune import parse_max_unused, prune_json, report_prune
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import all_snapshots, filter_snapshots
+from haeedge.cli.shared import parse_max_unused, report_prune
 from haeedge.durations import parse_duration
 from haeedge.errors import UsageError
 from haeedge.repo.forgotten import can_write_markers
@@ -167,7 +167,7 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
                   "removed": forgotten, "hidden": result.hidden if result else [],
                   "released": result.released if result else [],
                   "rebase": sorted(rebased), "rewritten": result.rewritten if result else {},
-                  "prune": prune_json(pruned) if pruned else None})
+                  "prune": pruned.to_json() if pruned else None})
         return
     for g in groups:
         key = "  ".join(f"{k} {' '.join(v) if isinstance(v, tuple) else v}" for k, v in g.key.items())

@@ -6,6 +6,7 @@ import click
 
 from haeedge.chunking import ChunkerParams
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.cli.shared import parse_compression
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.repository import Repository
 
@@ -35,8 +36,6 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
     """
     import os
     import socket
-
-    from haeedge.cli.context import parse_compression
 
     params = ChunkerParams(chunk_min, chunk_avg, chunk_max)
     try:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
-from haeedge.cli.render import entry_json
 from haeedge.cli.selection import latest_options, resolve
+from haeedge.cli.shared import entry_json
 from haeedge.errors import PathNotFound
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
 

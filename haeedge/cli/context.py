@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from haeedge.backends import open_backend
-from haeedge.errors import ExitCode, HaeedgeError, UsageError
+from haeedge.errors import HaeedgeError, UsageError
 from haeedge.monitoring import RunOutcome
 from haeedge.repo.repository import Credentials, Repository
 from haeedge.ui.format import emit_json, message_line, set_json_messages, warn
@@ -38,7 +38,6 @@ class AppContext:
     verbose: int = 0
     debug: bool = False
     progress_enabled: bool = True
-    exit_code: int = ExitCode.OK
     #: Per-location options (storage_options, sftp key files, ...), from the config file.
     backend_options: dict[str, dict] = field(default_factory=dict)
     #: What a write does when a replica is down: "all" (fail) or "continue" (report it lagging).
@@ -270,24 +269,6 @@ _pass_app = click.make_pass_decorator(AppContext)
 #: Where a value the user gave for this run comes from (a profile's value comes from the default map).
 _GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
           click.core.ParameterSource.PROMPT)
-
-
-def parse_compression(value: str | None) -> int | None:
-    """--compression of init and backup: off, auto or a zstd level."""
-    if value is None:
-        return None
-    v = value.strip().lower()
-    if v == "off":
-        return 0
-    if v == "auto":
-        return 3
-    try:
-        n = int(v)
-    except ValueError:
-        raise UsageError(f"--compression: {value!r} is not off, auto or a zstd level 1-22") from None
-    if not 1 <= n <= 22:
-        raise UsageError(f"--compression: level {n} is outside 1-22")
-    return n
 
 
 def one_setting(*names: str):

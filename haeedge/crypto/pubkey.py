@@ -64,7 +64,6 @@ from haeedge.crypto.openpgp import (
     TAG_MARKER,
     TAG_PADDING,
     TAG_SIGNATURE,
-    PKESKDecryptor,
     armor,
     dearmor,
     iter_packets,
@@ -1285,11 +1284,6 @@ class SecretKeyring:
             if got is not None:
                 return got
         return None
-
-
-def pkesk_decryptor(keys: Iterable[SecretKey]) -> PKESKDecryptor:
-    """Same as ``SecretKeyring(keys)``, typed as what ``openpgp.Keyring`` wants."""
-    return SecretKeyring(keys)
 
 
 # --------------------------------------------------------------------------- signatures over data

@@ -32,9 +32,9 @@ import hmac
 import json
 import os
 import socket
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from haeedge.crypto.openpgp import (
     HASH_SHA256,
@@ -56,9 +56,19 @@ from haeedge.crypto.openpgp import (
     packet_header,
     s2k_derive,
 )
-from haeedge.errors import ExitCode, FormatError, NoReadAccess, OpenPGPError, SnapshotNotFound, WrongPassword
+from haeedge.errors import (
+    ExitCode,
+    FormatError,
+    HaeedgeError,
+    NoReadAccess,
+    OpenPGPError,
+    SnapshotNotFound,
+    WrongPassword,
+)
+from haeedge.repo.snapshot import now_iso
 
 if TYPE_CHECKING:  # pubkey is imported only where public keys are used: it costs CLI start-up time
+    from haeedge.backends.base import Backend
     from haeedge.crypto.pubkey import Certificate
 
 SLOT_VERSION = 1
@@ -99,10 +109,6 @@ def _unb64(value: object, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except ValueError:
         raise ValueError(f"{what} is not base64") from None
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass
@@ -228,7 +234,7 @@ def slot_payload(keys: MasterKeys, repository_id: str, kind: str, label: str = "
         "repository_id": repository_id,
         "kind": kind,
         "label": label,
-        "created": now_iso(),
+        "created": now_iso(whole_seconds=True),
         "host": host if host is not None else socket.gethostname(),
     }
     return json.dumps(doc, sort_keys=True).encode()
@@ -353,6 +359,31 @@ def key_object_kind(data: bytes | memoryview) -> str:
     return "unknown"
 
 
+class SealedObjects(Protocol):
+    """A repository as far as reading the owner-sealed objects of ``keys/`` goes."""
+
+    backend: Backend
+
+    def get_object(self, name: str, size: int | None = None) -> bytes: ...
+
+    def open_sealed(self, key_name: str, data: bytes | memoryview, limit: int = ...) -> bytes: ...
+
+
+def sealed_records(repo: SealedObjects) -> Iterator[tuple[str, bytes | HaeedgeError]]:
+    """Every object in ``keys/`` sealed with the meta key (key records and trust manifests), opened:
+    (object id, plaintext), or (object id, error) for one that vanished or does not open. Slots are skipped."""
+    for info in repo.backend.list("keys"):
+        oid = info.name.rsplit("/", 1)[-1]
+        try:
+            data = repo.get_object(info.name)
+            if key_object_kind(data) != "record":
+                continue
+            plain: bytes | HaeedgeError = repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES)
+        except HaeedgeError as e:
+            plain = e
+        yield oid, plain
+
+
 def wrong_password() -> WrongPassword:
     return WrongPassword("wrong password or no key slot matches the given credentials",
                          hint="check --password-file / --password-command / HAEEDGE_PASSWORD_FILE "
@@ -432,7 +463,7 @@ def record_document(repository_id: str, slot_id: str, kind: str, role: str, *, l
         "role": role,
         "label": label,
         "host": host,
-        "created": created or now_iso(),
+        "created": created or now_iso(whole_seconds=True),
         "removed": removed,
         "signing_cert": _b64(signing_cert),
         "signing_fingerprint": signing_fingerprint,

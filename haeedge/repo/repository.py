@@ -56,7 +56,6 @@ from haeedge.repo.keys import (
     SlotMalformed,
     key_object_kind,
     needs_identity,
-    now_iso,
     open_slot,
     seal_slot_for_certificate,
     seal_slot_for_passphrase,
@@ -75,14 +74,23 @@ from haeedge.repo.pack import (
     encode_header,
     split_pack_trailer,
 )
-from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot
+from haeedge.repo.signing import (
+    SignatureStatus,
+    Signer,
+    SignerRegistry,
+    SigningRepository,
+    generate_key,
+    load_registry,
+    sign_snapshot,
+    write_record,
+)
+from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot, now_iso
 from haeedge.repo.tree import TreeWriter, iter_tree, merge_chain
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
     from haeedge.repo.forgotten import Markers
     from haeedge.repo.keys import SessionSealer
-    from haeedge.repo.signing import SignatureStatus, Signer, SignerRegistry
     from haeedge.repo.trust import TrustPolicy, TrustState
 
 log = logging.getLogger("haeedge.repository")
@@ -167,7 +175,10 @@ def object_id_of(name: str) -> str:
 
 
 class Repository:
-    def __init__(self, backend: Backend, config: RepositoryConfig, keys: MasterKeys, slot: KeySlot | None = None):
+    def __init__(self, backend: Backend, config: RepositoryConfig, keys: MasterKeys, slot: KeySlot | None = None,
+                 *, registry_loader: Callable[[SigningRepository], SignerRegistry] = load_registry):
+        """``registry_loader`` builds the trust registry (who may sign for which host) from what this
+        repository holds; ``registry()`` caches it until ``forget_registry()``."""
         self.backend = backend
         self.config = config
         self.keys = keys
@@ -188,10 +199,13 @@ class Repository:
         self._upload_slots = threading.BoundedSemaphore(2)
         self._uploader: ThreadPoolExecutor | None = None
         self._sealers: dict[str, PassphraseSealer] = {}
+        #: Makes a writer's session sealers once per repository, however many threads ask at once.
+        self._seal_lock = threading.Lock()
         self._keyrings: dict[str, Keyring] = {}
         self._snapshot_cache: dict[str, Snapshot] = {}
         self._status_cache: dict[str, SignatureStatus] = {}
         self.blob_id_key = keys.blob_id
+        self._load_registry = registry_loader
         from haeedge.repo.trust import MODE_LEGACY, TrustPolicy, TrustState
 
         #: Secret keys given with --identity-file (their primary fingerprints may be the trust root).
@@ -217,8 +231,6 @@ class Repository:
         keys = keys or MasterKeys.generate()
         config = config or RepositoryConfig(repository_id=os.urandom(32).hex())
         if keys.signing_key is None:
-            from haeedge.repo.signing import generate_key
-
             keys.signing_key = generate_key(f"haeedge repository owner {config.repository_id[:16]}")
         if owner_cert is not None:
             slot, kind = seal_slot_for_certificate(keys, config.repository_id, owner_cert, label=label), \
@@ -231,7 +243,8 @@ class Repository:
         backend.create()
         repo = cls(backend, config, keys)
         slot_id = repo.put_object("keys", slot)
-        repo.slot = KeySlot(slot_id, config.repository_id, keys, now_iso(), socket.gethostname(), kind, label)
+        repo.slot = KeySlot(slot_id, config.repository_id, keys, now_iso(whole_seconds=True), socket.gethostname(),
+                            kind, label)
         repo.register_slot(repo.slot, owner_cert)
         repo.config_plain = config.to_bytes()
         backend.put("config", repo.seal("meta", repo.config_plain))
@@ -354,7 +367,6 @@ class Repository:
     _signer_loaded: list | None = None  # [Signer | None] once the slot's signing key is unlocked
     _registry_cache: SignerRegistry | None = None
     _markers_cache: Markers | None = None
-    _seal_lock = threading.Lock()
 
     def sealer(self, key_name: str) -> PassphraseSealer | SessionSealer:
         """What seals ``key_name`` objects: ``.seal(data)`` -> one complete OpenPGP message.
@@ -787,7 +799,7 @@ class Repository:
         return TreeWriter(save)
 
     def iter_tree(self, blob_ids: list[str]) -> Iterator[dict]:
-        return iter_tree(blob_ids, lambda h: self.load_blob(_hex_id(h), BLOB_TREE))
+        return iter_tree(blob_ids, lambda h: self.load_blob(hex_id(h), BLOB_TREE))
 
     # ------------------------------------------------------------------ snapshots
 
@@ -795,8 +807,6 @@ class Repository:
         """Sign (with this credential's key; see repo/signing.py) and store a snapshot."""
         signer = self.signer()
         if signer is not None:
-            from haeedge.repo.signing import sign_snapshot
-
             sign_snapshot(signer, snap)
             if self.keys.is_writer and self.slot is not None and self.slot.host and snap.host != self.slot.host:
                 log.warning("this write-only key is registered for host %s; verify will flag a snapshot "
@@ -1040,14 +1050,13 @@ class Repository:
             keys = dataclasses.replace(keys, extra={**keys.extra, "trust_root": m.root_fingerprint})
         slot_id = self.put_object("keys", seal_slot_for_passphrase(keys, self.config.repository_id, passphrase,
                                                                    label=label, count_byte=count_byte))
-        self.register_slot(KeySlot(slot_id, self.config.repository_id, keys, now_iso(), socket.gethostname(),
-                                   KIND_PASSPHRASE, label))
+        self.register_slot(KeySlot(slot_id, self.config.repository_id, keys, now_iso(whole_seconds=True),
+                                   socket.gethostname(), KIND_PASSPHRASE, label))
         return slot_id
 
     def register_slot(self, slot: KeySlot, recipient: Certificate | None = None) -> str | None:
         """Write the owner-signed key record of ``slot`` (docs/format.md 3.2); None without a signing key."""
         from haeedge.crypto.pubkey import load_secret_key
-        from haeedge.repo.signing import write_record
 
         if slot.keys.signing_key is None or self.signer() is None:
             return None
@@ -1063,8 +1072,6 @@ class Repository:
         if self._signer_loaded is None:
             signer = None
             if self.keys.signing_key is not None:
-                from haeedge.repo.signing import Signer
-
                 signer = Signer(self.keys.signing_key)
             self._signer_loaded = [signer]
         return self._signer_loaded[0]
@@ -1072,9 +1079,7 @@ class Repository:
     def registry(self) -> SignerRegistry:
         """The owner-signed key records: trusted signers per host, writers' recipients (cached)."""
         if self._registry_cache is None:
-            from haeedge.repo.signing import load_registry
-
-            self._registry_cache = load_registry(self)
+            self._registry_cache = self._load_registry(self)
         return self._registry_cache
 
     def forget_registry(self) -> None:
@@ -1094,7 +1099,8 @@ class DedupView:
         return self.index.has_in(blob_id, self.domains)
 
 
-def _hex_id(h: str) -> bytes:
+def hex_id(h: str) -> bytes:
+    """A blob id as stored in trees and snapshots (64 hex digits) to bytes; anything else is a FormatError."""
     try:
         b = bytes.fromhex(h)
     except ValueError:
@@ -1162,11 +1168,3 @@ def _check_content_name(name: str, data: bytes) -> None:
     expected = object_id_of(name)
     if hashlib.sha256(data).hexdigest() != expected:
         raise IntegrityError(f"object {name} does not match its name (damaged or modified)")
-
-
-def hex_id(h: str) -> bytes:
-    return _hex_id(h)
-
-
-def now() -> float:
-    return time.time()

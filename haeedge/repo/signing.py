@@ -17,6 +17,9 @@ repository's unauthenticated contents.
 
 ``before_rewrite`` is the hook ``repo/rewrite.py`` calls for every snapshot it
 rewrites: rewritten snapshots are re-signed by the (owner) key that rewrites.
+
+This module sees a repository only through ``SigningRepository``, the few
+things it needs of one; ``Repository`` imports this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -26,24 +29,26 @@ import logging
 import time
 from calendar import timegm
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from haeedge.errors import FormatError, HaeedgeError, IntegrityError, NoReadAccess, OpenPGPError
+from haeedge.errors import FormatError, HaeedgeError, NoReadAccess, OpenPGPError
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
-    MAX_RECORD_BYTES,
     ROLE_OWNER,
     ROLE_WRITER,
     KeyRecord,
+    SealedObjects,
     decode_record,
-    key_object_kind,
+    record_document,
+    sealed_records,
 )
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate, SecretKey
-    from haeedge.repo.repository import Repository
+    from haeedge.repo.config import RepositoryConfig
+    from haeedge.repo.keys import MasterKeys
     from haeedge.repo.snapshot import Snapshot
-    from haeedge.repo.trust import TrustManifest
+    from haeedge.repo.trust import TrustManifest, TrustState
 
 log = logging.getLogger("haeedge.signing")
 
@@ -56,6 +61,24 @@ BAD = "bad"
 UNKNOWN_SIGNER = "unknown-signer"
 WRONG_HOST = "wrong-host"
 REVOKED = "revoked"
+
+
+class SigningRepository(SealedObjects, Protocol):
+    """What signing needs of a repository: its credential, its trust state, and sealed objects."""
+
+    config: RepositoryConfig
+    keys: MasterKeys
+    trust: TrustState
+
+    def signer(self) -> Signer | None: ...
+
+    def require_trusted(self, snap: Snapshot) -> Snapshot: ...
+
+    def seal(self, key_name: str, data: bytes | memoryview) -> bytes: ...
+
+    def put_object(self, namespace: str, data: bytes) -> str: ...
+
+    def forget_registry(self) -> None: ...
 
 
 def canonical_json(doc: dict) -> bytes:
@@ -108,7 +131,7 @@ def sign_snapshot(signer: Signer, snap: Snapshot) -> None:
     snap.signature = signer.sign(snap.signed_bytes())
 
 
-def before_rewrite(repo: Repository, old: Snapshot, new: Snapshot) -> None:
+def before_rewrite(repo: SigningRepository, old: Snapshot, new: Snapshot) -> None:
     """Hook for ``rewrite_snapshots``: only an owner key rewrites, and it re-signs what it writes.
 
     The old signature cannot cover the new document; ``save_snapshot`` signs
@@ -318,7 +341,7 @@ def _epoch(iso: str) -> int:
         return 0  # unparsable removal time: treat every signature as made after it
 
 
-def trust_anchor(repo: Repository) -> Certificate | None:
+def trust_anchor(repo: SigningRepository) -> Certificate | None:
     """The owner signing certificate, taken from the credential's own slot (never from storage)."""
     signer = repo.signer()
     if signer is not None and not repo.keys.is_writer:
@@ -333,7 +356,7 @@ def trust_anchor(repo: Repository) -> Certificate | None:
     return None
 
 
-def read_records(repo: Repository) -> tuple[list[KeyRecord], list[tuple[str, str]]]:
+def read_records(repo: SigningRepository) -> tuple[list[KeyRecord], list[tuple[str, str]]]:
     """Every key record whose owner signature verifies; the others as (object id, problem).
 
     With a trust manifest, a record must be signed by one of the owner keys it names.
@@ -355,20 +378,14 @@ def read_records(repo: Repository) -> tuple[list[KeyRecord], list[tuple[str, str
             anchors[a.fingerprint_hex] = a
     records: list[KeyRecord] = []
     problems: list[tuple[str, str]] = []
-    for info in repo.backend.list("keys"):
-        oid = info.name.rsplit("/", 1)[-1]
+    for oid, plain in sealed_records(repo):
         try:
-            data = repo.get_object(info.name)
-            if key_object_kind(data) != "record":
-                continue
-            plain = repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES)
+            if isinstance(plain, HaeedgeError):
+                raise plain
             if is_manifest(plain):
                 continue  # read by repo/trust.py
             rec = decode_record(oid, plain, repo.config.repository_id)
-        except IntegrityError as e:
-            problems.append((oid, str(e)))
-            continue
-        except HaeedgeError as e:  # vanished meanwhile, or unreadable: report, never abort
+        except HaeedgeError as e:  # vanished meanwhile, unreadable or forged: report, never abort
             problems.append((oid, str(e)))
             continue
         anchor = anchors.get(rec.signer.upper())
@@ -390,20 +407,18 @@ def read_records(repo: Repository) -> tuple[list[KeyRecord], list[tuple[str, str
     return records, problems
 
 
-def load_registry(repo: Repository) -> SignerRegistry:
+def load_registry(repo: SigningRepository) -> SignerRegistry:
     records, problems = read_records(repo)
     manifest = repo.trust.manifest
     return SignerRegistry(None if manifest is not None else trust_anchor(repo), records,
                           problems + list(repo.trust.problems), manifest)
 
 
-def write_record(repo: Repository, slot_id: str, kind: str, role: str, *, label: str, host: str,
+def write_record(repo: SigningRepository, slot_id: str, kind: str, role: str, *, label: str, host: str,
                  signing_cert: bytes, signing_fingerprint: str, recipient_cert: bytes | None = None,
                  recipient_fingerprint: str | None = None, created: str | None = None,
                  removed: str | None = None) -> str:
     """Store an owner-signed key record; returns its object id."""
-    from haeedge.repo.keys import record_document
-
     signer = repo.signer()
     if signer is None or repo.keys.is_writer:
         raise NoReadAccess("only an owner key can register keys",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from haeedge.errors import FormatError
+from haeedge.repo.tree import is_hex_id
 
 SNAPSHOT_VERSION = 1
 KIND_FULL = "full"
@@ -94,7 +95,7 @@ class Snapshot:
             if kind not in (KIND_FULL, KIND_INCREMENTAL):
                 raise ValueError(f"unknown kind {kind!r}")
             tree = doc["tree"]
-            if not isinstance(tree, list) or len(tree) > MAX_TREE_BLOBS or not all(_is_hex_id(t) for t in tree):
+            if not isinstance(tree, list) or len(tree) > MAX_TREE_BLOBS or not all(is_hex_id(t) for t in tree):
                 raise ValueError("bad tree list")
             parent = doc.get("parent")
             chain = doc.get("chain")
@@ -103,7 +104,7 @@ class Snapshot:
                 raise ValueError("bad depth")
             if kind == KIND_FULL and (parent is not None or depth != 0):
                 raise ValueError("a full snapshot has no parent")
-            linked = _is_hex_id(parent) and _is_hex_id(chain) and 0 < depth <= MAX_CHAIN_DEPTH
+            linked = is_hex_id(parent) and is_hex_id(chain) and 0 < depth <= MAX_CHAIN_DEPTH
             if kind == KIND_INCREMENTAL and not linked:
                 raise ValueError("an incremental snapshot needs parent, chain and depth")
             paths = _strings(doc["paths"], "paths")
@@ -186,19 +187,11 @@ def _check_summary(summary: object) -> None:
             raise ValueError(f"bad summary field {k[:40]!r}")
 
 
-def _is_hex_id(v: object) -> bool:
-    if not isinstance(v, str) or len(v) != 64:
-        return False
-    try:
-        bytes.fromhex(v)
-    except ValueError:
-        return False
-    return True
-
-
-def now_iso() -> str:
-    t = time.time()
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_iso(*, whole_seconds: bool = False) -> str:
+    """Now in UTC as the format writes a time: with microseconds (snapshots, forget markers, repair notes)
+    or in ``whole_seconds`` (key slots, key records, the trust registry), as docs/format.md shows each."""
+    return datetime.fromtimestamp(time.time(), UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ" if whole_seconds else "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_time(s: str) -> datetime:

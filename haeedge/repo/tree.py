@@ -130,13 +130,14 @@ def validate_entry(entry: object) -> dict:
         if not isinstance(chunks, list):
             raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
         for c in chunks:
-            if (not isinstance(c, list) or len(c) != 2 or not _is_hex64(c[0])
+            if (not isinstance(c, list) or len(c) != 2 or not is_hex_id(c[0])
                     or not isinstance(c[1], int) or isinstance(c[1], bool) or not 0 <= c[1] <= (256 << 20)):
                 raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
     return entry
 
 
-def _is_hex64(v: object) -> bool:
+def is_hex_id(v: object) -> bool:
+    """A blob id as trees and snapshots store it: 64 hex digits."""
     if not isinstance(v, str) or len(v) != 64:
         return False
     try:

@@ -38,12 +38,11 @@ from haeedge.errors import FormatError, HaeedgeError, IntegrityError, NoReadAcce
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
     KIND_WRITER,
-    MAX_RECORD_BYTES,
     KeySlot,
     MasterKeys,
-    key_object_kind,
-    now_iso,
+    sealed_records,
 )
+from haeedge.repo.snapshot import now_iso
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate, SecretKey
@@ -151,7 +150,7 @@ def manifest_document(repository_id: str, sequence: int, root_kind: str, root_ce
         "haeedge_trust_manifest": MANIFEST_VERSION,
         "repository_id": repository_id,
         "sequence": sequence,
-        "created": now_iso(),
+        "created": now_iso(whole_seconds=True),
         "root": {"kind": root_kind, "cert": _b64(root_cert)},
         "config_sha256": config_sha256,
         "master_key_check": key_check,
@@ -237,17 +236,13 @@ def read_manifests(repo: Repository) -> tuple[list[TrustManifest], list[tuple[st
     """Every manifest in ``keys/`` that its own root signed; the others as (object id, problem)."""
     out: list[TrustManifest] = []
     problems: list[tuple[str, str]] = []
-    for info in repo.backend.list("keys"):
-        oid = info.name.rsplit("/", 1)[-1]
-        try:
-            data = repo.get_object(info.name)
-            if key_object_kind(data) != "record":
-                continue
-            plain = repo.open_sealed("meta", data, limit=MAX_RECORD_BYTES)
-            if not is_manifest(plain):
-                continue
-            out.append(decode_manifest(oid, plain, repo.config.repository_id))
-        except HaeedgeError as e:  # vanished, unreadable or forged: report, never abort
+    for oid, plain in sealed_records(repo):
+        try:  # vanished, unreadable or forged: report, never abort
+            if isinstance(plain, HaeedgeError):
+                raise plain
+            if is_manifest(plain):
+                out.append(decode_manifest(oid, plain, repo.config.repository_id))
+        except HaeedgeError as e:
             problems.append((oid, str(e)))
     return out, problems
 
@@ -305,7 +300,7 @@ class TrustMemory:
         old = repos.get(repository_id)
         if isinstance(old, dict) and old.get("root") == root and old.get("sequence", 0) >= sequence:
             return
-        repos[repository_id] = {"root": root, "sequence": sequence, "updated": now_iso()}
+        repos[repository_id] = {"root": root, "sequence": sequence, "updated": now_iso(whole_seconds=True)}
         self._store(doc | {"repositories": repos})
 
     # Key slots this client opened, per location (a hash of it: the file need not list where the
@@ -566,7 +561,7 @@ def write_manifest(repo: Repository, *, root_kind: str | None = None, root_key: 
         fpr = fpr.upper()
         entry = new_writers.pop(fpr, None)
         if entry is not None:
-            new_removed[fpr] = WriterEntry(entry.host, entry.cert, now_iso())
+            new_removed[fpr] = WriterEntry(entry.host, entry.cert, now_iso(whole_seconds=True))
     rec = list(recipients if recipients is not None else (cur.recipients if cur else []))
     seen = set()
     out_recipients = []

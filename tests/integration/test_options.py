@@ -93,10 +93,12 @@ def test_verify_read_data_subset(cli, fast_repo, tmp_path):
     cli("backup", src).ok()
     packs = len(fast_repo.objects("data"))
     assert packs >= 3
+    ids = [p.name for p in fast_repo.objects("data")]
     read = 0
     for n in (1, 2, 3):
         r = cli("--json", "verify", "--read-data-subset", f"{n}/3").ok().json()
         assert r["packs"] == packs
+        assert r["packs_read"] == sum(1 for p in ids if int(p[:8], 16) % 3 == n - 1)
         read += r["packs_read"]
     assert read == packs  # the three parts cover every pack exactly once
     assert cli("--json", "verify", "--read-data-subset", "100%").ok().json()["packs_read"] == packs

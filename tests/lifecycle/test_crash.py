@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
@@ -34,7 +35,8 @@ PARALLEL = 2
 
 
 def _env(repo_path, faults: str | None = None) -> dict:
-    env = {"HAEEDGE_REPOSITORY": str(repo_path)}
+    # Two backup workers on any machine: the kills must find worker processes to orphan.
+    env = {"HAEEDGE_REPOSITORY": str(repo_path), "HAEEDGE_WORKERS": "2"}
     if faults:
         env["HAEEDGE_FAULTS"] = faults
     return env
@@ -50,6 +52,10 @@ def _start(cli, repo_path, args, faults):
     deadline = time.monotonic() + 60
     while not _lock_appeared(repo_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
+    if not _lock_appeared(repo_path):
+        proc.kill()
+        _out, err = proc.communicate(timeout=60)
+        pytest.fail(f"{args[0]} never took its lock (exit {proc.returncode}): {err[-2000:]!r}")
     return proc, time.monotonic()
 
 
@@ -61,12 +67,22 @@ def _timed_run(cli, repo_path, args, faults) -> float:
     return time.monotonic() - locked
 
 
-def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) -> bool:
-    """SIGKILL the command ``delay`` seconds after it took its lock, or as soon as ``delay()``
-    holds; True when it was still running.
+@dataclass
+class KillPoint:
+    """What a kill hit: whether the command still ran, and what it held just before the kill."""
+
+    killed: bool
+    lock_held: bool = False
+    workers: int = 0
+
+
+def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) -> KillPoint:
+    """SIGKILL the command ``delay`` seconds after it took its lock, or as soon as ``delay()`` holds.
 
     Only the main process is killed (kill -9, the OOM killer); backup's worker
-    processes must then end by themselves before anything else runs.
+    processes must then end by themselves before anything else runs. The lock
+    and the workers are looked at just before the kill: the checks after it
+    mean something only for the kills that found them.
     """
     proc, locked = _start(cli, repo_path, args, faults)
     if callable(delay):
@@ -75,11 +91,13 @@ def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) ->
             time.sleep(0.001)
     while proc.poll() is None and not callable(delay) and time.monotonic() < locked + delay:
         time.sleep(0.002)
-    killed = proc.poll() is None
-    if killed:
+    point = KillPoint(killed=proc.poll() is None)
+    if point.killed:
+        point.workers = len(_workers_of(proc.pid))
+        point.lock_held = _lock_appeared(repo_path)
         proc.send_signal(signal.SIGKILL)
     _reap(proc, 10, "worker processes outlived the killed command")
-    return killed
+    return point
 
 
 def _reap(proc, grace: float, message: str) -> None:
@@ -130,11 +148,11 @@ def test_sigkill_backup_at_20_random_points(cli, trees, tmp_path):
     # Random delays over the whole run, plus two kills timed to land just around the commit point.
     delays = [rng.uniform(0.0, duration * 1.05) for _ in range(KILLS - 2)] + [duration * 0.97, duration * 0.99]
 
-    def one(n: int) -> str:
+    def one(n: int) -> tuple[str, KillPoint]:
         repo_path = copy_repo(handle.path, tmp_path / f"repo{n}")
-        killed = _kill_at(cli, repo_path, ("backup", big), faults, delays[n])
+        point = _kill_at(cli, repo_path, ("backup", big), faults, delays[n])
         new = {k: v for k, v in files_of(repo_path).items() if k not in baseline_files}
-        phase = ("not killed" if not killed else
+        phase = ("not killed" if not point.killed else
                  "after the snapshot" if any(k.startswith("snapshots/") for k in new) else
                  "after the index" if any(k.startswith("index/") for k in new) else
                  "during pack uploads" if any(k.startswith("data/") for k in new) else "before any pack")
@@ -151,14 +169,21 @@ def test_sigkill_backup_at_20_random_points(cli, trees, tmp_path):
         else:
             cli("verify", env=_env(repo_path)).ok()
         shutil.rmtree(repo_path)
-        return phase
+        return phase, point
 
     with ThreadPoolExecutor(PARALLEL) as pool:
-        phases = Counter(pool.map(one, range(KILLS)))
-    print(f"\nbackup kill points: {dict(phases)} (uninterrupted run {duration:.2f}s)")
+        hits = list(pool.map(one, range(KILLS)))
+    phases = Counter(phase for phase, _ in hits)
+    with_workers = sum(1 for _, p in hits if p.killed and p.workers)
+    print(f"\nbackup kill points: {dict(phases)}, {with_workers} with workers running "
+          f"(uninterrupted run {duration:.2f}s)")
     assert sum(phases.values()) == KILLS
     assert phases["not killed"] <= 4
     assert phases["during pack uploads"] >= 5 and len(phases) >= 3, phases
+    # Until its snapshot is stored a backup holds its lock: a kill before then must have found it.
+    assert all(p.lock_held for phase, p in hits if phase not in ("not killed", "after the snapshot")), hits
+    # The orphan check after each kill proves something only where workers ran when it landed.
+    assert with_workers >= 3, hits
 
 
 @pytest.mark.slow
@@ -204,7 +229,7 @@ def test_sigkill_prune_at_20_random_points(cli, trees, tmp_path):
         if isinstance(delay, str):
             def delay(prefix=delay, repo_path=repo_path) -> bool:
                 return any(k.startswith(prefix) and k not in baseline_files for k in files_of(repo_path))
-        killed = _kill_at(cli, repo_path, ("prune",), faults, delay)
+        killed = _kill_at(cli, repo_path, ("prune",), faults, delay).killed
         now = files_of(repo_path)
         new_index = any(k.startswith("index/") and k not in baseline_files for k in now)
         new_packs = any(k.startswith("data/") and k not in baseline_files for k in now)

@@ -54,6 +54,21 @@ def test_a_command_loads_only_its_own_module():
         assert heavy not in loaded, heavy
 
 
+def test_command_modules_do_not_import_each_other():
+    """What two commands share lives in cli/shared.py (or context.py, selection.py), not in one of them."""
+    import ast
+
+    cli_dir = ROOT / "haeedge" / "cli"
+    crossing = []
+    for path in sorted(cli_dir.glob("cmd_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            crossing += [f"{path.name}: {n}" for n in names if re.search(r"(^|\.)cmd_\w+$", n)]
+    assert len(list(cli_dir.glob("cmd_*.py"))) > 15
+    assert crossing == []
+
+
 def test_the_expected_commands_are_registered():
     names = {" ".join(p) for p, _ in ALL}
     assert {"backup", "restore", "verify", "snapshots", "ls", "init", "unlock", "dump", "find", "diff", "stats",

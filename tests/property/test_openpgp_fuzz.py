@@ -325,18 +325,33 @@ def test_many_session_key_packets_are_bounded() -> None:
 # --------------------------------------------------------------------------- keys and signatures
 
 
-def _parse_any(data: bytes) -> None:
+def _parse_any(data: bytes) -> list[pubkey.Certificate]:
+    """Read ``data`` as certificates and as secret keys: each refuses it with a HaeedgeError or returns
+    keys that are whole, in bounded time."""
     t0 = time.monotonic()
+    accepted: list[pubkey.Certificate] = []
     for fn in (
         lambda: pubkey.parse_certificates(data),
         lambda: pubkey.load_secret_keys(data),
         lambda: pubkey.load_secret_keys(data, "pw"),
     ):
         try:
-            fn()
+            got = fn()
         except HaeedgeError:
-            pass
+            continue
+        for k in got:
+            if isinstance(k, pubkey.SecretKey):
+                assert k._private, "a secret key without any secret half was accepted"
+                k = k.cert
+            accepted.append(k)
+    for cert in accepted:
+        # What was accepted is a certificate haeedge would write back and read the same again.
+        assert len(cert.fingerprint) in (20, 32) and cert.raw
+        again = pubkey.parse_certificates(cert.raw)
+        assert [(c.fingerprint, c.user_ids, [s.fingerprint for s in c.subkeys]) for c in again] == \
+            [(cert.fingerprint, cert.user_ids, [s.fingerprint for s in cert.subkeys])]
     assert time.monotonic() - t0 < 3 * TIME_LIMIT
+    return accepted
 
 
 @cache
@@ -378,8 +393,11 @@ def test_arbitrary_bytes_as_keys(data: bytes) -> None:
 
 def test_every_truncation_of_a_secret_key_fails_cleanly() -> None:
     data = key_material()["protected-secret"]
+    whole = _parse_any(data)
+    assert len(whole) == 2  # the certificate, and the key unlocked with its passphrase
     for n in range(len(data)):
-        _parse_any(data[:n])
+        for cert in _parse_any(data[:n]):  # a cut in the trailing signatures may leave a whole key
+            assert cert.fingerprint == whole[0].fingerprint
 
 
 def test_hostile_key_sizes_are_refused() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from haeedge.checker import parse_subset
 from haeedge.chunking import ChunkerParams
-from haeedge.cli.context import parse_compression
+from haeedge.cli.shared import parse_compression
 from haeedge.durations import parse_duration
 from haeedge.errors import ExitCode, FormatError, HaeedgeError, UsageError
 from haeedge.repo.config import RepositoryConfig
@@ -156,3 +156,32 @@ def test_merge_chain_overlays_newest_first():
     merged = list(merge_chain([iter(full), iter(inc1), iter(inc2)]))
     assert [(m["path"], m.get("v")) for m in merged] == [("a", 0), ("a/x", 2), ("b", 1), ("bb", 1)]
     assert [m["path"] for m in merge_chain([iter(full), iter(inc1)])] == ["a", "b", "bb", "c"]
+
+
+def test_signing_and_repository_do_not_import_each_other():
+    """repo/repository.py imports repo/signing.py at the top; signing sees a repository only through
+    its SigningRepository protocol, so neither hides an import of the other inside a function."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    import haeedge.repo.repository as repository
+    import haeedge.repo.signing as signing
+
+    def imports(module) -> list[tuple[str, bool]]:
+        """(imported module, at the top level) for every import in ``module``'s source."""
+        tree = ast.parse(Path(module.__file__).read_text())
+        top = {id(n) for n in tree.body}
+        return [(n.module or "", id(n) in top) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+
+    assert ("haeedge.repo.signing", True) in imports(repository)
+    assert [m for m, top in imports(repository) if m == "haeedge.repo.signing" and not top] == []
+    assert [m for m, _ in imports(signing) if m == "haeedge.repo.repository"] == []
+    # Repository is a SigningRepository: it has every method and sets every attribute the protocol names.
+    protocols = [c for c in signing.SigningRepository.__mro__ if c.__module__.startswith("haeedge.")]
+    methods = {n for c in protocols for n, v in vars(c).items() if callable(v) and not n.startswith("_")}
+    assert len(methods) == 7 and all(callable(getattr(repository.Repository, n, None)) for n in methods)
+    attributes = {a for c in protocols for a in vars(c).get("__annotations__", {})}
+    assert attributes == {"backend", "config", "keys", "trust"}
+    init = inspect.getsource(repository.Repository.__init__)
+    assert all(f"self.{a}: " in init or f"self.{a} = " in init for a in attributes)
