@@ -59,7 +59,8 @@ SKEW_ENV = "HAEEDGE_MAX_CLOCK_SKEW"
 #: Clock differences (between this host, the storage and the host that wrote a mark) that prune
 #: accepts silently; beyond it the grace period is widened by the difference, with a warning.
 DEFAULT_MAX_SKEW = 300.0
-#: A backup refuses to store its snapshot when a mark that appeared while it ran ripens this soon.
+#: A backup refuses to store its snapshot when a mark that appeared while it ran ripens this soon
+#: (at most half the mark's grace period), after the clock allowance.
 SNAPSHOT_SAFETY = 120.0
 
 
@@ -297,7 +298,8 @@ def check_before_snapshot(repo: Repository, snap: Snapshot) -> None:
     if not new:
         return
     now = time.time()
-    endangered = [m for m in new if m.time + m.grace - max_skew() - SNAPSHOT_SAFETY <= now]
+    skew = max_skew()
+    endangered = [m for m in new if m.time + m.grace - skew - min(SNAPSHOT_SAFETY, m.grace / 2) <= now]
     if not endangered:
         return  # our snapshot lands long before any of them ripens; prune will then see it
     packs = set().union(*(m.packs for m in endangered))
