@@ -49,8 +49,8 @@ def report_prune(app: AppContext, r: PruneResult) -> None:
     app.out(f"{'would free' if r.dry_run else 'freed'} {human_size(r.bytes_freed)} "
             f"(repository: {human_size(r.bytes_before)} -> {human_size(r.bytes_before - r.bytes_freed)})")
     if r.packs_marked or r.packs_waiting:
-        app.out(f"{'would mark' if r.dry_run else 'marked'} {r.packs_marked} packs as unused; "
-                f"{r.packs_waiting} marked packs wait for their grace period ({_duration(r.grace_seconds)}): "
+        app.out(f"{'would mark' if r.dry_run else 'marked'} {r.packs_marked} packs as unused; {r.packs_waiting} "
+                f"packs wait (marked, or stored less than the grace period of {_duration(r.grace_seconds)} ago): "
                 "a later prune deletes those still unused")
     for w in r.warnings:
         warn(f"{w}")

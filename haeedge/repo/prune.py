@@ -305,6 +305,8 @@ class Lockfree:
     mark_unindexed: list[str] = field(default_factory=list)
     #: Marked, grace period not over: left as they are.
     waiting: list[str] = field(default_factory=list)
+    #: Unused or unindexed, but stored less than the grace period ago (maybe a running backup's): not marked yet.
+    too_new: list[str] = field(default_factory=list)
     #: Marks whose grace period is over: each of their packs is deleted now (still unused) or kept
     #: (used again, or indexed since), so the marks go.
     ripe_marks: list[str] = field(default_factory=list)
@@ -327,7 +329,8 @@ class PruneResult:
     used_bytes: int = 0
     unused_bytes: int = 0
     temporaries_removed: int = 0
-    #: Lock-free prune: packs marked by this run (deleted by a later one), marked packs still waiting,
+    #: Lock-free prune: packs marked by this run (deleted by a later one), packs waiting (marked, or
+    #: stored less than the grace period ago),
     #: marks whose packs this run handled, the grace period in seconds and this host's clock offset.
     packs_marked: int = 0
     packs_waiting: int = 0
@@ -459,7 +462,16 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
                              "'haeedge repair snapshots' (unreadable snapshots would lose their data)")
     used = used_blob_hosts(repo, snapshots)
     index_packs, index_objects, superseded = _read_index_packs(repo)
-    stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
+    listing = list(repo.backend.list("data"))
+    stored = {object_id_of(i.name): i.size for i in listing}
+    young: set[str] = set()
+    if lockfree is not None and lockfree.grace > 0:
+        # Packs stored less than the grace period ago may be a running backup's (its snapshot is
+        # not written yet): not marked now; a later prune looks at them again (kopia does the same).
+        since = lockfree.clock.storage_now() - lockfree.grace
+        young = {object_id_of(i.name) for i in listing if i.mtime is not None and i.mtime > since}
+        del since
+    del listing
     plan = PrunePlan(max_unused, index_packs, index_objects)
     plan.superseded_left = len(superseded & set(index_objects))
     plan.used_blobs = len(used)
@@ -499,6 +511,8 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
                 plan.keep.append(pack_id)
                 if pack_id in marked and (pack_id not in ripe or _still_marked(pack_id, marks, lockfree)):
                     lockfree.waiting.append(pack_id)
+                elif pack_id in young:
+                    lockfree.too_new.append(pack_id)
                 else:  # not marked, or marked only as unindexed by now ripe marks: a new grace period
                     lockfree.mark_unused.append(pack_id)
         elif only is not None or (pack_id not in marked and info.blob_bytes and
@@ -516,6 +530,8 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
                     plan.unindexed[p] = size
                 elif p in marked:
                     lockfree.waiting.append(p)
+                elif p in young:
+                    lockfree.too_new.append(p)
                 else:
                     lockfree.mark_unindexed.append(p)
     plan.lockfree = lockfree
@@ -590,7 +606,7 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
     # exclusive lock no other writer runs; lock-free, only those idle for the grace period.
     result.temporaries_removed = repo.backend.remove_temporaries(lf.grace if lf is not None else None)
     if lf is not None:
-        result.packs_waiting = len(lf.waiting)
+        result.packs_waiting = len(lf.waiting) + len(lf.too_new)
     if not (plan.delete or plan.repack or plan.unindexed or plan.vanished or plan.superseded_left
             or (lf is not None and (lf.mark_unused or lf.mark_unindexed or lf.ripe_marks))):
         return result  # nothing to do: leave the index objects as they are
@@ -736,7 +752,7 @@ def prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED, dry_run: boo
         result.warnings += lockfree.clock.warnings
         if dry_run:
             result.packs_marked = len(lockfree.mark_unused) + len(lockfree.mark_unindexed) + len(plan.repack)
-            result.packs_waiting = len(lockfree.waiting)
+            result.packs_waiting = len(lockfree.waiting) + len(lockfree.too_new)
     return result
 
 

@@ -121,7 +121,11 @@ def test_eight_hosts_back_up_while_two_prunes_run_with_random_kills(kind, cli, t
             if code == 0 and name in sources:
                 saved[name] = trees.summary_of(stdout)["snapshot_id"]
     assert any(r[0] == -signal.SIGKILL for runs in results.values() for r in runs), "no kill landed"
-    assert len(saved) >= HOSTS // 2, results
+    killed = sum(1 for name in sources for r in results.get(name, ()) if r[0] == -signal.SIGKILL)
+    stopped = sum(1 for name in sources for r in results.get(name, ()) if r[0] == 11)
+    # Exit 11 is the safe answer to a mark that ripens under a backup; with packs younger than the
+    # grace period never marked, most backups that were not killed save their snapshot.
+    assert len(saved) >= (HOSTS - killed) // 2, (killed, stopped, saved)
 
     listed = {s["id"]: s for s in cli("--json", "snapshots", env=env).ok().json()}
     assert set(saved.values()) <= set(listed)
@@ -144,5 +148,6 @@ def test_eight_hosts_back_up_while_two_prunes_run_with_random_kills(kind, cli, t
     time.sleep(max(0.0, GRACE + 1 - (time.monotonic() - started - busy)))
     cli("prune", env=env).ok()
     cli("verify", "--read-data", env=env).ok()
-    print(f"\n{kind}: {len(saved)} of {HOSTS} backups saved; concurrent phase {busy:.1f}s, "
+    print(f"\n{kind}: {len(saved)} of {HOSTS} backups saved, {killed} killed, {stopped} stopped (11); "
+          f"concurrent phase {busy:.1f}s, "
           f"total {time.monotonic() - started:.1f}s")

@@ -7,6 +7,7 @@ and ``HAEEDGE_MAX_CLOCK_SKEW=0s``, so that the clock allowance does not stretch 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -31,7 +32,17 @@ def _forgotten_history(cli, tmp_path, seed: int):
     src = random_tree(tmp_path / "src", seed=seed + 1, n_files=6)
     kept = cli.backup(src)["snapshot_id"]
     cli("forget", first).ok()
+    _age(cli.repo_path / "data", 3600)  # written an hour ago: not a running backup's
     return old, src, kept
+
+
+def _age(folder, seconds: float) -> None:
+    """Set back the storage time of every object under ``folder`` (prune does not mark packs younger
+    than the grace period: they may be a running backup's)."""
+    then = time.time() - seconds
+    for path in folder.rglob("*"):
+        if path.is_file():
+            os.utime(path, (then, then))
 
 
 def _marks(repo) -> list[str]:
@@ -49,7 +60,7 @@ def test_first_run_marks_and_a_run_after_the_grace_period_deletes(cli, repo, tre
     assert len(_marks(repo)) == 1
     text = cli("prune", "--grace", "15s", env=SHORT).ok().stdout
     if time.monotonic() - marked_at < 14:  # before the grace period: still nothing
-        assert "marked packs wait for their grace period (15s)" in text, text
+        assert "packs wait (marked, or stored less than the grace period of 15s ago)" in text, text
         assert files_of(repo.path / "data") == data_before
     # A backup after the mark does not deduplicate against marked packs: it stores the data again.
     again = cli.backup(old)
@@ -103,6 +114,18 @@ def test_a_backup_that_a_ripening_mark_endangers_saves_no_snapshot(cli, repo, tr
     sid = cli.backup(old)["snapshot_id"]  # the next run stores the data again
     cli("verify", "--read-data").ok()
     assert not restore_diffs(cli, trees, sid, trees.scan(old), old, tmp_path / "r")
+
+
+def test_young_packs_are_not_marked(cli, repo, tmp_path):
+    old = random_tree(tmp_path / "old", seed=50, n_files=4, big=1)
+    cli("forget", cli.backup(old)["snapshot_id"]).ok()
+    r = cli("--json", "prune", "--grace", "1h", env=SHORT).ok().json()
+    assert r["packs_marked"] == 0 and r["packs_waiting"] >= 1 and r["packs_deleted"] == 0
+    assert _marks(repo) == []
+    _age(repo.path / "data", 2 * 3600)
+    r = cli("--json", "prune", "--grace", "1h", env=SHORT).ok().json()
+    assert r["packs_marked"] >= 1 and r["packs_deleted"] == 0
+    assert len(_marks(repo)) == 1
 
 
 def test_a_mark_not_signed_by_the_owner_deletes_nothing(cli, repo, trees, tmp_path):
