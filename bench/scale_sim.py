@@ -74,7 +74,7 @@ def measure() -> Sizes:
     per_tree = (with_100 - base) / 99
     mark_per_pack = len(json.dumps([os.urandom(32).hex() for _ in range(1000)])) / 1000
     index = BlobIndex(capacity_hint=200_000)
-    for i in range(200):
+    for _ in range(200):
         index.add_pack(os.urandom(32), PACK_SIZE, [PackEntry(0, 1, os.urandom(32), j * 10, 10, 10)
                                                    for j in range(1000)])
     ram = index.memory_bytes() / len(index)
