@@ -82,7 +82,7 @@ def command(app: AppContext, max_unused, grace, dry_run) -> None:
     """
     share = parse_max_unused(max_unused)
     grace_s = parse_grace(grace) if grace is not None else None
-    with app.open_repo(lock=None, command="prune") as repo:
+    with app.open_repo(lock=None, command="prune", load_index=False) as repo:  # prune loads it itself
         if can_mark(repo):
             result = prune(repo, share, dry_run=dry_run, progress=app.progress(), grace=grace_s)
         else:  # a key without an owner signing key: the one-run prune under the exclusive lock

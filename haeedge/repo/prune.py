@@ -460,6 +460,9 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
     if errors:
         raise IntegrityError(f"{errors[0]}; nothing was pruned", hint="run 'haeedge verify' and "
                              "'haeedge repair snapshots' (unreadable snapshots would lose their data)")
+    # The index after the snapshot listing: a backup that stored its snapshot meanwhile stored its
+    # index objects before it, so every listed snapshot's blobs are in it (no lock holds backups off).
+    repo.load_index()
     used = used_blob_hosts(repo, snapshots)
     index_packs, index_objects, superseded = _read_index_packs(repo)
     listing = list(repo.backend.list("data"))
