@@ -10,6 +10,7 @@ grace period, deletes: both phases overlap the backups.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -77,6 +78,7 @@ def test_eight_hosts_back_up_while_two_prunes_run_with_random_kills(kind, cli, t
     _tree(old, rng, rng.randbytes(50_000))
     first = cli("--json", "backup", old, "--host", "old", env=env).ok().json()["snapshot_id"]
     cli("forget", first, env=env).ok()
+    time.sleep(GRACE + 0.5)  # its packs are older than the grace period now: the prunes mark them
 
     started = time.monotonic()
     # Seeded plan: who starts when, and which processes are killed when.
@@ -127,6 +129,10 @@ def test_eight_hosts_back_up_while_two_prunes_run_with_random_kills(kind, cli, t
     # grace period never marked, most backups that were not killed save their snapshot.
     assert len(saved) >= (HOSTS - killed) // 2, (killed, stopped, saved)
 
+    pruned = [json.loads(r[1].strip().splitlines()[-1])
+              for name in ("prune0", "prune1") for r in results[name] if r[0] == 0]
+    assert sum(p["packs_marked"] for p in pruned) >= 1, pruned  # phase 1 ran beside the backups
+
     listed = {s["id"]: s for s in cli("--json", "snapshots", env=env).ok().json()}
     assert set(saved.values()) <= set(listed)
     v = cli("verify", "--read-data", env=env)
@@ -146,7 +152,9 @@ def test_eight_hosts_back_up_while_two_prunes_run_with_random_kills(kind, cli, t
     # A following backup and a prune (whose marks from above are ripe by now, or will be) succeed.
     cli("backup", sources[hosts[0]], "--host", hosts[0], env=env).ok()
     time.sleep(max(0.0, GRACE + 1 - (time.monotonic() - started - busy)))
-    cli("prune", env=env).ok()
+    final = cli("--json", "prune", env=env).ok().json()
+    # Phase 2 deleted the forgotten backup's packs (in the concurrent phase or, at the latest, now).
+    assert sum(p["packs_deleted"] for p in [*pruned, final]) >= 1, (pruned, final)
     cli("verify", "--read-data", env=env).ok()
     print(f"\n{kind}: {len(saved)} of {HOSTS} backups saved, {killed} killed, {stopped} stopped (11); "
           f"concurrent phase {busy:.1f}s, "
