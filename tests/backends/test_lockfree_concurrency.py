@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +56,11 @@ def _storage(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[
     return {**env, **ENV, "HAEEDGE_REPOSITORY": location}
 
 
+def _workers_of(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
 def _tree(root: Path, rng: random.Random, shared: bytes) -> Path:
     """A few files per host, one of them the same on every host (deduplication races)."""
     root.mkdir(parents=True)
@@ -82,7 +88,9 @@ def test_eight_hosts_back_up_while_two_prunes_run_with_random_kills(kind, cli, t
 
     started = time.monotonic()
     # Seeded plan: who starts when, and which processes are killed when.
-    plan = [("backup", h, rng.uniform(0, 4), rng.uniform(0.5, 6) if rng.random() < 0.35 else None) for h in hosts]
+    # A killed backup dies a random time after its worker processes run (mid-backup, not at startup).
+    doomed = set(rng.sample(hosts, max(2, HOSTS // 4)))
+    plan = [("backup", h, rng.uniform(0, 4), rng.uniform(0, 1.5) if h in doomed else None) for h in hosts]
     plan += [("prune", f"prune{i}", rng.uniform(0, 3), rng.uniform(0.5, 4) if i == 1 else None) for i in range(2)]
     results: dict[str, list[tuple[int, str, str]]] = {}
 
@@ -97,6 +105,9 @@ def test_eight_hosts_back_up_while_two_prunes_run_with_random_kills(kind, cli, t
             else:
                 args = ("--json", "prune")
             proc = cli.popen(*args, env=env, start_new_session=True)
+            if what == "backup" and kill_after is not None:
+                while proc.poll() is None and not _workers_of(proc.pid):
+                    time.sleep(0.005)
             deadline = time.monotonic() + (kill_after if kill_after is not None and n == 0 else 1e9)
             while proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)

@@ -267,3 +267,70 @@ def _group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+@pytest.mark.slow
+def test_sigkill_two_phase_prune_at_random_points(cli, trees, tmp_path):
+    """The lock-free prune's second phase (repo/marks.py), killed at 8 random points: after each kill
+    the repository verifies, every snapshot restores, and the next prune finishes the deletions and
+    removes the ripe marks (nothing a killed prune leaves blocks it)."""
+    handle = trees.init_library_repo(tmp_path / "baseline", chunker=trees.SMALL_CHUNKS, pack_size=1 << 20)
+    env = {**_env(handle.path), "HAEEDGE_MAX_CLOCK_SKEW": "0s"}
+    src = random_tree(tmp_path / "src", seed=13, n_files=60, max_size=40_000, big=3)
+    first = trees.summary_of(cli("--json", "backup", src, env=env).ok().stdout)["snapshot_id"]
+    for name in ("b00.bin", "b02.bin"):
+        (src / "big" / name).unlink()
+    for i in range(0, 60, 3):
+        (src / f"d{i % 4}" / f"f{i:03d}.bin").unlink()
+    cli("backup", src, env=env).ok()
+    expected_scan = trees.scan(src)
+    cli("forget", "--rebase", first, env=env).ok()
+    time.sleep(1.2)  # older than the grace period: markable
+    marked = cli("--json", "prune", "--grace", "1s", env=env).ok().json()
+    assert marked["packs_marked"] >= 3 and marked["packs_deleted"] == 0, marked
+    time.sleep(1.2)  # the mark is ripe: the next prune deletes
+    listed = {s["id"] for s in cli("--json", "snapshots", env=env).ok().json()}
+    (kept,) = listed
+    expected = {kept: (src, expected_scan)}
+    faults = "put|delete:latency=0.03"
+    args = ("prune", "--grace", "1s")
+    measure = copy_repo(handle.path, tmp_path / "measure")
+    duration = _timed_run(cli, measure, args, faults)
+    shutil.rmtree(measure)
+    baseline_files = files_of(handle.path)
+    rng = random.Random(1206)
+    delays: list = [rng.uniform(0.0, duration * 1.05) for _ in range(6)] + ["index/", "data/"]
+
+    def one(n: int) -> str:
+        repo_path = copy_repo(handle.path, tmp_path / f"repo{n}")
+        delay = delays[n]
+        if isinstance(delay, str):
+            prefix = delay
+
+            def delay(prefix=prefix, repo_path=repo_path) -> bool:
+                now = files_of(repo_path)
+                if prefix == "index/":  # the new index is stored
+                    return any(k.startswith(prefix) and k not in baseline_files for k in now)
+                return any(k.startswith(prefix) and k not in now for k in baseline_files)  # a pack deleted
+        killed = _kill_at(cli, repo_path, args, faults, delay)
+        now = files_of(repo_path)
+        deleted = [k for k in baseline_files if k.startswith("data/") and k not in now]
+        marks_gone = not [k for k in baseline_files if k.startswith("marks/") and k in now]
+        new_index = any(k.startswith("index/") and k not in baseline_files for k in now)
+        phase = ("not killed" if not killed else "marks deleted" if marks_gone else
+                 "deleting" if deleted else "index written" if new_index else "planning")
+        _check_after_kill(cli, trees, repo_path, expected, tmp_path, n)
+        r = cli("--json", "prune", "--grace", "1s", env={**_env(repo_path), "HAEEDGE_MAX_CLOCK_SKEW": "0s"}).ok()
+        assert "Traceback" not in r.stderr
+        after = files_of(repo_path)
+        assert not [k for k in baseline_files if k.startswith("marks/") and k in after], "a ripe mark was left"
+        assert [k for k in baseline_files if k.startswith("data/") and k not in after], "nothing was deleted"
+        cli("verify", "--read-data", env=_env(repo_path)).ok()
+        shutil.rmtree(repo_path)
+        return phase
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        phases = Counter(pool.map(one, range(len(delays))))
+    print(f"\ntwo-phase prune kill points: {dict(phases)} (uninterrupted run {duration:.2f}s)")
+    assert phases["not killed"] <= 3
+    assert phases["deleting"] + phases["index written"] >= 2, phases
