@@ -112,6 +112,9 @@ class Checker:
         #: Blobs stored more than once: pack id -> why, for each bad copy.
         self._bad_copies: dict[bytes, dict[str, str]] = {}
         self._counter_lock = threading.Lock()
+        #: Packs an index lists that storage lacks; blobs some snapshot needs (set by _attribute).
+        self._missing_packs: list[str] = []
+        self._affected_blobs: set[bytes] = set()
 
     def error(self, obj: str, msg: str, **kw) -> Finding:
         f = Finding("error", obj, msg, **kw)
@@ -140,7 +143,26 @@ class Checker:
             self._read_packs(selector)
         if self._bad_blobs:
             self._attribute(snaps)
+        self._report_missing_packs()
         return self.report
+
+    def _report_missing_packs(self) -> None:
+        """A missing pack is an error when a snapshot needs one of its blobs; else a warning: with
+        lock-free prune, one prune can delete a pack (unused, its mark ripe) that another prune
+        running at the same time still listed in the index it wrote. The next prune drops it."""
+        if not self._missing_packs:
+            return
+        by_pack: dict[str, set[bytes]] = {p: set() for p in self._missing_packs}
+        for bid, loc in self.repo.index.iter_entries():
+            if loc.pack_id in by_pack:
+                by_pack[loc.pack_id].add(bid)
+        for pack_id, blobs in by_pack.items():
+            if blobs & self._affected_blobs:
+                self.error(data_name(pack_id), "pack is listed in the index but missing")
+            else:
+                self.warn(data_name(pack_id), "pack is listed in the index but missing; no snapshot needs "
+                                              "its blobs (a prune deleted it while another prune wrote the "
+                                              "index): the next prune drops it from the index")
 
     # ------------------------------------------------------------------ objects
 
@@ -192,7 +214,7 @@ class Checker:
                 indexed[p.pack_id] = p.size
         for pack_id, size in indexed.items():
             if pack_id not in stored:
-                self.error(data_name(pack_id), "pack is listed in the index but missing")
+                self._missing_packs.append(pack_id)  # an error if a snapshot needs it (see run)
                 self._mark_pack_bad(pack_id, "pack is missing")
             elif stored[pack_id] != size:
                 self.error(data_name(pack_id), f"pack size {stored[pack_id]} differs from the index ({size})")
@@ -370,6 +392,7 @@ class Checker:
                 if bid in self._bad_blobs:
                     s, _files = affected.setdefault(bid, (set(), []))
                     s.add(snap.id)
+        self._affected_blobs = set(affected)
         for bid, why in self._bad_blobs.items():
             s, files = affected.get(bid, (set(), []))
             loc = repo.lookup_blob(bid)

@@ -63,6 +63,12 @@ class RepositoryLocked(HaeedgeError):
     exit_code = ExitCode.LOCKED
 
 
+class ConcurrentChange(HaeedgeError):
+    """Another command (a prune, a forget) changed what this one relied on while it ran: run it again."""
+
+    exit_code = ExitCode.LOCKED
+
+
 class IntegrityError(HaeedgeError):
     """Stored bytes do not match their name, MDC, keyed id or declared structure."""
 

@@ -40,7 +40,13 @@ SMALL_CHUNKS = ChunkerParams(4 * 1024, 16 * 1024, 64 * 1024)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+#: Tests prune in one run (no grace period) unless they test the two phases: most tests run one
+#: command at a time, and expect ``prune`` to free space at once (docs/lifecycle.md).
+PRUNE_GRACE = "0s"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("HAEEDGE_PRUNE_GRACE", PRUNE_GRACE)
     config.addinivalue_line("markers", "slow: takes more than about 20 seconds (still run by default)")
 
 
@@ -92,7 +98,8 @@ class Cli:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAEEDGE_")}
         env.pop("COLUMNS", None)
         env.update(HAEEDGE_REPOSITORY=str(self.repo_path), HAEEDGE_PASSWORD_FILE=str(self.password_file),
-                   HAEEDGE_TRUST_FILE=str(tmp_path / "trusted_repositories.json"), PYTHONDONTWRITEBYTECODE="1")
+                   HAEEDGE_TRUST_FILE=str(tmp_path / "trusted_repositories.json"), PYTHONDONTWRITEBYTECODE="1",
+                   HAEEDGE_PRUNE_GRACE=PRUNE_GRACE)
         self.env = env
 
     def command(self, *args: str | os.PathLike, prefix: list[str] | None = None) -> list[str]:

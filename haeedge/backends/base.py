@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar, runtime_checkable
 
 from haeedge.errors import BackendError
 
 #: The top-level folders of a repository; ``list`` takes one of these.
-NAMESPACES = ("keys", "data", "index", "snapshots", "locks", "forgotten")
+NAMESPACES = ("keys", "data", "index", "snapshots", "locks", "forgotten", "marks")
 #: The empty folders ``create`` makes where a store has folders: finding only these is no reason to refuse.
 SKELETON_FOLDERS = frozenset(NAMESPACES) | {f"data/{i:02x}" for i in range(256)}
 
@@ -25,6 +25,9 @@ SKELETON_FOLDERS = frozenset(NAMESPACES) | {f"data/{i:02x}" for i in range(256)}
 class ObjectInfo:
     name: str
     size: int
+    #: When the storage last wrote it (seconds since the epoch, the storage's clock), where the
+    #: backend knows it; prune compares it with the local clock to detect clock skew.
+    mtime: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,12 @@ class Backend(Protocol):
     properties: BackendProperties
 
     def put(self, name: str, data: bytes | memoryview) -> None:
-        """Store ``data`` under ``name`` atomically: readers see all of it or nothing."""
+        """Store ``data`` under ``name`` atomically: readers see all of it or nothing.
+
+        Create-only: an object that already exists under ``name`` is left as it is (every name
+        but ``config`` is the SHA-256 of the bytes, so the existing object holds the same bytes,
+        or is damaged and fails its name check either way). Many hosts write into one repository
+        without a lock; none may replace what another wrote (docs/backends.md)."""
 
     def get(self, name: str) -> bytes:
         """The whole object; ``ObjectNotFound`` when absent."""
@@ -88,8 +96,9 @@ class Backend(Protocol):
     def open_spool(self) -> PackSpool:
         """A pack written in place; only where ``properties.spooled_writes`` is true."""
 
-    def remove_temporaries(self) -> int:
-        """Delete leftovers of interrupted writes (safe only under an exclusive lock); how many."""
+    def remove_temporaries(self, min_age: float | None = None) -> int:
+        """Delete leftovers of interrupted writes; how many. ``min_age``: only those not written to for
+        that many seconds (a running backup's pack in progress is younger); None: all of them."""
 
     def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
         """A range from a copy whose whole object verifies, after a read of it was found damaged;
@@ -120,7 +129,7 @@ class StorageBackend:
     def open_spool(self) -> PackSpool:
         raise BackendError(f"{self.location}: this backend writes packs whole, not spooled")
 
-    def remove_temporaries(self) -> int:
+    def remove_temporaries(self, min_age: float | None = None) -> int:
         return 0  # writes are atomic objects: nothing is left behind
 
     def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
@@ -238,8 +247,8 @@ class BackendWrapper:
     def open_spool(self) -> PackSpool:
         raise BackendError(f"{self.location}: packs are written whole through {type(self).__name__}")
 
-    def remove_temporaries(self) -> int:
-        return self.inner.remove_temporaries()
+    def remove_temporaries(self, min_age: float | None = None) -> int:
+        return self.inner.remove_temporaries(min_age)
 
     def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
         return self.inner.recover_range(name, offset, length)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import logging
 import os
 import posixpath
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ import fsspec
 from haeedge.backends.base import NAMESPACES, ObjectInfo, StorageBackend, check_name
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
+log = logging.getLogger("haeedge.backends.fsspec")
 TMP_PREFIX = ".tmp-"
 
 #: Protocols whose single-object writes are atomic (object stores).
@@ -136,6 +138,39 @@ def classify(e: BaseException) -> tuple[str, str]:
     return "permanent", str(e) or type(e).__name__
 
 
+def _s3_error_code(e: BaseException) -> str:
+    """The S3 error code (or HTTP status) behind an exception s3fs raised, '' when there is none."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        response = getattr(cur, "response", None)
+        if isinstance(response, dict):
+            err = response.get("Error") or {}
+            code = str(err.get("Code") or "")
+            status = str((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
+            return code or status
+        cur = cur.__cause__ or cur.__context__
+    text = str(e)
+    for code in ("PreconditionFailed", "ConditionalRequestConflict", "NotImplemented"):
+        if code in text:
+            return code
+    return ""
+
+
+def _mtime(info: dict) -> float | None:
+    """When the store last wrote an object (S3 LastModified, a file's mtime), seconds since the epoch."""
+    value = info.get("LastModified", info.get("mtime", info.get("last_modified")))
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    ts = getattr(value, "timestamp", None)
+    if callable(ts):
+        return float(ts())
+    return None
+
+
 class FsspecBackend(StorageBackend):
     """A repository under a prefix of an fsspec filesystem. Thread-safe (s3fs runs its own loop)."""
 
@@ -148,6 +183,8 @@ class FsspecBackend(StorageBackend):
         self.is_s3 = bool(self.protocols & _S3)
         self.atomic_put = bool(self.protocols & ATOMIC_PROTOCOLS)
         self.verify_etag = verify_etag
+        #: S3: send If-None-Match: * on every write (cleared when the server answers NotImplemented).
+        self.conditional_writes = self.is_s3
 
     @classmethod
     def from_url(cls, url: str, options: dict | None = None) -> FsspecBackend:
@@ -256,7 +293,8 @@ class FsspecBackend(StorageBackend):
         size = len(payload)
         try:
             if self.atomic_put:
-                self._put_object(path, payload)
+                if not self._put_object(path, payload):
+                    return  # another writer stored this name first: never touch its object
             else:
                 self._put_via_temp(path, payload)
             self._invalidate(path)
@@ -269,16 +307,35 @@ class FsspecBackend(StorageBackend):
             self._discard(path)
             raise BackendError(f"{self.location}: upload of {name} stored {got} of {size} bytes", transient=True)
 
-    def _put_object(self, path: str, payload: bytes) -> None:
+    def _put_object(self, path: str, payload: bytes) -> bool:
+        """Store ``payload``; False when a conditional write found the name taken."""
         if not self.is_s3:
             self.fs.pipe_file(path, payload)
-            return
+            return True
         kwargs: dict[str, Any] = {}
         md5 = hashlib.md5(payload, usedforsecurity=False)
         single = len(payload) < _S3_SINGLE_PART_LIMIT
         if single:
             kwargs["ContentMD5"] = base64.b64encode(md5.digest()).decode()
-        response = self.fs.pipe_file(path, payload, **kwargs)
+        # Create-only (docs/backends.md): a conditional write (If-None-Match: *) where the server
+        # honours it; 412 means another host stored this name first, with the same bytes (names are
+        # content hashes). config is the one name written twice only by init's own retries.
+        conditional = self.conditional_writes and not path.endswith("/config")
+        try:
+            response = self.fs.pipe_file(path, payload, mode="create" if conditional else "overwrite", **kwargs)
+        except Exception as e:  # noqa: BLE001 - s3fs turns the answers into OSErrors
+            if not conditional:
+                raise
+            answer = _s3_error_code(e)
+            if answer in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False  # already stored by someone else
+            if answer in ("NotImplemented", "501"):
+                log.info("%s: the server does not support conditional writes; writing unconditionally",
+                         self.location)
+                self.conditional_writes = False
+                response = self.fs.pipe_file(path, payload, **kwargs)
+            else:
+                raise
         if single and self.verify_etag and isinstance(response, dict):
             etag = str(response.get("ETag", "")).strip('"')
             if etag and "-" not in etag and etag != md5.hexdigest():
@@ -289,6 +346,7 @@ class FsspecBackend(StorageBackend):
                     transient=True,
                     hint="if the bucket uses SSE-KMS or SSE-C encryption, set the verify_etag option to false",
                 )
+        return True
 
     def _put_via_temp(self, path: str, payload: bytes) -> None:
         directory, base = posixpath.split(path)
@@ -361,7 +419,7 @@ class FsspecBackend(StorageBackend):
                 continue
             if posixpath.basename(p).startswith(TMP_PREFIX):
                 continue
-            out.append(ObjectInfo(p[len(prefix):], int(info.get("size") or 0)))
+            out.append(ObjectInfo(p[len(prefix):], int(info.get("size") or 0), _mtime(info)))
         yield from out
 
     def delete(self, name: str) -> None:
@@ -383,7 +441,7 @@ class FsspecBackend(StorageBackend):
             raise self._error(e, "stat", name) from e
         if info.get("type", "file") != "file":
             raise ObjectNotFound(f"{self.location}: {name} does not exist")
-        return ObjectInfo(name, int(info.get("size") or 0))
+        return ObjectInfo(name, int(info.get("size") or 0), _mtime(info))
 
     def exists(self, name: str) -> bool:
         try:

@@ -1,9 +1,16 @@
-"""Local-disk backend: atomic, durable writes (temp file, fsync, rename, fsync dir)."""
+"""Local-disk backend: atomic, durable, create-only writes (temp file, fsync, link, fsync dir).
+
+The finished temporary file is hard-linked to its name, which fails when the
+name exists: two hosts writing into one repository (an NFS export, a shared
+disk) never replace each other's objects. Where the filesystem has no hard
+links, a rename that first checks for the name is used instead.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Iterator
 
 from haeedge.backends.base import (
@@ -64,7 +71,10 @@ class LocalBackend(StorageBackend):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, path)
+            if name == "config":  # the one name that is not a content hash: init may write it again
+                os.replace(tmp, path)
+            else:
+                place_new(tmp, path)
             _fsync_dir(directory)
         except OSError as e:
             try:
@@ -114,7 +124,8 @@ class LocalBackend(StorageBackend):
                 elif e.is_file(follow_symlinks=False):
                     rel = os.path.relpath(e.path, self.root).replace(os.sep, "/")
                     try:
-                        yield ObjectInfo(rel, e.stat(follow_symlinks=False).st_size)
+                        st = e.stat(follow_symlinks=False)
+                        yield ObjectInfo(rel, st.st_size, st.st_mtime)
                     except FileNotFoundError:
                         continue
 
@@ -128,7 +139,8 @@ class LocalBackend(StorageBackend):
 
     def stat(self, name: str) -> ObjectInfo:
         try:
-            return ObjectInfo(name, os.stat(self._path(name)).st_size)
+            st = os.stat(self._path(name))
+            return ObjectInfo(name, st.st_size, st.st_mtime)
         except FileNotFoundError as e:
             raise ObjectNotFound(f"{self.location}: {name} does not exist") from e
 
@@ -148,14 +160,18 @@ class LocalBackend(StorageBackend):
             raise BackendError(f"{self.location}: cannot create a pack file: {e.strerror}") from e
         return LocalSpool(self, fd, tmp)
 
-    def remove_temporaries(self) -> int:
-        """Delete leftovers of interrupted writes; returns how many."""
+    def remove_temporaries(self, min_age: float | None = None) -> int:
+        """Delete leftovers of interrupted writes (only those idle for ``min_age`` seconds); returns how many."""
         n = 0
+        now = time.time()
         for dirpath, _dirs, files in os.walk(self.root):
             for f in files:
                 if f.startswith(".tmp-"):
+                    full = os.path.join(dirpath, f)
                     try:
-                        os.unlink(os.path.join(dirpath, f))
+                        if min_age is not None and now - os.stat(full).st_mtime < min_age:
+                            continue
+                        os.unlink(full)
                         n += 1
                     except OSError:
                         pass
@@ -193,10 +209,10 @@ class LocalSpool:
             self.fd = None
             directory = os.path.dirname(path)
             try:
-                os.replace(self.tmp, path)
+                place_new(self.tmp, path)
             except FileNotFoundError:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
-                os.replace(self.tmp, path)
+                place_new(self.tmp, path)
             _fsync_dir(directory)
         except OSError as e:
             raise BackendError(f"{self.backend.location}: cannot write {name}: {e.strerror}") from e
@@ -209,6 +225,26 @@ class LocalSpool:
             os.unlink(self.tmp)
         except OSError:
             pass
+
+
+def place_new(tmp: str, path: str) -> bool:
+    """Give the finished file ``tmp`` the name ``path`` unless that exists (then drop ``tmp``); True when
+    placed. A hard link is atomic and create-only; without hard links, check then rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        os.unlink(tmp)
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            raise
+        if os.path.exists(path):
+            os.unlink(tmp)
+            return False
+        os.replace(tmp, path)
+        return True
+    os.unlink(tmp)
+    return True
 
 
 def _fsync_dir(path: str) -> None:

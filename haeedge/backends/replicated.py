@@ -466,12 +466,12 @@ class ReplicatedBackend(StorageBackend):
                 BackendError(_message(e), transient=isinstance(e, OSError))
                 for i, e in self._settle(futures).items()}
 
-    def remove_temporaries(self) -> int:
+    def remove_temporaries(self, min_age: float | None = None) -> int:
         """Leftovers of interrupted writes on every replica that answers (one that does not keeps them)."""
         removed = 0
         for r in self.replicas:
             try:
-                removed += r.remove_temporaries()
+                removed += r.remove_temporaries(min_age)
             except _REPLICA_ERRORS as e:
                 log.warning("%s: cannot remove leftovers on %s: %s", self.location, r.location, _message(e))
         return removed

@@ -49,6 +49,7 @@ import re
 import socket
 import stat as stat_mod
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -483,17 +484,22 @@ class SFTPBackend(StorageBackend):
                         f"{self.location}: upload of {name} was truncated ({got} of {size} bytes)",
                         transient=True,
                     )
+                # Create-only: SFTP's plain rename never replaces an existing name (OpenSSH links
+                # the new name, then unlinks the old), unlike posix-rename@openssh.com. The name
+                # existing means another host stored the same bytes (names are content hashes).
                 try:
-                    sftp.posix_rename(tmp, path)
-                except OSError as e:
-                    if e.errno is not None:
-                        raise
-                    # Server without posix-rename@openssh.com: plain rename cannot replace.
+                    if name == "config":  # not a content hash: replaced (as init's own retry needs)
+                        _replace(sftp, tmp, path)
+                    else:
+                        sftp.rename(tmp, path)
+                except OSError:
                     try:
-                        sftp.remove(path)
+                        exists = stat_mod.S_ISREG(sftp.stat(path).st_mode or 0)
                     except OSError:
-                        pass
-                    sftp.rename(tmp, path)
+                        exists = False
+                    if not exists:
+                        raise
+                    sftp.remove(tmp)
             except BaseException:
                 with contextlib.suppress(Exception):  # best effort; the connection may be gone
                     sftp.remove(tmp)
@@ -576,7 +582,7 @@ class SFTPBackend(StorageBackend):
                         if stat_mod.S_ISDIR(a.st_mode or 0):
                             pending.append(full)
                         elif stat_mod.S_ISREG(a.st_mode or 0):
-                            found.append(ObjectInfo(full[len(root) + 1 :], a.st_size or 0))
+                            found.append(ObjectInfo(full[len(root) + 1 :], a.st_size or 0, a.st_mtime))
         yield from found
 
     def delete(self, name: str) -> None:
@@ -598,7 +604,7 @@ class SFTPBackend(StorageBackend):
             st = sftp.stat(path)
             if stat_mod.S_ISDIR(st.st_mode or 0):
                 raise OSError(errno.ENOENT, "is a directory")
-            return ObjectInfo(name, st.st_size or 0)
+            return ObjectInfo(name, st.st_size or 0, st.st_mtime)
 
         return self._run("stat", name, op)
 
@@ -613,10 +619,12 @@ class SFTPBackend(StorageBackend):
         with self._lock:
             self._reset_locked()
 
-    def remove_temporaries(self) -> int:
-        """Delete leftovers of interrupted uploads; returns how many."""
+    def remove_temporaries(self, min_age: float | None = None) -> int:
+        """Delete leftovers of interrupted uploads (only those idle for ``min_age`` seconds; prune passes an
+        age far above any clock skew it accepts); returns how many."""
         root = self._root()
         n = 0
+        cutoff = time.time() - (min_age or 0)
 
         def walk(sftp: paramiko.SFTPClient) -> int:
             count = 0
@@ -632,6 +640,8 @@ class SFTPBackend(StorageBackend):
                     if stat_mod.S_ISDIR(a.st_mode or 0):
                         stack.append(full)
                     elif a.filename.startswith(TMP_PREFIX):
+                        if min_age is not None and (a.st_mtime or 0) > cutoff:
+                            continue
                         try:
                             sftp.remove(full)
                             count += 1
@@ -649,6 +659,18 @@ class SFTPBackend(StorageBackend):
 def _quiet_close(sftp: paramiko.SFTPClient) -> None:
     with contextlib.suppress(Exception):  # the channel may already be dead
         sftp.close()
+
+
+def _replace(sftp: paramiko.SFTPClient, tmp: str, path: str) -> None:
+    """Rename ``tmp`` over ``path``: posix-rename@openssh.com, else remove then rename."""
+    try:
+        sftp.posix_rename(tmp, path)
+    except OSError as e:
+        if e.errno is not None:
+            raise
+        with contextlib.suppress(OSError):
+            sftp.remove(path)
+        sftp.rename(tmp, path)
 
 
 def _mkdir(sftp: paramiko.SFTPClient, path: str) -> None:

@@ -102,7 +102,10 @@ def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude
         except BaseException:
             backend.close()
             raise
-    with app.open_repo(lock="shared", command="backup", backend=backend) as repo:
+    # No lock (docs/lifecycle.md): every host writes only new objects; prune marks before it deletes.
+    with app.open_repo(lock=None, command="backup", backend=backend) as repo:
+        if not dry_run:
+            repo.begin_backup()
         if stream is not None:
             result = backup_stream(repo, stream, progress=progress)
         else:

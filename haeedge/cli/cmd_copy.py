@@ -48,6 +48,7 @@ def command(app: AppContext, snapshots, to, to_password_file, hosts, tags, paths
         selected = ([resolve(app, source, ref, hosts, tags, paths) for ref in snapshots] if snapshots
                     else filter_snapshots(source.trusted_snapshots(source.list_snapshots()), hosts, tags, paths))
         with target_app.open_repo(lock="shared", command="copy") as target:
+            target.begin_backup()  # a prune may run on the target: as a backup (docs/lifecycle.md)
             result = SnapshotCopier(source, target, progress).run(selected)
     if app.json:
         app.emit({"message_type": "summary",

@@ -60,8 +60,19 @@ def report_prune(app: AppContext, r: PruneResult) -> None:
             + (f", into {r.packs_written} new packs)" if not r.dry_run else ")"))
     app.out(f"{'would free' if r.dry_run else 'freed'} {human_size(r.bytes_freed)} "
             f"(repository: {human_size(r.bytes_before)} -> {human_size(r.bytes_before - r.bytes_freed)})")
+    if r.packs_marked or r.packs_waiting:
+        app.out(f"{'would mark' if r.dry_run else 'marked'} {r.packs_marked} packs as unused; {r.packs_waiting} "
+                f"packs wait (marked, or stored less than the grace period of {_duration(r.grace_seconds)} ago): "
+                "a later prune deletes those still unused")
     for w in r.warnings:
         warn(f"{w}")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def entry_json(entry: dict) -> dict:

@@ -176,15 +176,26 @@ class BlobIndex:
             added += self.add(e.blob_id, n, e.offset, e.length, e.raw_length, e.blob_type, e.compression, domain)
         return added
 
-    def has_in(self, blob_id: bytes, domains: frozenset[int]) -> bool:
-        """Is the blob listed by an index object of one of these domains (numbers from ``domain_number``)?"""
+    def has_in(self, blob_id: bytes, domains: frozenset[int], excluded_packs: frozenset[int] = frozenset()) -> bool:
+        """Is the blob listed by an index object of one of these domains (numbers from ``domain_number``),
+        in a pack other than ``excluded_packs`` (numbers from ``pack_numbers_of``)?"""
         i = self._find(blob_id)
         if i < 0:
             return False
-        if self._domains[i] in domains:
+        if self._domains[i] in domains and (not excluded_packs or self._pack_at(i) not in excluded_packs):
             return True
         extra = self._extra.get(blob_id)
-        return extra is not None and any(self._domains[j] in domains for j in extra)
+        return extra is not None and any(self._domains[j] in domains and
+                                         (not excluded_packs or self._pack_at(j) not in excluded_packs)
+                                         for j in extra)
+
+    def _pack_at(self, record: int) -> int:
+        return _RECORD.unpack_from(self._records, record * RECORD_SIZE)[1]
+
+    def pack_numbers_of(self, pack_ids: Iterable[str]) -> frozenset[int]:
+        """The numbers of those of ``pack_ids`` (hex) this index knows."""
+        nums = (self._pack_numbers.get(bytes.fromhex(p)) for p in pack_ids)
+        return frozenset(n for n in nums if n is not None)
 
     def locations(self, blob_id: bytes) -> list[tuple[BlobLocation, str]]:
         """Every known location of a blob with the domain that vouches for it, the primary one first."""

@@ -46,6 +46,18 @@ from haeedge.errors import HaeedgeError, IntegrityError, RepositoryLocked
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.forgotten import chain_support, delete_marker, write_marker
 from haeedge.repo.index import BlobLocation, IndexPack
+from haeedge.repo.marks import (
+    Clock,
+    Marks,
+    check_clock,
+    delete_mark,
+    grace_from_env,
+    max_skew,
+    measure_clock,
+    read_marks,
+    ripens_at,
+    write_mark,
+)
 from haeedge.repo.pack import PackBuilder, PackEntry, encode_header
 from haeedge.repo.provenance import (
     LEGACY,
@@ -53,10 +65,9 @@ from haeedge.repo.provenance import (
     UNTRUSTED,
     host_domain,
     rank,
-    read_index_objects,
     superseded_ids,
 )
-from haeedge.repo.repository import Repository, hex_id, object_id_of
+from haeedge.repo.repository import Repository, hex_id, object_id_of, read_current_index
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot
 
@@ -279,6 +290,26 @@ class PrunePlan:
     used_blobs: int = 0
     used_bytes: int = 0
     unused_bytes: int = 0
+    #: Lock-free prune (repo/marks.py); None: the one-run prune under an exclusive lock.
+    lockfree: Lockfree | None = None
+
+
+@dataclass
+class Lockfree:
+    """What a lock-free prune marks, waits for and deletes (the two phases of repo/marks.py)."""
+
+    grace: float
+    clock: Clock
+    #: Phase 1: indexed packs no snapshot needs, and stored packs no index lists, not marked yet.
+    mark_unused: list[str] = field(default_factory=list)
+    mark_unindexed: list[str] = field(default_factory=list)
+    #: Marked, grace period not over: left as they are.
+    waiting: list[str] = field(default_factory=list)
+    #: Unused or unindexed, but stored less than the grace period ago (maybe a running backup's): not marked yet.
+    too_new: list[str] = field(default_factory=list)
+    #: Marks whose grace period is over: each of their packs is deleted now (still unused) or kept
+    #: (used again, or indexed since), so the marks go.
+    ripe_marks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -298,6 +329,14 @@ class PruneResult:
     used_bytes: int = 0
     unused_bytes: int = 0
     temporaries_removed: int = 0
+    #: Lock-free prune: packs marked by this run (deleted by a later one), packs waiting (marked, or
+    #: stored less than the grace period ago),
+    #: marks whose packs this run handled, the grace period in seconds and this host's clock offset.
+    packs_marked: int = 0
+    packs_waiting: int = 0
+    marks_deleted: int = 0
+    grace_seconds: float = 0.0
+    clock_offset_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -343,7 +382,7 @@ def used_blob_hosts(repo: Repository, snapshots: list[Snapshot]) -> dict[bytes, 
 def _read_index_packs(repo: Repository) -> tuple[dict[str, PackInfo], list[str], set[str]]:
     """pack id -> PackInfo (entries, domains) from every index object not superseded; every index object
     id; superseded ids (only owner-signed objects supersede)."""
-    docs = read_index_objects(repo, list(repo.backend.list("index")))
+    docs = read_current_index(repo)
     superseded = superseded_ids(docs)
     packs: dict[str, PackInfo] = {}
     for d in docs:
@@ -360,11 +399,14 @@ def _read_index_packs(repo: Repository) -> tuple[dict[str, PackInfo], list[str],
 
 
 def _choose_copies(candidates: list[tuple[PackInfo, PackEntry]], hosts: set[str],
-                   stored: dict[str, int]) -> list[tuple[PackInfo, PackEntry]]:
+                   stored: dict[str, int], marked: set[str] | frozenset[str] = frozenset()
+                   ) -> list[tuple[PackInfo, PackEntry]]:
     """Which copies of one blob to keep: one the owner vouches for, else one per snapshot host from
     that host's domain; every copy when some host has none (never drop the last one that might be it)."""
-    # Intact packs first, then the most trusted domain, then a stable order.
+    # Intact packs first, then unmarked ones (a marked pack goes unless it holds the only copy),
+    # then the most trusted domain, then a stable order.
     candidates = sorted(candidates, key=lambda c: (stored.get(c[0].pack_id) != c[0].size,
+                                                   c[0].pack_id in marked,
                                                    min(rank(d) for d in c[0].domains), c[0].pack_id, c[1].offset))
     for c in candidates:
         if OWNER in c[0].domains:
@@ -380,13 +422,36 @@ def _choose_copies(candidates: list[tuple[PackInfo, PackEntry]], hosts: set[str]
 
 
 def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
-               progress: ProgressSink | None = None, only: set[str] | None = None) -> PrunePlan:
+               progress: ProgressSink | None = None, only: set[str] | None = None,
+               lockfree: Lockfree | None = None) -> PrunePlan:
     """Decide what to delete and repack. Reads index, snapshots and file lists; writes nothing.
 
     ``only``: touch just these packs (repack them whatever their unused share,
     or delete them when unused) and nothing else: how ``repair`` drops damaged data.
+    ``lockfree``: the two-phase prune of repo/marks.py (grace period, clock): unused
+    and unindexed packs are marked, and deleted only once a mark naming them is ripe.
     """
     progress = progress or SilentProgress()
+    marked: set[str] = set()
+    ripe: set[str] = set()
+    ripe_unused: set[str] = set()
+    if lockfree is not None:
+        # Before the snapshots are listed: a backup that stores its snapshot after this point
+        # checked the marks read here (marks.check_before_snapshot).
+        marks = read_marks(repo)
+        bound = max_skew()
+        now = lockfree.clock.storage_now()
+        for m in marks.valid:
+            at, warning = ripens_at(m, lockfree.grace, lockfree.clock, bound)
+            if warning:
+                progress.info(warning)
+            if at <= now:
+                lockfree.ripe_marks.append(m.mark_id)
+                ripe |= m.packs
+                ripe_unused |= m.unused
+            else:
+                marked |= m.packs
+        marked |= ripe
     if not 0 <= max_unused <= 1:
         raise ValueError("max_unused is a share between 0 and 1")
     errors: list[str] = []
@@ -395,9 +460,21 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
     if errors:
         raise IntegrityError(f"{errors[0]}; nothing was pruned", hint="run 'haeedge verify' and "
                              "'haeedge repair snapshots' (unreadable snapshots would lose their data)")
+    # The index after the snapshot listing: a backup that stored its snapshot meanwhile stored its
+    # index objects before it, so every listed snapshot's blobs are in it (no lock holds backups off).
+    repo.load_index()
     used = used_blob_hosts(repo, snapshots)
     index_packs, index_objects, superseded = _read_index_packs(repo)
-    stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
+    listing = list(repo.backend.list("data"))
+    stored = {object_id_of(i.name): i.size for i in listing}
+    young: set[str] = set()
+    if lockfree is not None and lockfree.grace > 0:
+        # Packs stored less than the grace period ago may be a running backup's (its snapshot is
+        # not written yet): not marked now; a later prune looks at them again (kopia does the same).
+        since = lockfree.clock.storage_now() - lockfree.grace
+        young = {object_id_of(i.name) for i in listing if i.mtime is not None and i.mtime > since}
+        del since
+    del listing
     plan = PrunePlan(max_unused, index_packs, index_objects)
     plan.superseded_left = len(superseded & set(index_objects))
     plan.used_blobs = len(used)
@@ -412,7 +489,7 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
         if not candidates:
             missing += 1
             continue
-        for info, entry in _choose_copies(candidates, hosts, stored):
+        for info, entry in _choose_copies(candidates, hosts, stored, marked):
             info.used.append(entry)
     del copies
     if missing:
@@ -431,16 +508,44 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
         elif only is not None and pack_id not in only:
             plan.keep.append(pack_id)
         elif not info.used:
-            plan.delete.append(pack_id)
-        elif only is not None or (info.blob_bytes and
+            if lockfree is None or lockfree.grace == 0 or pack_id in ripe_unused:
+                plan.delete.append(pack_id)
+            else:
+                plan.keep.append(pack_id)
+                if pack_id in marked and (pack_id not in ripe or _still_marked(pack_id, marks, lockfree)):
+                    lockfree.waiting.append(pack_id)
+                elif pack_id in young:
+                    lockfree.too_new.append(pack_id)
+                else:  # not marked, or marked only as unindexed by now ripe marks: a new grace period
+                    lockfree.mark_unused.append(pack_id)
+        elif only is not None or (pack_id not in marked and info.blob_bytes and
                                   (info.blob_bytes - info.used_bytes) / info.blob_bytes > max_unused):
             plan.repack.append(pack_id)
         else:
             plan.keep.append(pack_id)
     if only is None:
-        plan.unindexed = {p: s for p, s in stored.items() if p not in plan.packs}
+        unindexed = {p: s for p, s in stored.items() if p not in plan.packs}
+        if lockfree is None or lockfree.grace == 0:
+            plan.unindexed = unindexed
+        else:
+            for p, size in sorted(unindexed.items()):
+                if p in ripe:
+                    plan.unindexed[p] = size
+                elif p in marked:
+                    lockfree.waiting.append(p)
+                elif p in young:
+                    lockfree.too_new.append(p)
+                else:
+                    lockfree.mark_unindexed.append(p)
+    plan.lockfree = lockfree
     progress.info(f"{len(snapshots)} snapshots use {len(used)} blobs")
     return plan
+
+
+def _still_marked(pack_id: str, marks: Marks, lockfree: Lockfree) -> bool:
+    """Marked by a mark that is not ripe yet (and stays after this run)."""
+    ripe = set(lockfree.ripe_marks)
+    return any(pack_id in m.packs for m in marks.valid if m.mark_id not in ripe)
 
 
 def attributions(domains: set[str]) -> list[str]:
@@ -496,14 +601,19 @@ class _PackWriter:
 
 
 def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | None = None) -> PruneResult:
-    """Repack, write the new index, then delete. Needs an exclusive lock."""
+    """Repack, write the new index, mark, then delete. Without ``plan.lockfree``: needs an exclusive lock."""
     progress = progress or SilentProgress()
     result = _summary(plan, dry_run=False)
-    # Leftovers of interrupted writes (a killed backup's half-written pack file). Safe under
-    # the exclusive lock: no other writer is running.
-    result.temporaries_removed = repo.backend.remove_temporaries()
-    if not (plan.delete or plan.repack or plan.unindexed or plan.vanished or plan.superseded_left):
+    lf = plan.lockfree
+    # Leftovers of interrupted writes (a killed backup's half-written pack file). Under the
+    # exclusive lock no other writer runs; lock-free, only those idle for the grace period.
+    result.temporaries_removed = repo.backend.remove_temporaries(lf.grace if lf is not None else None)
+    if lf is not None:
+        result.packs_waiting = len(lf.waiting) + len(lf.too_new)
+    if not (plan.delete or plan.repack or plan.unindexed or plan.vanished or plan.superseded_left
+            or (lf is not None and (lf.mark_unused or lf.mark_unindexed or lf.ripe_marks))):
         return result  # nothing to do: leave the index objects as they are
+    two_phase = lf is not None and lf.grace > 0
     writer = _PackWriter(repo, result)
     repacked: list[str] = []
     keep_whole: list[str] = []
@@ -527,14 +637,29 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
     progress.finish()
     result.packs_repacked = len(repacked)
 
-    index_packs = [IndexPack(p, plan.packs[p].size, sorted(plan.packs[p].entries.values(), key=lambda e: e.offset),
-                             domain)
-                   for p in plan.keep + keep_whole for domain in attributions(plan.packs[p].domains)]
-    repo.write_index(index_packs + new_packs, superseded=plan.index_objects)
-    result.index_objects_written = 1
+    # Two-phase: a repacked pack stays (indexed) until its mark is ripe; backups still running may
+    # reference its blobs. Its blobs' new copies are preferred from now on.
+    stays = plan.keep + keep_whole + (repacked if two_phase else [])
+    rewrite_index = bool(plan.delete or new_packs or plan.vanished or plan.superseded_left
+                         or (not two_phase and (repacked or plan.unindexed)))
+    if rewrite_index:
+        index_packs = [IndexPack(p, plan.packs[p].size,
+                                 sorted(plan.packs[p].entries.values(), key=lambda e: e.offset), domain)
+                       for p in stays for domain in attributions(plan.packs[p].domains)]
+        repo.write_index(index_packs + new_packs, superseded=plan.index_objects)
+        result.index_objects_written = 1
 
-    assert_lock_still_ours(repo)
-    doomed = [(p, plan.packs[p].size) for p in plan.delete + repacked] + sorted(plan.unindexed.items())
+    if two_phase:
+        assert lf is not None
+        unused = set(lf.mark_unused) | set(repacked)
+        if unused or lf.mark_unindexed:
+            write_mark(repo, lf.grace, unused, set(lf.mark_unindexed))
+            result.packs_marked = len(unused) + len(lf.mark_unindexed)
+    else:
+        if lf is None:
+            assert_lock_still_ours(repo)
+    doomed = [(p, plan.packs[p].size) for p in plan.delete + ([] if two_phase else repacked)] + \
+        sorted(plan.unindexed.items())
     progress.start("delete", sum(s for _p, s in doomed))
     for pack_id, size in doomed:
         repo.backend.delete(data_name(pack_id))
@@ -543,9 +668,15 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
         result.unindexed_deleted += pack_id in plan.unindexed
         progress.advance(nbytes=size)
     progress.finish()
-    for oid in plan.index_objects:
-        repo.backend.delete(f"index/{oid}")
-        result.index_objects_deleted += 1
+    if rewrite_index:
+        for oid in plan.index_objects:
+            repo.backend.delete(f"index/{oid}")
+            result.index_objects_deleted += 1
+    if lf is not None:
+        # Last: a crash before this leaves ripe marks that the next run handles the same way.
+        for mark_id in lf.ripe_marks:
+            delete_mark(repo, mark_id)
+            result.marks_deleted += 1
     return result
 
 
@@ -607,9 +738,45 @@ def dry_run_result(plan: PrunePlan) -> PruneResult:
 
 
 def prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED, dry_run: bool = False,
-          progress: ProgressSink | None = None) -> PruneResult:
-    plan = plan_prune(repo, max_unused, progress)
+          progress: ProgressSink | None = None, grace: float | None = None) -> PruneResult:
+    """Prune. With a credential that signs marks (an owner key): lock-free, two-phase (repo/marks.py),
+    safe beside running backups; ``grace`` (None: $HAEEDGE_PRUNE_GRACE or one hour) 0 deletes in one run
+    (only safe when nothing else writes). Otherwise the caller holds an exclusive lock."""
+    progress = progress or SilentProgress()
+    lockfree = start_lockfree(repo, grace, dry_run, progress) if can_mark(repo) else None
+    plan = plan_prune(repo, max_unused, progress, lockfree=lockfree)
     if dry_run:
-        return dry_run_result(plan)
-    return execute_prune(repo, plan, progress)
+        result = dry_run_result(plan)
+    else:
+        result = execute_prune(repo, plan, progress)
+    if lockfree is not None:
+        result.grace_seconds = lockfree.grace
+        result.clock_offset_seconds = round(lockfree.clock.offset, 1)
+        result.warnings += lockfree.clock.warnings
+        if dry_run:
+            result.packs_marked = len(lockfree.mark_unused) + len(lockfree.mark_unindexed) + len(plan.repack)
+            result.packs_waiting = len(lockfree.waiting) + len(lockfree.too_new)
+    return result
+
+
+def can_mark(repo: Repository) -> bool:
+    """Only an owner credential with a signing key writes marks that prune honours."""
+    return not repo.keys.is_writer and repo.signer() is not None
+
+
+def start_lockfree(repo: Repository, grace: float | None, dry_run: bool, progress: ProgressSink) -> Lockfree:
+    """The grace period and this host's clock against the storage's (a probe mark, written and deleted)."""
+    grace = grace_from_env() if grace is None else grace
+    clock = Clock()
+    if grace > 0 and not dry_run:
+        probe = write_mark(repo, grace, set(), set())
+        try:
+            clock = measure_clock(repo, probe)
+        finally:
+            delete_mark(repo, probe)
+        warning = check_clock(clock, max_skew())
+        if warning:
+            clock.warnings.append(warning)
+            progress.info(warning)
+    return Lockfree(grace, clock)
 

@@ -186,6 +186,7 @@ class Repository:
         self.index = BlobIndex()
         self.index_ids: set[str] = set()
         self.stats = WriteStats()
+        self.packs_written: set[str] = set()
         self.dry_run = False
         self.compression_level = config.compression_level
         self._mutex = threading.Lock()
@@ -475,9 +476,9 @@ class Repository:
         """Read every index object, each entry with the trust domain of the object that lists it
         (repo/provenance.py). Superseded objects (left by an interrupted prune) are skipped, but only
         an owner-signed object may supersede: a writer cannot hide another host's packs."""
-        from haeedge.repo.provenance import read_index_objects, superseded_ids
+        from haeedge.repo.provenance import superseded_ids
 
-        docs = read_index_objects(self, list(self.backend.list("index")))
+        docs = read_current_index(self)
         superseded = superseded_ids(docs)
         total = sum(len(p.entries) for d in docs for p in d.packs)
         index = BlobIndex(capacity_hint=total)
@@ -508,11 +509,27 @@ class Repository:
     _dedup_view: DedupView | None = None
 
     def dedup_view(self) -> DedupView:
-        """``blob_id in view``: already stored in a form this credential may deduplicate against."""
+        """``blob_id in view``: already stored in a form this credential may deduplicate against
+        (not in a pack a prune marked: repo/marks.py)."""
         view = self._dedup_view
         if view is None or view.index is not self.index:
-            view = self._dedup_view = DedupView(self.index, self.dedup_domains())
+            view = self._dedup_view = DedupView(self.index, self.dedup_domains(), self._excluded_packs)
         return view
+
+    #: Lock-free backups (repo/marks.py): the valid prune marks seen when the backup began (None:
+    #: not a backup), and the packs this run stored.
+    marks_at_start: dict | None = None
+    _excluded_packs: frozenset[str] = frozenset()
+
+    def begin_backup(self) -> None:
+        """Read the prune marks: blobs in marked packs count as absent (stored again), and the snapshot
+        is checked against marks that appear meanwhile (``marks.check_before_snapshot``)."""
+        from haeedge.repo.marks import read_marks
+
+        marks = read_marks(self)
+        self.marks_at_start = {m.mark_id: m for m in marks.valid}
+        self._excluded_packs = frozenset(marks.packs())
+        self._dedup_view = None
 
     def write_index(self, packs: list[IndexPack], superseded: list[str] = ()) -> str:
         """Store ``packs`` as index object(s) under the readers' size cap, each signed by this
@@ -630,6 +647,7 @@ class Repository:
                 builder.store(self.put_named, data_name(pack_id))
             with self.stats.lock:
                 self.stats.packs_written += 1
+                self.packs_written.add(pack_id)
             checkpoint: list[IndexPack] = []
             with self._mutex:
                 self._unindexed.append(IndexPack(pack_id, builder.length, builder.entries))
@@ -813,6 +831,10 @@ class Repository:
                             "that claims host %s", self.slot.host, snap.host)
         else:
             snap.signer = snap.signature = None  # a stale signature would only look like tampering
+        if self.marks_at_start is not None and not self.dry_run:
+            from haeedge.repo.marks import check_before_snapshot
+
+            check_before_snapshot(self, snap)
         oid = self.put_object("snapshots", self.seal("meta", snap.to_bytes()))
         snap.id = oid
         self._snapshot_cache[oid] = snap
@@ -1089,14 +1111,32 @@ class Repository:
 
 
 class DedupView:
-    """Membership in an index restricted to some trust domains; shared with forked backup workers."""
+    """Membership in an index restricted to some trust domains, leaving out packs a prune marked;
+    shared with forked backup workers."""
 
-    def __init__(self, index: BlobIndex, domains: frozenset[str]):
+    def __init__(self, index: BlobIndex, domains: frozenset[str], excluded_packs: frozenset[str] = frozenset()):
         self.index = index
         self.domains = frozenset(index.domain_number(d) for d in domains)
+        self.excluded = index.pack_numbers_of(excluded_packs) if excluded_packs else frozenset()
 
     def __contains__(self, blob_id: bytes) -> bool:
-        return self.index.has_in(blob_id, self.domains)
+        return self.index.has_in(blob_id, self.domains, self.excluded)
+
+
+def read_current_index(repo: Repository) -> list:
+    """Every index object, attributed (repo/provenance.py). Lock-free: a prune may delete objects it
+    superseded between our listing and our reads; then the listing is taken again."""
+    from haeedge.repo.provenance import read_index_objects
+
+    for attempt in range(5):
+        listing = list(repo.backend.list("index"))
+        try:
+            return read_index_objects(repo, listing)
+        except ObjectNotFound:
+            if attempt == 4:
+                raise
+            log.info("an index object was replaced while being read; reading the index again")
+    raise AssertionError("unreachable")
 
 
 def hex_id(h: str) -> bytes:

@@ -74,6 +74,18 @@ def test_put_replaces_whole_object(backend: Backend) -> None:
     assert backend.stat("config").size == 10
 
 
+def test_put_never_replaces_an_object(backend: Backend, request: pytest.FixtureRequest) -> None:
+    """Create-only writes (lock-free backups, docs/backends.md): the first object under a name stays."""
+    if "rclone-s3" in request.node.name or "memory" in request.node.name:
+        pytest.skip("this store ignores If-None-Match / has no create-only write (docs/backends.md)")
+    oid, first = blob(5000, seed=1)
+    backend.put(f"snapshots/{oid}", first)
+    backend.put(f"snapshots/{oid}", b"other bytes under the same name")
+    assert backend.get(f"snapshots/{oid}") == first
+    assert backend.stat(f"snapshots/{oid}").size == len(first)
+    assert names(backend, "snapshots") == {f"snapshots/{oid}"}
+
+
 def test_get_range(backend: Backend) -> None:
     oid, data = blob(300_000)
     name = data_name(oid)

@@ -63,3 +63,33 @@ def test_replicated_round_trip_over_moto_and_rclone(s3, rclone_s3, cli, trees, t
     trees.assert_same(src, trees.restored_path(target, src))
     r = run("--json", "verify", "--read-data").ok()
     assert r.json()["ok"], r.stdout
+
+
+@pytest.mark.parametrize(("server", "honoured"), [("s3", True), ("rclone_s3", False)])
+def test_conditional_writes_per_server(server, honoured, request):
+    """What each test server does with ``If-None-Match: *`` (docs/backends.md, "Concurrent writers"):
+    moto refuses the second write with 412; rclone serve s3 ignores the header and overwrites. The
+    backend's create-only put keeps the first object wherever the server honours it."""
+    import botocore.exceptions
+
+    from haeedge.backends.fsspec_backend import FsspecBackend
+
+    srv = request.getfixturevalue(server)
+    client = srv.client()
+    key = f"cond-{uuid.uuid4().hex[:12]}/x"
+    client.put_object(Bucket=srv.bucket, Key=key, Body=b"first", IfNoneMatch="*")
+    try:
+        client.put_object(Bucket=srv.bucket, Key=key, Body=b"second", IfNoneMatch="*")
+        refused = None
+    except botocore.exceptions.ClientError as e:
+        refused = e.response["ResponseMetadata"]["HTTPStatusCode"]
+    assert (refused == 412) is honoured, refused
+    body = client.get_object(Bucket=srv.bucket, Key=key)["Body"].read()
+    assert body == (b"first" if honoured else b"second")
+
+    backend = FsspecBackend.from_url(srv.url_for(f"cond-{uuid.uuid4().hex[:12]}"), srv.options())
+    name = "snapshots/" + "ab" * 32
+    backend.put(name, b"one")
+    backend.put(name, b"two")  # a second writer of the same name: no error either way
+    assert backend.get(name) == (b"one" if honoured else b"two")
+    assert backend.conditional_writes  # neither server answers NotImplemented

@@ -7,7 +7,9 @@ time), so the kill points are independent. Only the main process is
 killed; backup's worker processes must end by themselves. Backend latency (HAEEDGE_FAULTS)
 stretches the writing part of each run over a second or two, and the kill
 time is drawn uniformly over that part of a measured uninterrupted run
-(counted from the moment the command holds its lock), so kills land
+(counted from the moment backup's workers run, after it opened the
+repository and read the index, and from the start of prune: neither takes a
+lock any more, so there is no lock to wait for), so kills land
 before, between and after every kind of write. Which phase each kill hit is recorded and
 must cover the interesting ones.
 """
@@ -24,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import pytest
 
@@ -42,47 +43,39 @@ def _env(repo_path, faults: str | None = None) -> dict:
     return env
 
 
-def _lock_appeared(repo_path) -> bool:
-    return any(not n.startswith(".tmp-") for n in os.listdir(os.path.join(repo_path, "locks")))
-
-
 def _start(cli, repo_path, args, faults):
-    """Start the command in its own process group; returns (process, time its lock appeared)."""
+    """Start the command in its own process group; returns (process, the time it began its work).
+
+    Backup and prune take no lock to wait for. A backup has begun its work when its worker processes
+    run (after opening the repository and loading the index, where it used to take its lock); a
+    prune is timed from its start.
+    """
     proc = cli.popen(*args, env=_env(repo_path, faults), start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not _lock_appeared(repo_path) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    if not _lock_appeared(repo_path):
-        proc.kill()
-        _out, err = proc.communicate(timeout=60)
-        pytest.fail(f"{args[0]} never took its lock (exit {proc.returncode}): {err[-2000:]!r}")
+    if args[0] == "backup":
+        deadline = time.monotonic() + 60
+        while not _workers_of(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None and not _workers_of(proc.pid):  # the kills below would time nothing
+            proc.kill()
+            _out, err = proc.communicate(timeout=60)
+            pytest.fail(f"backup never started its workers: {err[-2000:]!r}")
     return proc, time.monotonic()
 
 
 def _timed_run(cli, repo_path, args, faults) -> float:
-    """Seconds from taking the lock to the end of an uninterrupted run."""
+    """Seconds from the start to the end of an uninterrupted run."""
     proc, locked = _start(cli, repo_path, args, faults)
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     return time.monotonic() - locked
 
 
-@dataclass
-class KillPoint:
-    """What a kill hit: whether the command still ran, and what it held just before the kill."""
-
-    killed: bool
-    lock_held: bool = False
-    workers: int = 0
-
-
-def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) -> KillPoint:
-    """SIGKILL the command ``delay`` seconds after it took its lock, or as soon as ``delay()`` holds.
+def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) -> bool:
+    """SIGKILL the command ``delay`` seconds after it started, or as soon as ``delay()``
+    holds; True when it was still running.
 
     Only the main process is killed (kill -9, the OOM killer); backup's worker
-    processes must then end by themselves before anything else runs. The lock
-    and the workers are looked at just before the kill: the checks after it
-    mean something only for the kills that found them.
+    processes must then end by themselves before anything else runs.
     """
     proc, locked = _start(cli, repo_path, args, faults)
     if callable(delay):
@@ -91,13 +84,11 @@ def _kill_at(cli, repo_path, args, faults, delay: float | Callable[[], bool]) ->
             time.sleep(0.001)
     while proc.poll() is None and not callable(delay) and time.monotonic() < locked + delay:
         time.sleep(0.002)
-    point = KillPoint(killed=proc.poll() is None)
-    if point.killed:
-        point.workers = len(_workers_of(proc.pid))
-        point.lock_held = _lock_appeared(repo_path)
+    killed = proc.poll() is None
+    if killed:
         proc.send_signal(signal.SIGKILL)
     _reap(proc, 10, "worker processes outlived the killed command")
-    return point
+    return killed
 
 
 def _reap(proc, grace: float, message: str) -> None:
@@ -148,11 +139,11 @@ def test_sigkill_backup_at_20_random_points(cli, trees, tmp_path):
     # Random delays over the whole run, plus two kills timed to land just around the commit point.
     delays = [rng.uniform(0.0, duration * 1.05) for _ in range(KILLS - 2)] + [duration * 0.97, duration * 0.99]
 
-    def one(n: int) -> tuple[str, KillPoint]:
+    def one(n: int) -> str:
         repo_path = copy_repo(handle.path, tmp_path / f"repo{n}")
-        point = _kill_at(cli, repo_path, ("backup", big), faults, delays[n])
+        killed = _kill_at(cli, repo_path, ("backup", big), faults, delays[n])
         new = {k: v for k, v in files_of(repo_path).items() if k not in baseline_files}
-        phase = ("not killed" if not point.killed else
+        phase = ("not killed" if not killed else
                  "after the snapshot" if any(k.startswith("snapshots/") for k in new) else
                  "after the index" if any(k.startswith("index/") for k in new) else
                  "during pack uploads" if any(k.startswith("data/") for k in new) else "before any pack")
@@ -169,21 +160,14 @@ def test_sigkill_backup_at_20_random_points(cli, trees, tmp_path):
         else:
             cli("verify", env=_env(repo_path)).ok()
         shutil.rmtree(repo_path)
-        return phase, point
+        return phase
 
     with ThreadPoolExecutor(PARALLEL) as pool:
-        hits = list(pool.map(one, range(KILLS)))
-    phases = Counter(phase for phase, _ in hits)
-    with_workers = sum(1 for _, p in hits if p.killed and p.workers)
-    print(f"\nbackup kill points: {dict(phases)}, {with_workers} with workers running "
-          f"(uninterrupted run {duration:.2f}s)")
+        phases = Counter(pool.map(one, range(KILLS)))
+    print(f"\nbackup kill points: {dict(phases)} (uninterrupted run {duration:.2f}s)")
     assert sum(phases.values()) == KILLS
     assert phases["not killed"] <= 4
     assert phases["during pack uploads"] >= 5 and len(phases) >= 3, phases
-    # Until its snapshot is stored a backup holds its lock: a kill before then must have found it.
-    assert all(p.lock_held for phase, p in hits if phase not in ("not killed", "after the snapshot")), hits
-    # The orphan check after each kill proves something only where workers ran when it landed.
-    assert with_workers >= 3, hits
 
 
 @pytest.mark.slow
@@ -229,7 +213,7 @@ def test_sigkill_prune_at_20_random_points(cli, trees, tmp_path):
         if isinstance(delay, str):
             def delay(prefix=delay, repo_path=repo_path) -> bool:
                 return any(k.startswith(prefix) and k not in baseline_files for k in files_of(repo_path))
-        killed = _kill_at(cli, repo_path, ("prune",), faults, delay).killed
+        killed = _kill_at(cli, repo_path, ("prune",), faults, delay)
         now = files_of(repo_path)
         new_index = any(k.startswith("index/") and k not in baseline_files for k in now)
         new_packs = any(k.startswith("data/") and k not in baseline_files for k in now)
@@ -264,14 +248,13 @@ def test_killing_backup_leaves_no_orphan_workers(cli, trees, tmp_path):
     proc = cli.popen("backup", big, env={"HAEEDGE_FAULTS": "put:latency=0.5"}, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
-        while not (list((handle.path / "locks").iterdir()) and _workers_of(proc.pid)) \
-                and proc.poll() is None and time.monotonic() < deadline:
+        while not _workers_of(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.5)
-        # The kill must land while the backup holds its lock and runs its workers, or it proves nothing.
+        # The kill must land while the backup runs its workers, or it proves nothing.
         assert proc.poll() is None, "backup ended before it could be killed"
-        assert list((handle.path / "locks").iterdir()), "backup never took its lock"
         assert _workers_of(proc.pid), "backup runs no worker processes to orphan"
+        assert not list((handle.path / "locks").iterdir()), "backup took a lock"
         proc.send_signal(signal.SIGKILL)  # the main process only, as the OOM killer or kill -9 does
     finally:
         _reap(proc, 5, "worker processes outlived their killed parent")
@@ -289,3 +272,70 @@ def _group_alive(pgid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+@pytest.mark.slow
+def test_sigkill_two_phase_prune_at_random_points(cli, trees, tmp_path):
+    """The lock-free prune's second phase (repo/marks.py), killed at 8 random points: after each kill
+    the repository verifies, every snapshot restores, and the next prune finishes the deletions and
+    removes the ripe marks (nothing a killed prune leaves blocks it)."""
+    handle = trees.init_library_repo(tmp_path / "baseline", chunker=trees.SMALL_CHUNKS, pack_size=1 << 20)
+    env = {**_env(handle.path), "HAEEDGE_MAX_CLOCK_SKEW": "0s"}
+    src = random_tree(tmp_path / "src", seed=13, n_files=60, max_size=40_000, big=3)
+    first = trees.summary_of(cli("--json", "backup", src, env=env).ok().stdout)["snapshot_id"]
+    for name in ("b00.bin", "b02.bin"):
+        (src / "big" / name).unlink()
+    for i in range(0, 60, 3):
+        (src / f"d{i % 4}" / f"f{i:03d}.bin").unlink()
+    cli("backup", src, env=env).ok()
+    expected_scan = trees.scan(src)
+    cli("forget", "--rebase", first, env=env).ok()
+    time.sleep(1.2)  # older than the grace period: markable
+    marked = cli("--json", "prune", "--grace", "1s", env=env).ok().json()
+    assert marked["packs_marked"] >= 3 and marked["packs_deleted"] == 0, marked
+    time.sleep(1.2)  # the mark is ripe: the next prune deletes
+    listed = {s["id"] for s in cli("--json", "snapshots", env=env).ok().json()}
+    (kept,) = listed
+    expected = {kept: (src, expected_scan)}
+    faults = "put|delete:latency=0.03"
+    args = ("prune", "--grace", "1s")
+    measure = copy_repo(handle.path, tmp_path / "measure")
+    duration = _timed_run(cli, measure, args, faults)
+    shutil.rmtree(measure)
+    baseline_files = files_of(handle.path)
+    rng = random.Random(1206)
+    delays: list = [rng.uniform(0.0, duration * 1.05) for _ in range(6)] + ["index/", "data/"]
+
+    def one(n: int) -> str:
+        repo_path = copy_repo(handle.path, tmp_path / f"repo{n}")
+        delay = delays[n]
+        if isinstance(delay, str):
+            prefix = delay
+
+            def delay(prefix=prefix, repo_path=repo_path) -> bool:
+                now = files_of(repo_path)
+                if prefix == "index/":  # the new index is stored
+                    return any(k.startswith(prefix) and k not in baseline_files for k in now)
+                return any(k.startswith(prefix) and k not in now for k in baseline_files)  # a pack deleted
+        killed = _kill_at(cli, repo_path, args, faults, delay)
+        now = files_of(repo_path)
+        deleted = [k for k in baseline_files if k.startswith("data/") and k not in now]
+        marks_gone = not [k for k in baseline_files if k.startswith("marks/") and k in now]
+        new_index = any(k.startswith("index/") and k not in baseline_files for k in now)
+        phase = ("not killed" if not killed else "marks deleted" if marks_gone else
+                 "deleting" if deleted else "index written" if new_index else "planning")
+        _check_after_kill(cli, trees, repo_path, expected, tmp_path, n)
+        r = cli("--json", "prune", "--grace", "1s", env={**_env(repo_path), "HAEEDGE_MAX_CLOCK_SKEW": "0s"}).ok()
+        assert "Traceback" not in r.stderr
+        after = files_of(repo_path)
+        assert not [k for k in baseline_files if k.startswith("marks/") and k in after], "a ripe mark was left"
+        assert [k for k in baseline_files if k.startswith("data/") and k not in after], "nothing was deleted"
+        cli("verify", "--read-data", env=_env(repo_path)).ok()
+        shutil.rmtree(repo_path)
+        return phase
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        phases = Counter(pool.map(one, range(len(delays))))
+    print(f"\ntwo-phase prune kill points: {dict(phases)} (uninterrupted run {duration:.2f}s)")
+    assert phases["not killed"] <= 3
+    assert phases["deleting"] + phases["index written"] >= 2, phases
