@@ -1,0 +1,267 @@
+"""rewrite: removing a secret backed up by mistake from full + incremental chains, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+from keys.support import WriteOnly, gpg, owner  # noqa: F401 - fixtures
+
+from haeedge.repo.pack import BLOB_DATA
+
+from .helpers import files_of, restore_diffs, snapshot_ids, snapshot_list, write_files
+
+SECRET = "conf/secret.key"
+
+
+@pytest.fixture
+def repo(cli, trees):
+    return trees.init_library_repo(cli.repo_path, chunker=trees.SMALL_CHUNKS)
+
+
+def _without(scan: dict, rel: str) -> dict:
+    """A scan of the source with one path left out (the restored tree should be exactly that)."""
+    return {p: v for p, v in scan.items() if p != rel.encode()}
+
+
+def _chain(cli, trees, tmp_path):
+    """full + two incrementals: the secret changes between the first two and stays in the third; another
+    file is deleted after the full; a file is added in the last. Returns src, [(id, scan, secret bytes)]."""
+    rng = random.Random(7)
+    src = tmp_path / "src"
+    files = {f"data/f{i}.bin": rng.randbytes(rng.randrange(2000, 40_000)) for i in range(8)}
+    files["gone.bin"] = rng.randbytes(30_000)
+    files["notes.txt"] = b"nothing secret here\n" * 50
+    secret1 = b"-----BEGIN KEY-----\n" + rng.randbytes(1500).hex().encode() + b"\n"
+    files[SECRET] = secret1
+    write_files(src, files)
+    out = [(cli.backup(src)["snapshot_id"], trees.scan(src), secret1)]
+    secret2 = b"-----BEGIN KEY-----\n" + rng.randbytes(1500).hex().encode() + b"\n"
+    write_files(src, {SECRET: secret2, "data/f0.bin": rng.randbytes(5000)})
+    (src / "gone.bin").unlink()
+    out.append((cli.backup(src)["snapshot_id"], trees.scan(src), secret2))
+    write_files(src, {"added.txt": b"added later\n"})
+    out.append((cli.backup(src)["snapshot_id"], trees.scan(src), secret2))
+    kinds = [s["kind"] for s in snapshot_list(cli)]
+    assert kinds == ["full", "incremental", "incremental"]
+    return src, out
+
+
+def _doc(repo, sid: str) -> dict:
+    with repo.open(load_index=False) as r:
+        return json.loads(r.load_snapshot(sid).to_bytes())
+
+
+def _blob_stored(repo, data: bytes) -> bool:
+    with repo.open() as r:
+        return r.lookup_blob(r.blob_id(data)) is not None
+
+
+def test_rewrite_removes_the_secret_from_every_snapshot_of_the_chain(cli, repo, trees, tmp_path):
+    src, chain = _chain(cli, trees, tmp_path)
+    old_ids = [sid for sid, _scan, _s in chain]
+    assert "secret.key" in cli("find", "secret.key").ok().stdout
+    assert _blob_stored(repo, chain[0][2]) and _blob_stored(repo, chain[1][2])
+
+    # Dry run: per snapshot what would go (path, count, bytes), and not one object changes.
+    before = files_of(repo.path)
+    out = cli("--json", "rewrite", "--exclude", "secret.key", "--dry-run").ok().json()
+    assert out["dry_run"] is True and out["excludes"] == ["secret.key"] and out["chosen"] == 3
+    by_old = {s["old_id"]: s for s in out["snapshots"]}
+    assert sorted(by_old) == sorted(old_ids) and out["unchanged"] == []
+    secret_path = "/" + str((src / SECRET).relative_to("/"))
+    for (sid, _scan, secret), action in zip(chain, ["filter", "filter", "relink"], strict=True):
+        s = by_old[sid]
+        assert s["removed_paths"] == [secret_path] and s["removed_entries"] == 1, s
+        assert s["removed_bytes"] == len(secret) and s["new_id"] is None and s["action"] == action
+    assert out["forgotten"] == []
+    text = cli("rewrite", "--exclude", "secret.key", "--dry-run").ok().stdout
+    assert f"snapshot {old_ids[0][:8]}" in text and secret_path in text and "would rewrite 3 snapshots" in text
+    assert files_of(repo.path) == before
+    assert snapshot_ids(cli) == old_ids
+
+    # The rewrite itself.
+    out = cli("--json", "rewrite", "--exclude", "secret.key").ok().json()
+    mapping = {s["old_id"]: s["new_id"] for s in out["snapshots"]}
+    assert sorted(mapping) == sorted(old_ids) and len(set(mapping.values())) == 3
+    assert sorted(out["forgotten"]) == sorted(old_ids)
+    listed = snapshot_list(cli)
+    assert [s["id"] for s in listed] == [mapping[i] for i in old_ids]  # the originals are gone, order kept
+    assert [s["kind"] for s in listed] == ["full", "incremental", "incremental"]
+    assert listed[1]["parent"] == mapping[old_ids[0]] and listed[2]["parent"] == mapping[old_ids[1]]
+    for s in listed:  # signed by the owner key, as backup signs
+        assert s["signature"]["state"] == "good" and s["signature"]["role"] == "owner", s
+    for old in old_ids:
+        doc = _doc(repo, mapping[old])
+        assert doc["rewritten"]["original"] == old and doc["replaces"] == old
+        assert doc["rewritten"]["excludes"] == ["secret.key"]
+
+    # Every rewritten snapshot restores byte for byte as it was, without the secret.
+    rel = str((src / SECRET).relative_to(src)).encode()
+    for sid, scan, _secret in chain:
+        assert rel in scan
+        diffs = restore_diffs(cli, trees, mapping[sid], _without(scan, SECRET), src, tmp_path / f"r-{sid[:8]}")
+        assert not diffs, diffs[:10]
+    assert "0 matches" in cli("find", "secret.key").ok().stdout
+    for old in old_ids:
+        entries = cli("--json", "ls", mapping[old]).ok().json()["entries"]
+        assert not any(e["path"].endswith("secret.key") for e in entries)
+        assert any(e["path"].endswith("notes.txt") for e in entries)
+    r = cli("--json", "verify", "--read-data").ok().json()
+    assert r["ok"] and not r["findings"], r
+
+    # prune frees the secret's data: fewer stored bytes, and no index lists its chunks any more.
+    data_before = repo.size("data")
+    cli("prune", "--max-unused", "0%").ok()
+    assert repo.size("data") < data_before
+    assert not _blob_stored(repo, chain[0][2]) and not _blob_stored(repo, chain[1][2])
+    with repo.open() as r:
+        for sid in mapping.values():
+            for e in r.iter_entries(r.load_snapshot(sid)):
+                for cid, _n in e.get("chunks") or ():
+                    assert r.lookup_blob(bytes.fromhex(cid)) is not None
+                    assert r.load_blob(bytes.fromhex(cid), BLOB_DATA) not in (chain[0][2], chain[1][2])
+    assert cli("--json", "verify", "--read-data").ok().json()["ok"]
+    for sid, scan, _secret in chain:
+        assert not restore_diffs(cli, trees, mapping[sid], _without(scan, SECRET), src, tmp_path / "again")
+
+    # Again: nothing left to remove, nothing changes.
+    before = files_of(repo.path)
+    out = cli("--json", "rewrite", "--exclude", "secret.key").ok().json()
+    assert out["snapshots"] == [] and sorted(out["unchanged"]) == sorted(mapping.values())
+    assert files_of(repo.path) == before
+
+
+def test_keep_old_keeps_the_originals_and_forget_leaves_them(cli, repo, trees, tmp_path):
+    src, chain = _chain(cli, trees, tmp_path)
+    old_ids = [sid for sid, _scan, _s in chain]
+    out = cli("--json", "rewrite", "--exclude", "*.key", "--keep-old").ok().json()
+    assert out["keep_old"] is True and out["forgotten"] == []
+    new_ids = [s["new_id"] for s in out["snapshots"]]
+    assert sorted(snapshot_ids(cli)) == sorted(old_ids + new_ids)
+    for new, old in zip(new_ids, [s["old_id"] for s in out["snapshots"]], strict=True):
+        doc = _doc(repo, new)
+        assert "replaces" not in doc and doc["rewritten"]["original"] == old
+    # A copy that does not claim to replace its original: forget never takes the original for a leftover.
+    f = cli("--json", "forget", "--keep-last", "10", "--dry-run").ok().json()
+    assert f["leftovers"] == [] and f["remove"] == []
+    # The originals still hold the secret; the copies do not.
+    assert not restore_diffs(cli, trees, old_ids[2], chain[2][1], src, tmp_path / "old")
+    assert not restore_diffs(cli, trees, new_ids[2], _without(chain[2][1], SECRET), src, tmp_path / "new")
+    assert cli("--json", "verify").ok().json()["ok"]
+
+
+def test_only_the_latest_chosen_becomes_a_full_and_its_ancestors_keep_their_ids(cli, repo, trees, tmp_path):
+    src, chain = _chain(cli, trees, tmp_path)
+    old_ids = [sid for sid, _scan, _s in chain]
+    out = cli("--json", "rewrite", "latest", "--exclude", "secret.key").ok().json()
+    (only,) = out["snapshots"]
+    assert only["old_id"] == old_ids[2] and only["action"] == "rebase" and only["chosen"] is True
+    listed = {s["id"]: s for s in snapshot_list(cli)}
+    assert set(listed) == {old_ids[0], old_ids[1], only["new_id"]}
+    assert listed[only["new_id"]]["kind"] == "full"
+    assert not restore_diffs(cli, trees, only["new_id"], _without(chain[2][1], SECRET), src, tmp_path / "a")
+    assert not restore_diffs(cli, trees, old_ids[1], chain[1][1], src, tmp_path / "b")  # not chosen: as it was
+    assert cli("--json", "verify", "--read-data").ok().json()["ok"]
+
+
+def test_rewriting_the_full_alone_relinks_and_filters_its_incrementals(cli, repo, trees, tmp_path):
+    """The incrementals built on a rewritten snapshot are rewritten too: one of them holds its own copy of the
+    changed secret, which must not come back."""
+    src, chain = _chain(cli, trees, tmp_path)
+    old_ids = [sid for sid, _scan, _s in chain]
+    out = cli("--json", "rewrite", old_ids[0], "--exclude", "secret.key").ok().json()
+    assert [s["old_id"] for s in out["snapshots"]] == old_ids
+    assert [s["chosen"] for s in out["snapshots"]] == [True, False, False]
+    new = [s["new_id"] for s in out["snapshots"]]
+    assert snapshot_ids(cli) == new
+    for n, (_sid, scan, _secret) in zip(new, chain, strict=True):
+        assert not restore_diffs(cli, trees, n, _without(scan, SECRET), src, tmp_path / f"r{n[:6]}")
+
+
+def test_hidden_chain_support_is_rewritten_and_its_original_deleted(cli, repo, trees, tmp_path):
+    src, chain = _chain(cli, trees, tmp_path)
+    old_ids = [sid for sid, _scan, _s in chain]
+    cli("forget", old_ids[0], old_ids[1]).ok()  # both kept hidden: the third needs them
+    assert snapshot_ids(cli) == [old_ids[2]]
+    out = cli("--json", "rewrite", "--exclude", "secret.key").ok().json()
+    # The chosen incremental's unchosen (hidden) ancestors hold the secret: it becomes a full, and they go.
+    (only,) = out["snapshots"]
+    assert only["action"] == "rebase"
+    assert sorted(out["released"]) == sorted(old_ids[:2]) and out["forgotten"] == [old_ids[2]]
+    assert snapshot_ids(cli) == [only["new_id"]]
+    assert sorted(p.name for p in repo.objects("snapshots")) == [only["new_id"]]
+    assert repo.objects("forgotten") == []
+    assert not restore_diffs(cli, trees, only["new_id"], _without(chain[2][1], SECRET), src, tmp_path / "r")
+    assert cli("--json", "verify", "--read-data").ok().json()["ok"]
+
+
+def test_nothing_to_remove_changes_nothing(cli, repo, trees, tmp_path):
+    _src, chain = _chain(cli, trees, tmp_path)
+    before = files_of(repo.path)
+    out = cli("--json", "rewrite", "--exclude", "no-such-file", "--exclude", "/elsewhere/*").ok().json()
+    assert out["snapshots"] == [] and sorted(out["unchanged"]) == sorted(s for s, _a, _b in chain)
+    assert files_of(repo.path) == before
+    assert "rewrote 0 snapshots" in cli("rewrite", "--exclude", "nothing-here").ok().stdout
+    assert files_of(repo.path) == before
+
+
+def test_filters_choose_snapshots_and_exclude_file_is_read(cli, repo, trees, tmp_path):
+    src, chain = _chain(cli, trees, tmp_path)
+    other = tmp_path / "other"
+    write_files(other, {"secret.key": b"another host's key\n", "x": b"x"})
+    theirs = cli.backup(other, "--host", "db1")["snapshot_id"]
+    patterns = tmp_path / "patterns"
+    patterns.write_text("# keys\nsecret.key\n")
+    out = cli("--json", "rewrite", "--exclude-file", patterns, "--host", "db1").ok().json()
+    assert [s["old_id"] for s in out["snapshots"]] == [theirs] and out["chosen"] == 1
+    assert set(snapshot_ids(cli)) == {s for s, _a, _b in chain} | {out["snapshots"][0]["new_id"]}
+    # A directory pattern removes what is below it, as backup never descends into it.
+    out = cli("--json", "rewrite", "--exclude", str(src / "conf"), "--host", os.uname().nodename).ok().json()
+    assert len(out["snapshots"]) == 3
+    assert all(p.startswith(str(src / "conf")) for s in out["snapshots"] for p in s["removed_paths"])
+    assert all(s["removed_entries"] == 2 for s in out["snapshots"])  # the directory and the key
+    assert "0 matches" in cli("find", "secret.key").ok().stdout
+
+
+def test_usage_errors_are_one_line_with_exit_2(cli, repo, trees, tmp_path):
+    r = cli("rewrite")
+    assert r.code == 2 and "give --exclude" in r.stderr and "Traceback" not in r.stderr, r.describe()
+    r = cli("rewrite", "--exclude-file", tmp_path / "missing")
+    assert r.code == 2 and "cannot read exclude file" in r.stderr, r.describe()
+
+
+def test_write_only_host_is_refused_and_the_owner_rewrites_its_snapshots(cli, owner, tmp_path):  # noqa: F811
+    """Who may forget may rewrite: the owner. A write-only host cannot even read what it would rewrite."""
+    wo = WriteOnly(cli, owner)
+    wo.init("web1")
+    src = tmp_path / "src"
+    write_files(src, {"app.conf": b"setting = 1\n" * 100, "secret.key": b"writer's mistake\n"})
+    first = wo.backup("web1", src)["snapshot_id"]
+    write_files(src, {"app.conf": b"setting = 2\n" * 100})
+    second = wo.backup("web1", src)["snapshot_id"]
+    before = files_of(cli.repo_path)
+    for args in (("rewrite", "--exclude", "secret.key"), ("rewrite", "--exclude", "secret.key", "--dry-run")):
+        r = wo.as_writer("web1", *args)
+        assert r.code == 12, r.describe()
+        assert "write-only key" in r.stderr and "--identity-file" in r.stderr and "Traceback" not in r.stderr
+        assert len([ln for ln in r.stderr.splitlines() if ln.startswith("haeedge: error")]) == 1, r.stderr
+    assert files_of(cli.repo_path) == before
+
+    out = wo.as_owner("--json", "rewrite", "--exclude", "secret.key").ok().json()
+    assert [s["old_id"] for s in out["snapshots"]] == [first, second]
+    listed = wo.as_owner("--json", "snapshots").ok().json()
+    assert [s["id"] for s in listed] == [s["new_id"] for s in out["snapshots"]]
+    for s in listed:  # the writer's snapshots, now signed by the owner key (still host web1)
+        assert s["host"] == "web1" and s["signature"]["state"] == "good" and s["signature"]["role"] == "owner"
+    target = tmp_path / "out"
+    wo.as_owner("restore", "latest", "--target", target).ok()
+    restored = target / str(src).lstrip("/")
+    assert (restored / "app.conf").read_bytes() == b"setting = 2\n" * 100
+    assert not (restored / "secret.key").exists()
+    assert wo.as_owner("--json", "verify", "--read-data").ok().json()["ok"]
+    # The writer continues its chain: its own view no longer holds the owner's rewrites, so it starts a new one.
+    third = wo.backup("web1", src)
+    assert third["kind"] == "full" and third["snapshot_id"] not in {s["id"] for s in listed}
