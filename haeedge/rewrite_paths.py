@@ -270,12 +270,29 @@ def rewrite_paths(repo: Repository, chosen: list[Snapshot], everything: list[Sna
     progress = progress or SilentProgress()
     repo.require_reader("rewrite")
     result = RewriteResult(dry_run, keep_old, list(excludes), list(iexcludes), chosen=len(chosen))
+    leftovers: set[str] = set()
     if not keep_old:  # originals an interrupted rewrite left: the forget step below removes them
         leftovers = leftover_originals(everything, may_replace=repo.is_owner_signed)
         chosen = [s for s in chosen if s.id not in leftovers]
     result.rewritten, result.unchanged = plan_rewrite(repo, chosen, everything, match, progress)
-    if dry_run or not result.rewritten:
+    if dry_run:
         return result
+    mapping: dict[str, str] = {}
+    if result.rewritten:
+        mapping = _write(repo, result, everything, match, keep_old, progress)
+    originals = {old for old, new in mapping.items() if new != old}
+    if not keep_old and (originals or leftovers):
+        after = repo.trusted_snapshots(repo.list_snapshots(include_hidden=True), warn=False)
+        markers = repo.markers().hidden
+        plan = plan_forget(after, originals, markers, rebase=not can_write_markers(repo),
+                           scope={s.id for s in after if s.id not in markers}, may_replace=repo.is_owner_signed)
+        result.forget = forget_snapshots(repo, plan, progress)
+    return result
+
+
+def _write(repo: Repository, result: RewriteResult, everything: list[Snapshot], match: PathMatcher,
+           keep_old: bool, progress: ProgressSink) -> dict[str, str]:
+    """Store the new file lists, then the new (owner-signed) snapshots; returns old id -> new id."""
     by_id = {s.id: s for s in everything}
     trees: dict[str, list[str]] = {}
     progress.start("write file lists", len(result.rewritten))
@@ -289,20 +306,13 @@ def rewrite_paths(repo: Repository, chosen: list[Snapshot], everything: list[Sna
     repo.flush()  # file lists stored and indexed before any snapshot names them
     progress.finish()
     when = now_iso()
-    changes = {rec.old_id: _change(rec, trees.get(rec.old_id), excludes, iexcludes, when, keep_old)
+    changes = {rec.old_id: _change(rec, trees.get(rec.old_id), result.excludes, result.iexcludes, when, keep_old)
                for rec in result.rewritten}
     mapping = rewrite_snapshots(repo, changes, snapshots=everything, delete_old=False)
     for rec in result.rewritten:
         rec.new_id = mapping.get(rec.old_id)
         progress.info(f"snapshot {rec.old_id[:8]} -> {str(rec.new_id)[:8]}: {rec.removed_entries} entries removed")
-    if not keep_old:
-        after = repo.trusted_snapshots(repo.list_snapshots(include_hidden=True), warn=False)
-        markers = repo.markers().hidden
-        originals = {old for old, new in mapping.items() if new != old}
-        plan = plan_forget(after, originals, markers, rebase=not can_write_markers(repo),
-                           scope={s.id for s in after if s.id not in markers}, may_replace=repo.is_owner_signed)
-        result.forget = forget_snapshots(repo, plan, progress)
-    return result
+    return mapping
 
 
 def _change(rec: SnapshotRewrite, tree: list[str] | None, excludes: list[str], iexcludes: list[str], when: str,

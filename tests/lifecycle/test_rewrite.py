@@ -265,3 +265,25 @@ def test_write_only_host_is_refused_and_the_owner_rewrites_its_snapshots(cli, ow
     # The writer continues its chain: its own view no longer holds the owner's rewrites, so it starts a new one.
     third = wo.backup("web1", src)
     assert third["kind"] == "full" and third["snapshot_id"] not in {s["id"] for s in listed}
+
+
+def test_originals_left_by_an_interrupted_rewrite_are_removed_by_the_next_run(cli, repo, trees, tmp_path):
+    """A crash after the copies were stored and before the originals were forgotten: both restore, and the
+    next rewrite (or forget) removes the originals instead of rewriting them again."""
+    src, chain = _chain(cli, trees, tmp_path)
+    old_ids = [sid for sid, _scan, _s in chain]
+    saved = {sid: (repo.path / "snapshots" / sid).read_bytes() for sid in old_ids}
+    mapping = {s["old_id"]: s["new_id"] for s in cli("--json", "rewrite", "--exclude", "secret.key").ok().json()
+               ["snapshots"]}
+    for sid, data in saved.items():  # the state the crash left: the originals were never deleted
+        (repo.path / "snapshots" / sid).write_bytes(data)
+    assert sorted(snapshot_ids(cli)) == sorted(old_ids + list(mapping.values()))
+    assert cli("--json", "verify").ok().json()["ok"]
+    assert not restore_diffs(cli, trees, old_ids[2], chain[2][1], src, tmp_path / "orig")
+
+    out = cli("--json", "rewrite", "--exclude", "secret.key").ok().json()
+    assert out["snapshots"] == [] and sorted(out["forgotten"]) == sorted(old_ids)
+    assert snapshot_ids(cli) == [mapping[i] for i in old_ids]
+    assert cli("--json", "verify", "--read-data").ok().json()["ok"]
+    for sid, scan, _secret in chain:
+        assert not restore_diffs(cli, trees, mapping[sid], _without(scan, SECRET), src, tmp_path / "r")
