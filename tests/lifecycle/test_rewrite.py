@@ -350,3 +350,30 @@ def test_sigkill_at_random_points_leaves_a_repository_that_verifies(cli, repo, t
         assert cli("--json", "verify", env=env).ok().json()["ok"]
         shutil.rmtree(work)
     assert both >= 2, "no kill landed between the copies and the deletion of the originals"
+
+
+@pytest.mark.parametrize("server", ["s3", "sshd"])
+def test_rewrite_on_network_backends(cli, trees, tmp_path, request, server):
+    srv = request.getfixturevalue(server)
+    name = f"rewrite-{os.getpid()}-{tmp_path.name}"
+    if server == "s3":
+        env = {**srv.env, "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+               "HAEEDGE_REPOSITORY": srv.url_for(name)}
+    else:
+        env = {"HAEEDGE_SFTP_KEY_FILE": srv.key_file, "HAEEDGE_SFTP_KNOWN_HOSTS": srv.known_hosts,
+               "SSH_AUTH_SOCK": "", "HAEEDGE_REPOSITORY": srv.url_for(str(tmp_path / name))}
+    cli("init", env=env).ok()
+    src = tmp_path / "src"
+    write_files(src, {"a.txt": b"a\n" * 1000, SECRET: b"key one\n"})
+    first = trees.summary_of(cli("--json", "backup", src, env=env).ok().stdout)["snapshot_id"]
+    write_files(src, {SECRET: b"key two\n", "b.txt": b"b\n" * 500})
+    second = trees.summary_of(cli("--json", "backup", src, env=env).ok().stdout)["snapshot_id"]
+    scan = trees.scan(src)
+    out = cli("--json", "rewrite", "--exclude", "secret.key", env=env).ok().json()
+    assert [s["old_id"] for s in out["snapshots"]] == [first, second] and sorted(out["forgotten"]) == sorted(
+        [first, second])
+    new = out["snapshots"][1]["new_id"]
+    assert cli("restore", new, "--target", tmp_path / "t", env=env).code == 0
+    assert not trees.differences(_without(scan, SECRET), trees.scan(trees.restored_path(tmp_path / "t", src)))
+    assert cli("--json", "prune", "--max-unused", "0%", env=env).ok().json()["bytes_freed"] > 0
+    assert cli("--json", "verify", "--read-data", env=env).ok().json()["ok"]
