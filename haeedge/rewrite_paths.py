@@ -121,10 +121,6 @@ class SnapshotRewrite:
     removed_bytes: int = 0
     new_id: str | None = None
 
-    @property
-    def relinked(self) -> bool:
-        return self.action == KEEP
-
     def to_json(self) -> dict:
         return {"old_id": self.old_id, "new_id": self.new_id, "time": self.time, "host": self.host,
                 "kind": self.kind, "action": "relink" if self.action == KEEP else self.action,
@@ -147,10 +143,6 @@ class RewriteResult:
     unchanged: list[str] = field(default_factory=list)
     #: The forget step (None with keep_old or a dry run).
     forget: ForgetResult | None = None
-
-    @property
-    def mapping(self) -> dict[str, str]:
-        return {r.old_id: r.new_id for r in self.rewritten if r.new_id}
 
     def to_json(self) -> dict:
         f = self.forget

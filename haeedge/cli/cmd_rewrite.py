@@ -55,9 +55,6 @@ def command(app: AppContext, snapshots, excludes, exclude_files, iexcludes, iexc
         chosen = select_snapshots(repo, tuple(snapshots), tuple(hosts), tuple(tags), tuple(paths))
         r = rewrite_paths(repo, chosen, everything, match, excludes=pats, iexcludes=ipats, keep_old=keep_old,
                           dry_run=dry_run, progress=app.progress())
-    if r.forget is not None:
-        app.run.record_forget(kept=sorted(x.new_id for x in r.rewritten if x.new_id), removed=r.forget.removed,
-                              hidden=r.forget.hidden)
     if app.json:
         app.emit(r.to_json())
         return

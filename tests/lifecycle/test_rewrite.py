@@ -377,3 +377,21 @@ def test_rewrite_on_network_backends(cli, trees, tmp_path, request, server):
     assert not trees.differences(_without(scan, SECRET), trees.scan(trees.restored_path(tmp_path / "t", src)))
     assert cli("--json", "prune", "--max-unused", "0%", env=env).ok().json()["bytes_freed"] > 0
     assert cli("--json", "verify", "--read-data", env=env).ok().json()["ok"]
+
+
+def test_other_names_of_a_hardlinked_secret_stay_whole(cli, repo, trees, tmp_path):
+    """Excludes are by path: another hard link to the excluded file keeps its content and restores."""
+    src = tmp_path / "src"
+    write_files(src, {"secret.key": b"linked secret\n" * 10, "plain.txt": b"plain\n"})
+    os.link(src / "secret.key", src / "second-name")
+    scan = trees.scan(src)
+    sid = cli.backup(src)["snapshot_id"]
+    out = cli("--json", "rewrite", "--exclude", "secret.key").ok().json()
+    (only,) = out["snapshots"]
+    assert only["old_id"] == sid and only["removed_entries"] == 1
+    cli("restore", only["new_id"], "--target", tmp_path / "t").ok()
+    restored = trees.restored_path(tmp_path / "t", src)
+    assert (restored / "second-name").read_bytes() == b"linked secret\n" * 10
+    assert not (restored / "secret.key").exists()
+    assert not trees.differences(_without(scan, "secret.key"), trees.scan(restored), fields=("type", "size",
+                                                                                              "sha256", "mode"))
