@@ -118,6 +118,9 @@ def test_rewrite_removes_the_secret_from_every_snapshot_of_the_chain(cli, repo, 
     assert repo.size("data") < data_before
     assert not _blob_stored(repo, chain[0][2]) and not _blob_stored(repo, chain[1][2])
     with repo.open() as r:
+        secret_ids = {r.blob_id(chain[0][2]), r.blob_id(chain[1][2])}
+        for pack in repo.objects("data"):  # not in any pack on storage either
+            assert not secret_ids & {e.blob_id for e in r.read_pack_header(pack.name)}
         for sid in mapping.values():
             for e in r.iter_entries(r.load_snapshot(sid)):
                 for cid, _n in e.get("chunks") or ():
