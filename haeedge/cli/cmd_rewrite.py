@@ -45,8 +45,8 @@ def command(app: AppContext, snapshots, excludes, exclude_files, iexcludes, iexc
     \b
     Examples:
       haeedge rewrite --exclude '/home/*/.aws/credentials' --dry-run
-      haeedge rewrite --exclude secret.key --host web1
-      haeedge rewrite 1a2b3c4d --exclude '*.pem' --keep-old && haeedge prune
+      haeedge rewrite --exclude secret.key --host web1 && haeedge prune
+      haeedge rewrite 1a2b3c4d --exclude '*.pem' --keep-old
     """
     match, pats, ipats = build_matcher(list(excludes), list(exclude_files), list(iexcludes), list(iexclude_files))
     lock = "shared" if dry_run else "exclusive"
