@@ -261,6 +261,13 @@ def rewrite_paths(repo: Repository, chosen: list[Snapshot], everything: list[Sna
     """
     progress = progress or SilentProgress()
     repo.require_reader("rewrite")
+    # Never trusted because --allow-untrusted let it through: the owner's signature on a copy would launder it.
+    for s in chosen:
+        if not repo.is_trusted(s):
+            progress.warning(f"snapshot {s.short_id} (host {s.host}) is not trusted and is not rewritten: "
+                             f"{repo.snapshot_status(s).message}")
+    chosen = [s for s in chosen if repo.is_trusted(s)]
+    everything = [s for s in everything if repo.is_trusted(s)]
     result = RewriteResult(dry_run, keep_old, list(excludes), list(iexcludes), chosen=len(chosen))
     leftovers: set[str] = set()
     if not keep_old:  # originals an interrupted rewrite left: the forget step below removes them

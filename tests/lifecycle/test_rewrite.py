@@ -398,3 +398,20 @@ def test_other_names_of_a_hardlinked_secret_stay_whole(cli, repo, trees, tmp_pat
     assert not (restored / "secret.key").exists()
     assert not trees.differences(_without(scan, "secret.key"), trees.scan(restored), fields=("type", "size",
                                                                                               "sha256", "mode"))
+
+
+def test_an_untrusted_snapshot_is_never_re_signed_even_with_allow_untrusted(cli, repo, trees, tmp_path):
+    """The owner's signature on a copy would launder a snapshot a writer forged: it is left as it is."""
+    src, chain = _chain(cli, trees, tmp_path)
+    with repo.open(load_index=False) as r:
+        forged = r.load_snapshot(chain[0][0])
+        forged.host, forged.signer, forged.signature, forged.tags = "victim", None, None, ["forged"]
+        forged_id = r.put_object("snapshots", r.seal("meta", forged.to_bytes()))
+    r = cli("--json", "--allow-untrusted", "rewrite", "--exclude", "secret.key")
+    assert r.code == 0, r.describe()
+    out = r.json()
+    assert forged_id not in [s["old_id"] for s in out["snapshots"]] and len(out["snapshots"]) == 3
+    assert f"snapshot {forged_id[:8]} (host victim) is not trusted" in r.stderr
+    listed = {s["id"]: s for s in cli("--json", "snapshots").ok().json()}
+    assert listed[forged_id]["signature"]["state"] == "unsigned"  # still there, still unsigned
+    assert all(s["signature"]["state"] == "good" for sid, s in listed.items() if sid != forged_id)
