@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "cmd_prune",
     "cmd_repair",
     "cmd_restore",
+    "cmd_rewrite",
     "cmd_snapshots",
     "cmd_stats",
     "cmd_sync",

@@ -164,3 +164,26 @@ def test_hosts_continue_their_chains(golden, tmp_path):
         restored = target / str(src).lstrip("/") / "added.txt"
         assert restored.read_bytes() == (src / "added.txt").read_bytes()
     golden.as_owner("verify").ok()
+
+
+def test_rewrite_removes_a_file_from_every_snapshot(golden, tmp_path):
+    """``rewrite`` on a repository an old haeedge wrote: the copies restore as before, minus the file."""
+    with_root = [s for s in golden.spec["snapshots"] if s["root"]]
+    name = next(rel.rsplit("/", 1)[-1] for s in with_root for rel, e in sorted(s["entries"].items())
+                if e["type"] == "file")
+    out = golden.as_owner("--json", "rewrite", "--exclude", name).ok().json()
+    mapping = {s["old_id"]: s["new_id"] for s in out["snapshots"]}
+    assert mapping, "the file is in no snapshot"
+    listed = {s["id"]: s for s in golden.as_owner("--json", "snapshots").ok().json()}
+    assert not set(mapping) & set(listed) and set(mapping.values()) <= set(listed)
+    for snap in golden.spec["snapshots"]:
+        sid = mapping.get(snap["id"], snap["id"])
+        assert listed[sid]["signature"]["state"] == "good", listed[sid]
+        target = tmp_path / "rewritten" / sid[:12]
+        golden.as_owner("restore", sid, "--target", target).ok()
+        want = {p: e for p, e in snap["entries"].items() if name not in p.split("/")}
+        if want != snap["entries"]:
+            assert snap["id"] in mapping, f"snapshot {snap['id'][:8]} holds {name} but was not rewritten"
+        got = _restored(target, snap)
+        assert got == want, f"snapshot {snap['id'][:8]}: {sorted(set(got) ^ set(want))}"
+    golden.as_owner("verify", "--read-data").ok()

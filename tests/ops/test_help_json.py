@@ -126,7 +126,9 @@ def test_json_output_of_other_commands_validates(cli, schemas, tmp_path):
     validate(cli("backup", "--json", src).ok().json(), schemas["backup"])
     for args, schema in ((["verify", "--read-data"], "verify"), (["unlock"], "unlock"),
                          (["completion", "zsh"], "completion"), (["forget", "--keep-last", "1", "--dry-run"], "forget"),
-                         (["prune", "--dry-run"], "prune"), (["repair", "index", "--dry-run"], "repair index"),
+                         (["prune", "--dry-run"], "prune"),
+                         (["rewrite", "--exclude", "g", "--dry-run"], "rewrite"),
+                         (["rewrite", "--exclude", "g"], "rewrite"), (["repair", "index", "--dry-run"], "repair index"),
                          (["repair", "snapshots", "--dry-run"], "repair snapshots"), (["key", "list"], "key list"),
                          (["key", "signers"], "key signers"), (["trust", "show"], "trust show")):
         if tuple(args[:2]) not in {p[:2] for p, _ in LEAVES} and (args[0],) not in {p[:1] for p, _ in LEAVES}:
