@@ -50,7 +50,7 @@ def test_layout_lookup_and_attributes(backed_up):
         names = [snapshot_dir_name(s).encode() for s in snaps]
         assert sorted(view.list_dir("/snapshots")) == sorted(names)  # two snapshots may share a second
         assert view.readlink("/latest") == b"snapshots/" + names[1]
-        assert sorted(view.list_dir(f"/hosts/{full.host}")) == [*names, b"latest"]
+        assert sorted(view.list_dir(f"/hosts/{full.host}")) == sorted([*names, b"latest"])
         assert view.readlink(f"/hosts/{full.host}/latest") == names[1]
         assert sorted(view.list_dir("/tags")) == [b"a%2Fb", b"daily"]
         assert view.list_dir("/tags/daily") == [names[0]]
