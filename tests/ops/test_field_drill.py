@@ -125,7 +125,7 @@ def test_json_runs_print_warnings_as_json_lines(cli, shared, tmp_path):
     import json
 
     src, env = shared
-    (cli.repo_path / "locks" / ("a" * 64)).write_bytes(b"junk")  # a library warning (logging)
+    (cli.repo_path / "keys" / ("a" * 64)).write_bytes(b"junk")  # a library warning (logging; backup takes no lock)
     hook = write_config(tmp_path / "hook.yaml", f"""
 profiles:
   files:
@@ -140,8 +140,8 @@ profiles:
         lines = r.stderr.splitlines()
         messages = [json.loads(line) for line in lines]  # every line parses
         assert {"message_type": "warning", "message": messages[0]["message"]} == messages[0]
-        assert any("unreadable lock" in m["message"] for m in messages), messages
+        assert any("skipping key object" in m["message"] for m in messages), messages
         if cfg:
             assert any("hook" in m["message"] and "status 7" in m["message"] for m in messages), messages
     r = cli("backup", src).ok()  # without --json: one plain line
-    assert "haeedge: warning: ignoring unreadable lock" in r.stderr and "{" not in r.stderr
+    assert "haeedge: warning: skipping key object" in r.stderr and "{" not in r.stderr
