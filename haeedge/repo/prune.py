@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
+from haeedge.backends.s3policy import delete_if_allowed
 from haeedge.errors import HaeedgeError, IntegrityError, RepositoryLocked
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.forgotten import chain_support, delete_marker, write_marker
@@ -107,6 +108,8 @@ class ForgetResult:
     #: Rebase mode only: old id -> new id of every rewritten snapshot (rebased ones and their re-linked dependants).
     rewritten: dict[str, str] = field(default_factory=dict)
     rebased: list[str] = field(default_factory=list)
+    #: Object Lock: forgotten but still under retention (or needed by one that is): hidden, deleted later.
+    retained: list[str] = field(default_factory=list)
 
 
 def leftover_originals(snapshots: Iterable[Snapshot],
@@ -184,8 +187,10 @@ def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink 
     # Deepest first: whatever is still present always has its parent. The snapshot before its
     # markers: a crash in between leaves a marker naming nothing (removed by the next forget),
     # never a forgotten snapshot back in the listings.
+    held: set[str] = set()  # Object Lock: retained snapshots, and parents they still need
     for s in sorted(doomed, key=lambda s: s.depth, reverse=True):
-        repo.backend.delete(f"snapshots/{s.id}")
+        if retained_snapshot(repo, s, plan, held, result, progress):
+            continue
         for marker_id in plan.hidden.get(s.id, ()):
             delete_marker(repo, marker_id)
         if s.id in released:
@@ -194,6 +199,24 @@ def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink 
         delete_marker(repo, marker_id)
     result.removed = [s.id for s in plan.remove]
     return result
+
+
+def retained_snapshot(repo: Repository, s: Snapshot, plan: ForgetPlan, held: set[str], result: ForgetResult,
+                      progress: ProgressSink) -> bool:
+    """Delete snapshot ``s`` unless Object Lock retention keeps it: then hide it (a forget marker) and keep
+    its parent too, so that a later forget deletes both when retention allows. True when it stays."""
+    until = None if s.id in held else delete_if_allowed(repo.backend, f"snapshots/{s.id}")
+    if s.id not in held and until is None:
+        return False
+    if s.id not in plan.hidden and s.id not in result.hidden:
+        write_marker(repo, s.id)
+    if s.parent:
+        held.add(s.parent)
+    result.retained.append(s.id)
+    progress.info(f"snapshot {s.short_id}: forgotten and hidden; "
+                  + (f"under Object Lock retention until {until}" if until else "a retained snapshot needs it")
+                  + ": a later forget deletes it")
+    return True
 
 
 def _rebase(repo: Repository, plan: ForgetPlan, result: ForgetResult, progress: ProgressSink) -> None:
@@ -299,6 +322,9 @@ class PruneResult:
     unused_bytes: int = 0
     temporaries_removed: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: Object Lock: packs left for a later prune because retention still protects them (the latest end).
+    packs_retained: int = 0
+    retained_until: str | None = None
 
     @property
     def bytes_freed(self) -> int:
@@ -537,16 +563,25 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
     doomed = [(p, plan.packs[p].size) for p in plan.delete + repacked] + sorted(plan.unindexed.items())
     progress.start("delete", sum(s for _p, s in doomed))
     for pack_id, size in doomed:
-        repo.backend.delete(data_name(pack_id))
+        if (until := delete_if_allowed(repo.backend, data_name(pack_id))) is not None:
+            note_retained(result, until)  # unindexed now: a later prune deletes it
+            continue
         result.packs_deleted += 1
         result.bytes_deleted += size
         result.unindexed_deleted += pack_id in plan.unindexed
         progress.advance(nbytes=size)
     progress.finish()
     for oid in plan.index_objects:
-        repo.backend.delete(f"index/{oid}")
+        if delete_if_allowed(repo.backend, f"index/{oid}") is not None:
+            continue  # superseded by the index just written; a later prune deletes it
         result.index_objects_deleted += 1
     return result
+
+
+def note_retained(result: PruneResult, until: str) -> None:
+    """A pack Object Lock retention keeps (until ``until``): counted and reported, not an error."""
+    result.packs_retained += 1
+    result.retained_until = max(result.retained_until or until, until)
 
 
 def _verified_blobs(repo: Repository, info: PackInfo, result: PruneResult) -> list[tuple[PackEntry, bytes]] | None:
