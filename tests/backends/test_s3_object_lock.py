@@ -13,7 +13,6 @@ administrator allowed to bypass it would).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 
 import pytest
@@ -68,7 +67,7 @@ def test_every_object_but_locks_is_retained_and_prune_leaves_them_for_later(s3, 
     c = s3.client()
     keys = _keys(s3, bucket, "repo")
     assert any(k.startswith("repo/data/") for k in keys) and "repo/config" in keys
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for key in keys:  # config, keys, index, snapshots, packs: all retained about 2 days
         head = c.head_object(Bucket=bucket, Key=key)  # moto 5.2's GetObjectRetention answers 500
         assert head["ObjectLockMode"] == "GOVERNANCE", key
@@ -119,7 +118,7 @@ def test_every_object_but_locks_is_retained_and_prune_leaves_them_for_later(s3, 
 
 def _expire(c, bucket: str, prefix: str) -> None:
     """End the governance retention of every version under ``prefix`` (as a user allowed to bypass it)."""
-    past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)).replace(microsecond=0)
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)).replace(microsecond=0)
     for v in c.list_object_versions(Bucket=bucket, Prefix=prefix).get("Versions", []):
         c.put_object_retention(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"],
                                Retention={"Mode": "GOVERNANCE", "RetainUntilDate": past},
