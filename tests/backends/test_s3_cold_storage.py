@@ -175,3 +175,22 @@ def test_storage_class_option_is_checked(cli, tmp_path, cold_s3):
     repo = ColdRepo(cold_s3, cli, tmp_path, storage_class_data="FROZEN")
     r = repo("init").expect(2)
     assert "storage_class_data 'FROZEN' is not an S3 storage class" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="no /dev/fuse on this machine")
+def test_mount_reads_an_archived_pack_after_restoring_it(cold_s3, cli, tmp_path):
+    from tests.integration.test_mount import Mounted, in_mount, snapshot_dirs
+
+    repo = ColdRepo(cold_s3, cli, tmp_path)
+    repo.backup()
+    archived = repo.archived_packs()
+    mnt = tmp_path / "mnt"
+    env = {**repo.env, "HAEEDGE_REPOSITORY": ""}
+    with Mounted(cli, mnt, env) as m:
+        (snap,) = snapshot_dirs(mnt)
+        assert sorted(p.name for p in in_mount(snap, repo.src).iterdir()) == ["big.bin", "notes.txt", "sub"]
+        assert (in_mount(snap, repo.src) / "big.bin").read_bytes() == FILES["big.bin"]
+        code, _summary, err = m.stop()
+    assert code == 0, err
+    assert "archived objects" in err and "restored after" in err, err
+    _assert_restored(repo, archived)
