@@ -41,8 +41,9 @@ log = logging.getLogger("haeedge.backends.cold")
 #: First and longest pause between two rounds of HEAD requests while restores run.
 POLL_FIRST = 1.0
 POLL_MAX = 300.0
-#: HEAD / RestoreObject requests in flight at once.
+#: HEAD / RestoreObject requests in flight at once, and tries of each (transient errors).
 PARALLEL = 8
+ATTEMPTS = 4
 
 AVAILABLE, ARCHIVED, RESTORING = "available", "archived", "restoring"
 _ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
@@ -92,11 +93,15 @@ class ColdReadBackend(BackendWrapper):
 
     def state(self, name: str) -> str:
         bucket, key = self._key(name)
-        try:
-            head = self.s3.fs.call_s3("head_object", Bucket=bucket, Key=key)
-        except Exception as e:  # noqa: BLE001
-            raise self.s3._error(e, "stat", name) from e
-        return archive_state(head)
+        for attempt in range(ATTEMPTS):
+            try:
+                return archive_state(self.s3.fs.call_s3("head_object", Bucket=bucket, Key=key))
+            except Exception as e:  # noqa: BLE001
+                error = self.s3._error(e, "stat", name)
+                if not error.transient or attempt == ATTEMPTS - 1:
+                    raise error from e
+            self._sleep(0.5 * 2**attempt)  # a wait of hours must not end on one dropped connection
+        raise AssertionError("unreachable")
 
     def request_restore(self, name: str) -> None:
         bucket, key = self._key(name)

@@ -117,7 +117,7 @@ class S3Policy:
             until = _dt.datetime.now(_dt.UTC) + _dt.timedelta(days=self.object_lock.days)
             args["ObjectLockMode"] = self.object_lock.mode
             args["ObjectLockRetainUntilDate"] = until.replace(microsecond=0)
-        if self.storage_class_data and name.startswith("data/") and not take_metadata_hint(name):
+        if self.storage_class_data and name.startswith("data/") and not is_metadata_pack(name):
             args["StorageClass"] = self.storage_class_data
         return args
 
@@ -138,14 +138,10 @@ def note_metadata_pack(name: str) -> None:
         _metadata_packs.add(name)
 
 
-def take_metadata_hint(name: str) -> bool:
+def is_metadata_pack(name: str) -> bool:
+    """Whether ``note_metadata_pack`` named ``name`` (kept: a retried put must find it again)."""
     with _hint_lock:
         return name in _metadata_packs
-
-
-def forget_metadata_hint(name: str) -> None:
-    with _hint_lock:
-        _metadata_packs.discard(name)
 
 
 # ------------------------------------------------------------------ the S3 locations of a stack
