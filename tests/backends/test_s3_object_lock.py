@@ -144,3 +144,35 @@ def test_compliance_mode_is_recorded_and_applied(s3, cli, tmp_path):
     c = s3.client()
     snap = [k for k in _keys(s3, bucket, "repo") if k.startswith("repo/snapshots/")]
     assert snap and c.head_object(Bucket=bucket, Key=snap[0])["ObjectLockMode"] == "COMPLIANCE"
+
+
+def test_replicated_repository_on_two_locked_buckets_leaves_retained_packs_for_later(s3, cli, tmp_path):
+    """Both replicas retain; a delete retained on them is 'left for later', not a failed replica (exit 0)."""
+    buckets = [_locked_bucket(s3), _locked_bucket(s3)]
+    locations = [f"s3://{b}/repo" for b in buckets]
+    env = {**s3.env}
+
+    def run(*args):
+        return cli("-r", locations[0], "-r", locations[1], *args, env=env, unset=("HAEEDGE_REPOSITORY",))
+
+    run("init", "--object-lock-days", "1").ok()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.bin").write_bytes(b"one " * 4000)
+    run("backup", src).ok()
+    (src / "f.bin").write_bytes(b"two " * 4000)
+    run("backup", src).ok()
+    c = s3.client()
+    for b in buckets:
+        snaps = _keys(s3, b, "repo")
+        assert all(c.head_object(Bucket=b, Key=k)["ObjectLockMode"] == "GOVERNANCE" for k in snaps), b
+    latest = max(run("--json", "snapshots").ok().json(), key=lambda s: s["time"])["id"]
+    for b in buckets:
+        _expire(c, b, "repo/snapshots/")
+        _expire(c, b, "repo/forgotten/")
+    r = run("--json", "forget", latest).ok()
+    assert r.json()["retained"] == [], r.stdout  # retention over: deleted on both replicas
+    r = run("--json", "prune", "--max-unused", "0%").ok()
+    assert r.json()["packs_retained"] >= 1, r.stdout
+    assert "lagging" not in r.stderr and "failed on" not in r.stderr, r.stderr
+    run("verify").ok()
