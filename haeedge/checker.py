@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from haeedge import coldreads
 from haeedge.backends.base import data_name
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
@@ -321,6 +322,7 @@ class Checker:
         packs = sorted(self._stored_packs)
         if selector is not None:
             packs = selector(packs)
+        coldreads.prepare_packs(repo, packs)  # archived packs: restore them all first (nothing if none can be)
         self.progress.start("read-data", sum(self._stored_packs[p] for p in packs), len(packs))
         none = array("I")
         jobs = [(p, by_pack.get(p, none)) for p in packs]

@@ -18,6 +18,7 @@ class ExitCode:
     LOCKED = 11
     WRONG_PASSWORD = 12
     UNTRUSTED = 13  # the repository's trust root changed, its trust manifest went back in time or is missing
+    COLD_WAIT = 14  # archived objects were not restored within the cold wait (the restores keep going)
     INTERRUPTED = 130
 
 
@@ -114,6 +115,20 @@ class BackendError(HaeedgeError):
 class ObjectNotFound(BackendError):
     def __init__(self, message: str, **kw):
         super().__init__(message, transient=False, **kw)
+
+
+class ObjectRetained(BackendError):
+    """A delete refused because S3 Object Lock retention (or a legal hold) still protects the object."""
+
+    def __init__(self, message: str, *, until: str = "", **kw):
+        super().__init__(message, transient=False, **kw)
+        self.until = until
+
+
+class ColdWaitExpired(HaeedgeError):
+    """Archived objects a read needs were not restored in time; the restores requested go on."""
+
+    exit_code = ExitCode.COLD_WAIT
 
 
 class OpenPGPError(IntegrityError):

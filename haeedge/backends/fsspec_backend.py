@@ -49,6 +49,8 @@ from urllib.parse import urlsplit, urlunsplit
 import fsspec
 
 from haeedge.backends.base import NAMESPACES, ObjectInfo, StorageBackend, check_name
+from haeedge.backends.s3policy import OPTION_NAMES as POLICY_OPTIONS
+from haeedge.backends.s3policy import S3Policy, delete_versions
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 
 log = logging.getLogger("haeedge.backends.fsspec")
@@ -174,6 +176,9 @@ def _mtime(info: dict) -> float | None:
 class FsspecBackend(StorageBackend):
     """A repository under a prefix of an fsspec filesystem. Thread-safe (s3fs runs its own loop)."""
 
+    #: Object Lock retention and storage classes (S3 only; s3policy.py).
+    policy: S3Policy = S3Policy()
+
     def __init__(self, fs: Any, root: str, location: str, *, verify_etag: bool = True):
         self.fs = fs
         self.root = root.rstrip("/")
@@ -191,6 +196,7 @@ class FsspecBackend(StorageBackend):
         """Open ``url`` with the options described in the module docstring."""
         options = dict(options or {})
         known = {"storage_options", "endpoint_url", "region", "profile", "verify_etag", "retries"}
+        known |= POLICY_OPTIONS  # retention and storage classes: s3policy.py
         unknown = sorted(set(options) - known)
         if unknown:
             raise UsageError(f"unknown storage option(s): {', '.join(unknown)}")
@@ -239,7 +245,9 @@ class FsspecBackend(StorageBackend):
         verify = options.get("verify_etag", True)
         if isinstance(verify, str):
             verify = verify.strip().lower() in ("1", "true", "yes", "on")
-        return cls(fs, root, location, verify_etag=bool(verify))
+        backend = cls(fs, root, location, verify_etag=bool(verify))
+        backend.policy = S3Policy.from_options(options, location, protocol in _S3)
+        return backend
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -312,7 +320,7 @@ class FsspecBackend(StorageBackend):
         if not self.is_s3:
             self.fs.pipe_file(path, payload)
             return True
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = self.policy.put_args(path[len(self.root) + 1:])
         md5 = hashlib.md5(payload, usedforsecurity=False)
         single = len(payload) < _S3_SINGLE_PART_LIMIT
         if single:
@@ -423,6 +431,8 @@ class FsspecBackend(StorageBackend):
         yield from out
 
     def delete(self, name: str) -> None:
+        if self.is_s3 and self.policy.object_lock is not None:
+            return delete_versions(self, name)  # versioned bucket: no delete markers, retention respected
         path = self._path(name)
         try:
             self.fs.rm_file(path)

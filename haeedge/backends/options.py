@@ -21,6 +21,9 @@ SFTP_OPTIONS: dict[str, str] = {
 FSSPEC_OPTIONS: dict[str, str] = {
     "storage_options": "mapping", "endpoint_url": "text", "region": "text", "profile": "text",
     "verify_etag": "bool", "retries": "retries",
+    # s3policy.py: storage class of data packs, and reading them back from an archive class
+    "storage_class_data": "text", "cold_storage": "bool", "restore_days": "count", "restore_tier": "text",
+    "cold_wait": "seconds",
 }
 
 

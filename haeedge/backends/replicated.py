@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from haeedge.backends.base import NAMESPACES, Backend, BackendProperties, ObjectInfo, StorageBackend, as_backend
-from haeedge.errors import BackendError, IntegrityError, ObjectNotFound, UsageError
+from haeedge.errors import BackendError, IntegrityError, ObjectNotFound, ObjectRetained, UsageError
 
 log = logging.getLogger("haeedge.backends")
 
@@ -280,7 +280,17 @@ class ReplicatedBackend(StorageBackend):
         self._on_all("write", name, lambda r: r.put(name, payload))
 
     def delete(self, name: str) -> None:
-        self._on_all("delete", name, lambda r: r.delete(name))
+        retained: list[ObjectRetained] = []
+
+        def one(r: Backend) -> None:
+            try:
+                r.delete(name)
+            except ObjectRetained as e:  # S3 Object Lock: not a failed replica; deleted by a later run
+                retained.append(e)
+
+        self._on_all("delete", name, one)
+        if retained:
+            raise ObjectRetained("; ".join(e.message for e in retained), until=max(e.until for e in retained))
 
     def create(self) -> None:
         """Create every replica, after checking that every one answers: a replica that cannot be

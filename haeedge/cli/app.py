@@ -128,6 +128,9 @@ class _Group(click.Group):
               help="Upload at most this many KiB/s, all transfers together. [env: HAEEDGE_LIMIT_UPLOAD]")
 @click.option("--limit-download", type=click.IntRange(min=1), envvar="HAEEDGE_LIMIT_DOWNLOAD", metavar="KIB/S",
               help="Download at most this many KiB/s, all transfers together. [env: HAEEDGE_LIMIT_DOWNLOAD]")
+@click.option("--cold-wait", type=click.FloatRange(min=0), envvar="HAEEDGE_COLD_WAIT", metavar="SECONDS",
+              help="s3://: how long to wait for archived (GLACIER, DEEP_ARCHIVE) packs to be restored before giving "
+                   "up with exit code 14 (default: the cold_wait option, else 24 hours). [env: HAEEDGE_COLD_WAIT]")
 @click.option("-c", "--config", "config_file", envvar="HAEEDGE_CONFIG", metavar="FILE",
               help="Take defaults from this YAML file (see config.example.yaml). [env: HAEEDGE_CONFIG]")
 @click.option("--profile", envvar="HAEEDGE_PROFILE", metavar="NAME",
@@ -139,7 +142,8 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet, verbose, no_progress, debug,
         replica_policy, accept_new_host_key, sftp_key_file, sftp_known_hosts, limit_upload, limit_download,
-        config_file, profile, log_file, metrics_file, identity_file, owner_fingerprint, allow_untrusted):
+        config_file, profile, log_file, metrics_file, identity_file, owner_fingerprint, allow_untrusted,
+        cold_wait=None):
     """Encrypted, deduplicated backups in OpenPGP format.
 
     \b
@@ -157,6 +161,7 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
                          accept_new_host_key=accept_new_host_key, sftp_key_file=sftp_key_file,
                          sftp_known_hosts=sftp_known_hosts, limit_upload=limit_upload,
                          limit_download=limit_download)
+    ctx.obj.cold_wait = cold_wait
     if json_:
         set_json_messages(True)
     # The profile lies under the command line; main() reads the run's outcome for hooks, metrics and the log.

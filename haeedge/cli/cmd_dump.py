@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import click
 
+from haeedge import coldreads
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
 from haeedge.errors import ExitCode, IntegrityError, PathNotFound, UsageError
@@ -195,6 +196,9 @@ def command(app: AppContext, snapshot, path_in_snapshot, output, hosts, tags, pa
     with app.open_repo(lock=None) as repo:
         snap = resolve(app, repo, snapshot, hosts, tags, paths)
         target, below = find_entries(repo, snap, path)
+        if coldreads.wanted(repo):  # archived packs: restore every one the dump needs before its first byte
+            coldreads.prepare_entries(repo, itertools.chain([target] if target else [], below))
+            target, below = find_entries(repo, snap, path)
         shown = "/" + os.fsencode(path).strip(b"/").decode("utf-8", "replace")
         if target is None and os.fsencode(path).strip(b"/"):
             raise PathNotFound(f"{shown}: not in snapshot {snap.short_id}",

@@ -166,6 +166,7 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
                   "hide": sorted(hide), "release": sorted(s.id for s in plan.release),
                   "removed": forgotten, "hidden": result.hidden if result else [],
                   "released": result.released if result else [],
+                  "retained": result.retained if result else [],
                   "rebase": sorted(rebased), "rewritten": result.rewritten if result else {},
                   "prune": pruned.to_json() if pruned else None})
         return
@@ -197,6 +198,9 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
     if rebased:
         line += f", {'would rebase' if dry_run else 'rebased'} {len(rebased)}"
     app.out(f"{line}, kept {len(kept)} (ids unchanged)" if not rebased else f"{line}, kept {len(kept)}")
+    if result is not None and result.retained:
+        app.out(f"{len(result.retained)} forgotten snapshots are under Object Lock retention: hidden now, "
+                "deleted by a later forget")
     if pruned is not None:
         report_prune(app, pruned)
     elif prune and dry_run:

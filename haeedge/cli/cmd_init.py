@@ -23,16 +23,25 @@ from haeedge.repo.repository import Repository
                    "write-only key for this host: it can back up, not restore.")
 @click.option("--host", help="With --recipient-file: the host name the write-only key signs snapshots for "
                              "(default: this machine's name).")
+@click.option("--object-lock-days", type=click.IntRange(1, 36500), metavar="DAYS",
+              help="S3 Object Lock: every object written to this repository is retained for DAYS days (the bucket "
+                   "must have Object Lock enabled). Recorded in the config: every later writer applies it.")
+@click.option("--object-lock-mode", type=click.Choice(["governance", "compliance"], case_sensitive=False),
+              default="governance", show_default=True,
+              help="With --object-lock-days: compliance retention cannot be shortened by anyone, governance "
+                   "retention only by users allowed to bypass it.")
 @json_option
 @pass_app
 def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, chunk_max: int,
-            recipient_file: str | None, host: str | None) -> None:
+            recipient_file: str | None, host: str | None, object_lock_days: int | None,
+            object_lock_mode: str) -> None:
     """Create a new repository.
 
     \b
     Examples:
       haeedge -r /srv/backup --password-file ~/.haeedge-pw init
       haeedge -r /srv/backup --password-file /etc/haeedge/pw init --recipient-file owner.asc
+      haeedge -r s3://locked-bucket/host1 init --object-lock-days 30 --object-lock-mode compliance
     """
     import os
     import socket
@@ -45,6 +54,11 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
     level = parse_compression(compression)
     backend = app.backend()
     config = RepositoryConfig(repository_id=os.urandom(32).hex(), chunker=params, compression_level=level)
+    if object_lock_days is not None:
+        from haeedge.backends.s3policy import ObjectLock, check_object_lock_bucket
+
+        check_object_lock_bucket(backend)  # before anything is written
+        config.object_lock = ObjectLock(object_lock_mode.upper(), object_lock_days)
     if recipient_file:
         from haeedge.keymgmt import init_write_only, read_certificate
 
@@ -58,7 +72,7 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
         app.out("restore with: haeedge --identity-file OWNER-SECRET.asc restore ...")
         app.emit({"repository_id": config.repository_id, "location": backend.location,
                   "key_slot": repo.slot.slot_id, "writer_key_slot": writer_slot, "host": host,
-                  "recipient_fingerprint": cert.fingerprint_hex})
+                  "recipient_fingerprint": cert.fingerprint_hex, **_lock_json(config)})
         return
     if host:
         raise click.BadParameter("--host goes with --recipient-file", param_hint="--host")
@@ -68,5 +82,13 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
 
     remember_created(repo)
     app.out(f"created repository {config.repository_id[:8]} at {backend.location}")
+    if config.object_lock is not None:
+        app.out(f"objects are retained for {config.object_lock.days} days "
+                f"({config.object_lock.mode.lower()} mode Object Lock)")
     app.out("keep the password safe: without it the data cannot be recovered")
-    app.emit({"repository_id": config.repository_id, "location": backend.location, "key_slot": repo.slot.slot_id})
+    app.emit({"repository_id": config.repository_id, "location": backend.location, "key_slot": repo.slot.slot_id,
+              **_lock_json(config)})
+
+
+def _lock_json(config: RepositoryConfig) -> dict:
+    return {"object_lock": config.object_lock.to_json()} if config.object_lock is not None else {}

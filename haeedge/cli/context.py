@@ -49,6 +49,8 @@ class AppContext:
     #: Bandwidth limits in KiB/s (--limit-upload / --limit-download), shared by every transfer of the run.
     limit_upload: int | None = None
     limit_download: int | None = None
+    #: --cold-wait: seconds to wait for archived S3 objects to be restored (overrides the cold_wait option).
+    cold_wait: float | None = None
     _limits: tuple | None = field(default=None, repr=False)
     #: The profile's ``backup:`` section (None without a profile): its host, tags and paths choose the
     #: profile's ``latest`` in a repository that several profiles share (cli/selection.py).
@@ -137,6 +139,8 @@ class AppContext:
     def location_options(self, location: str) -> dict:
         """The config file's options for ``location``, overridden by sftp flags given on the command line."""
         options = dict(self.backend_options.get(location) or {})
+        if self.cold_wait is not None and location.lower().startswith(("s3://", "s3a://")):
+            options["cold_wait"] = self.cold_wait
         if location.lower().startswith("sftp://"):
             if self.sftp_key_file:
                 options["key_file"] = self.sftp_key_file
@@ -240,6 +244,9 @@ def open_location(location: str, options: dict | None = None, *, replicated: boo
     if replicated and location.lower().startswith(("s3://", "s3a://")):
         options = {"retries": 1, **(options or {})}  # botocore's own retries would hide a dead replica too
     backend = open_backend(location, options)
+    from haeedge.backends.cold import wrap_cold
+
+    backend = wrap_cold(backend)  # S3: archived objects are restored before they are read
     if limits is not None:  # innermost: retried transfers count against the budget too
         from haeedge.backends.ratelimit import RateLimitedBackend
 

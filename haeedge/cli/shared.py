@@ -60,6 +60,9 @@ def report_prune(app: AppContext, r: PruneResult) -> None:
             + (f", into {r.packs_written} new packs)" if not r.dry_run else ")"))
     app.out(f"{'would free' if r.dry_run else 'freed'} {human_size(r.bytes_freed)} "
             f"(repository: {human_size(r.bytes_before)} -> {human_size(r.bytes_before - r.bytes_freed)})")
+    if r.packs_retained:
+        app.out(f"left {r.packs_retained} packs for a later prune: under Object Lock retention until "
+                f"{r.retained_until}")
     if r.packs_marked or r.packs_waiting:
         app.out(f"{'would mark' if r.dry_run else 'marked'} {r.packs_marked} packs as unused; {r.packs_waiting} "
                 f"packs wait (marked, or stored less than the grace period of {_duration(r.grace_seconds)} ago): "

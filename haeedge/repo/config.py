@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from haeedge.backends.s3policy import ObjectLock
 from haeedge.chunking import TREE_PARAMS, ChunkerParams
 from haeedge.errors import FormatError
 
@@ -22,9 +23,13 @@ class RepositoryConfig:
     pack_size: int = DEFAULT_PACK_SIZE
     key_scheme: str = KEY_SCHEME
     version: int = FORMAT_VERSION
+    #: S3 Object Lock retention every writer gives each object (``init --object-lock-days``); absent: none.
+    object_lock: ObjectLock | None = None
 
     def to_bytes(self) -> bytes:
+        extra = {"object_lock": self.object_lock.to_json()} if self.object_lock is not None else {}
         return json.dumps({
+            **extra,
             "haeedge_repository": self.version,
             "id": self.repository_id,
             "chunker": self.chunker.to_json(),
@@ -50,8 +55,9 @@ class RepositoryConfig:
                 raise ValueError("parameter out of range")
             if d["key_scheme"] != KEY_SCHEME:
                 raise ValueError(f"unknown key scheme {d['key_scheme']!r}")
+            lock = ObjectLock.from_json(d["object_lock"]) if "object_lock" in d else None
             return cls(str(d["id"]), ChunkerParams.from_json(d["chunker"]), ChunkerParams.from_json(d["tree_chunker"]),
-                       level, pack_size, d["key_scheme"], version)
+                       level, pack_size, d["key_scheme"], version, lock)
         except FormatError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:

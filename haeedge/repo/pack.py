@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from haeedge.backends.s3policy import note_metadata_pack
 from haeedge.errors import FormatError
 
 PACK_HEADER_MAGIC = b"HAEPACK\x01"
@@ -93,6 +94,8 @@ class PackBuilder:
 
     def store(self, put: Callable[[str, bytes | bytearray], None], name: str) -> None:
         data, self.buffer = self.buffer, bytearray()
+        if any(e.blob_type != BLOB_DATA for e in self.entries):
+            note_metadata_pack(name)  # file lists stay in the standard storage class (s3policy.py)
         put(name, data)
 
     def discard(self) -> None:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
+from haeedge.backends.s3policy import delete_if_allowed
 from haeedge.errors import HaeedgeError, IntegrityError, RepositoryLocked
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.forgotten import chain_support, delete_marker, write_marker
@@ -51,6 +52,7 @@ from haeedge.repo.marks import (
     Marks,
     check_clock,
     delete_mark,
+    mark_name,
     grace_from_env,
     max_skew,
     measure_clock,
@@ -118,6 +120,8 @@ class ForgetResult:
     #: Rebase mode only: old id -> new id of every rewritten snapshot (rebased ones and their re-linked dependants).
     rewritten: dict[str, str] = field(default_factory=dict)
     rebased: list[str] = field(default_factory=list)
+    #: Object Lock: forgotten but still under retention (or needed by one that is): hidden, deleted later.
+    retained: list[str] = field(default_factory=list)
 
 
 def leftover_originals(snapshots: Iterable[Snapshot],
@@ -195,8 +199,10 @@ def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink 
     # Deepest first: whatever is still present always has its parent. The snapshot before its
     # markers: a crash in between leaves a marker naming nothing (removed by the next forget),
     # never a forgotten snapshot back in the listings.
+    held: set[str] = set()  # Object Lock: retained snapshots, and parents they still need
     for s in sorted(doomed, key=lambda s: s.depth, reverse=True):
-        repo.backend.delete(f"snapshots/{s.id}")
+        if retained_snapshot(repo, s, plan, held, result, progress):
+            continue
         for marker_id in plan.hidden.get(s.id, ()):
             delete_marker(repo, marker_id)
         if s.id in released:
@@ -205,6 +211,24 @@ def forget_snapshots(repo: Repository, plan: ForgetPlan, progress: ProgressSink 
         delete_marker(repo, marker_id)
     result.removed = [s.id for s in plan.remove]
     return result
+
+
+def retained_snapshot(repo: Repository, s: Snapshot, plan: ForgetPlan, held: set[str], result: ForgetResult,
+                      progress: ProgressSink) -> bool:
+    """Delete snapshot ``s`` unless Object Lock retention keeps it: then hide it (a forget marker) and keep
+    its parent too, so that a later forget deletes both when retention allows. True when it stays."""
+    until = None if s.id in held else delete_if_allowed(repo.backend, f"snapshots/{s.id}")
+    if s.id not in held and until is None:
+        return False
+    if s.id not in plan.hidden and s.id not in result.hidden:
+        write_marker(repo, s.id)
+    if s.parent:
+        held.add(s.parent)
+    result.retained.append(s.id)
+    progress.info(f"snapshot {s.short_id}: forgotten and hidden; "
+                  + (f"under Object Lock retention until {until}" if until else "a retained snapshot needs it")
+                  + ": a later forget deletes it")
+    return True
 
 
 def _rebase(repo: Repository, plan: ForgetPlan, result: ForgetResult, progress: ProgressSink) -> None:
@@ -310,6 +334,8 @@ class Lockfree:
     #: Marks whose grace period is over: each of their packs is deleted now (still unused) or kept
     #: (used again, or indexed since), so the marks go.
     ripe_marks: list[str] = field(default_factory=list)
+    #: The packs each ripe mark names (a mark stays while Object Lock retains one of them).
+    ripe_packs: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -338,6 +364,9 @@ class PruneResult:
     grace_seconds: float = 0.0
     clock_offset_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: Object Lock: packs left for a later prune because retention still protects them (the latest end).
+    packs_retained: int = 0
+    retained_until: str | None = None
 
     @property
     def bytes_freed(self) -> int:
@@ -447,6 +476,7 @@ def plan_prune(repo: Repository, max_unused: float = DEFAULT_MAX_UNUSED,
                 progress.info(warning)
             if at <= now:
                 lockfree.ripe_marks.append(m.mark_id)
+                lockfree.ripe_packs[m.mark_id] = frozenset(m.packs)
                 ripe |= m.packs
                 ripe_unused |= m.unused
             else:
@@ -660,9 +690,13 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
             assert_lock_still_ours(repo)
     doomed = [(p, plan.packs[p].size) for p in plan.delete + ([] if two_phase else repacked)] + \
         sorted(plan.unindexed.items())
+    retained: set[str] = set()
     progress.start("delete", sum(s for _p, s in doomed))
     for pack_id, size in doomed:
-        repo.backend.delete(data_name(pack_id))
+        if (until := delete_if_allowed(repo.backend, data_name(pack_id))) is not None:
+            note_retained(result, until)  # unindexed now: a later prune deletes it
+            retained.add(pack_id)
+            continue
         result.packs_deleted += 1
         result.bytes_deleted += size
         result.unindexed_deleted += pack_id in plan.unindexed
@@ -670,14 +704,24 @@ def execute_prune(repo: Repository, plan: PrunePlan, progress: ProgressSink | No
     progress.finish()
     if rewrite_index:
         for oid in plan.index_objects:
-            repo.backend.delete(f"index/{oid}")
+            if delete_if_allowed(repo.backend, f"index/{oid}") is not None:
+                continue  # superseded by the index just written; a later prune deletes it
             result.index_objects_deleted += 1
     if lf is not None:
-        # Last: a crash before this leaves ripe marks that the next run handles the same way.
+        # Last: a crash before this leaves ripe marks that the next run handles the same way. A mark
+        # naming a pack that Object Lock still retains stays, so that a later prune deletes the pack.
         for mark_id in lf.ripe_marks:
-            delete_mark(repo, mark_id)
-            result.marks_deleted += 1
+            if lf.ripe_packs.get(mark_id, frozenset()) & retained:
+                continue
+            if delete_if_allowed(repo.backend, mark_name(mark_id)) is None:
+                result.marks_deleted += 1
     return result
+
+
+def note_retained(result: PruneResult, until: str) -> None:
+    """A pack Object Lock retention keeps (until ``until``): counted and reported, not an error."""
+    result.packs_retained += 1
+    result.retained_until = max(result.retained_until or until, until)
 
 
 def _verified_blobs(repo: Repository, info: PackInfo, result: PruneResult) -> list[tuple[PackEntry, bytes]] | None:

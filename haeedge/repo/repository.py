@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import zstandard
 
 from haeedge.backends.base import Backend, data_name
+from haeedge.backends.s3policy import apply_object_lock
 from haeedge.crypto.openpgp import Keyring, NoMatchingKey, PassphraseSealer, decrypt_message
 from haeedge.errors import (
     BackendError,
@@ -241,6 +242,7 @@ class Repository:
                                                   count_byte=s2k_count_byte), KIND_PASSPHRASE
         else:
             raise UsageError("a new repository needs a password or an owner certificate")
+        apply_object_lock(backend, config.object_lock)
         backend.create()
         repo = cls(backend, config, keys)
         slot_id = repo.put_object("keys", slot)
@@ -344,6 +346,7 @@ class Repository:
             repo.config = config
             repo.config_plain = plain
             repo.compression_level = config.compression_level
+            apply_object_lock(backend, config.object_lock)  # every writer keeps the retention init chose
             try:
                 repo.trust = evaluate(repo, slot, plain, identity_fprs, policy)
             except TrustError as e:

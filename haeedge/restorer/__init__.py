@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from haeedge import coldreads
 from haeedge.archiver.walker import LONG_PATH, open_dir_long
 from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, UsageError
@@ -205,6 +206,8 @@ class Restorer:
         files_total = sum(summary.get(k, 0) for k in ("files_new", "files_changed", "files_unchanged")
                           if isinstance(summary.get(k, 0), int))
         bytes_total = summary.get("bytes_total")
+        if not self.opts.dry_run and coldreads.wanted(self.repo):  # archived packs: restore them all first
+            coldreads.prepare_entries(self.repo, (entry for _rel, entry in self._entries(snap)))
         self.progress.start("restore", bytes_total if isinstance(bytes_total, int) else None, files_total or None)
         batch: list[_FileJob] = []
         batch_bytes = 0

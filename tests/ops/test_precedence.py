@@ -269,6 +269,7 @@ INDEPENDENT = {
     # forget's --keep-* rules deliberately add up with a profile's (tests/lifecycle/test_forget.py):
     # dropping a profile's keep_tag because --keep-last was typed would remove snapshots meant to stay.
     ("init", "host", "recipient_file"), ("key add", "host", "writer"),  # the host a writer key signs for
+    ("init", "object_lock_mode", "object_lock_days"),  # the mode matters only with days; its default stands
     ("tag", "all_", "hosts"), ("tag", "all_", "tags"),  # --all within the filters
     ("restore", "delete", "dry_run"),  # --dry-run lists what --delete would remove
 }
