@@ -152,9 +152,9 @@ def serve(view: RepositoryView, mountpoint: str, *, debug: bool = False) -> None
     ops = operations_class(mfusepy)(view)
     options = {"foreground": True, "ro": True, "fsname": "haeedge", "subtype": "haeedge",
                "default_permissions": True, "use_ino": True, "kernel_cache": True,
-               "attr_timeout": ATTR_TIMEOUT, "entry_timeout": ATTR_TIMEOUT, "max_threads": MAX_THREADS,
-               "max_idle_threads": MAX_THREADS,
-               "debug": debug}
+               "attr_timeout": ATTR_TIMEOUT, "entry_timeout": ATTR_TIMEOUT, "debug": debug}
+    if getattr(mfusepy, "fuse_version_major", 3) >= 3:  # libfuse 2 (mfusepy's choice when both are
+        options |= {"max_threads": MAX_THREADS, "max_idle_threads": MAX_THREADS}  # there) refuses these
     # Only this thread may take the stop signals (libfuse's handler must wake its wait).
     old_mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
