@@ -31,7 +31,7 @@ from calendar import timegm
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from haeedge.errors import FormatError, HaeedgeError, NoReadAccess, OpenPGPError
+from haeedge.errors import FormatError, HaeedgeError, NoReadAccess, OpenPGPError, UntrustedSnapshot
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
     ROLE_OWNER,
@@ -72,7 +72,7 @@ class SigningRepository(SealedObjects, Protocol):
 
     def signer(self) -> Signer | None: ...
 
-    def require_trusted(self, snap: Snapshot) -> Snapshot: ...
+    def is_trusted(self, snap: Snapshot) -> bool: ...
 
     def seal(self, key_name: str, data: bytes | memoryview) -> bytes: ...
 
@@ -143,7 +143,10 @@ def before_rewrite(repo: SigningRepository, old: Snapshot, new: Snapshot) -> Non
     if repo.keys.is_writer:
         raise NoReadAccess(f"snapshot {old.short_id}: a write-only key cannot rewrite snapshots",
                            hint="run this with the owner's key (--identity-file or an owner password)")
-    repo.require_trusted(old)  # re-signing with the owner key must never launder a forged snapshot
+    if not repo.is_trusted(old):  # re-signing with the owner key must never launder a forged snapshot,
+        raise UntrustedSnapshot(f"snapshot {old.short_id} (host {old.host}) is not trusted: the owner's key "
+                                "will not re-sign it (--allow-untrusted opts in to reading, not signing)",
+                                hint="see 'haeedge verify'; 'haeedge forget' removes it")
     new.signer = None
     new.signature = None
 

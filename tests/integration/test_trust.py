@@ -150,6 +150,14 @@ def test_readers_ignore_a_snapshot_a_writer_signed_for_another_host(wo, tmp_path
     # An explicit opt-in reads it, with a warning.
     r = wo.as_owner("--allow-untrusted", "ls", forged).ok()
     assert "untrusted snapshot" in r.stderr
+    # ...but never has the owner's key re-sign it: tag and repair rewrite (and sign) what they touch.
+    for args in (("tag", "--add", "laundered", forged), ("repair", "snapshots")):
+        wo.as_owner("--allow-untrusted", *args)
+    listed = wo.as_owner("--json", "snapshots").ok().json()
+    assert {s["id"]: s["signature"]["state"] for s in listed}.get(forged) == "wrong-host", listed
+    assert not any("laundered" in (s.get("tags") or []) and s["signature"]["state"] == "good" for s in listed)
+    r = wo.as_owner("--allow-untrusted", "tag", "--add", "laundered", forged)
+    assert r.code == ExitCode.INTEGRITY and "will not re-sign" in r.stderr, r.describe()
 
 
 def test_forget_keeps_the_genuine_snapshot(wo, tmp_path):
