@@ -768,6 +768,10 @@ def sync_replicas(
                 if reps[i].location in report.unwritable:
                     continue
                 try:
+                    if i in holders:
+                        # A damaged or short copy: stores are create-only (docs/backends.md), so
+                        # the bad copy goes first (this replica has no good one to lose).
+                        reps[i].delete(name)
                     reps[i].put(name, data)
                 except _REPLICA_ERRORS as e:
                     if not bool(getattr(e, "transient", isinstance(e, OSError))):

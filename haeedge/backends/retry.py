@@ -32,6 +32,7 @@ secrets into those.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import random
@@ -152,7 +153,20 @@ class RetryingBackend(BackendWrapper):
     # -- the Backend protocol ------------------------------------------------------------
 
     def put(self, name: str, data: bytes | memoryview) -> None:
-        self._call("write", name, lambda: self.inner.put(name, data))
+        attempts = 0
+
+        def write() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                # A failed store may have left a torn object, and stores are create-only: a retry
+                # would keep it. Nothing refers to a name whose store failed (and another writer of
+                # the name stores the same bytes), so removing it first is safe.
+                with contextlib.suppress(Exception):
+                    self.inner.delete(name)
+            self.inner.put(name, data)
+
+        self._call("write", name, write)
 
     def get(self, name: str) -> bytes:
         return self._call("read", name, lambda: self.inner.get(name))
