@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import hashlib
+import inspect
 import logging
 import os
 import posixpath
@@ -301,8 +303,12 @@ class FsspecBackend(StorageBackend):
         size = len(payload)
         try:
             if self.atomic_put:
-                if not self._put_object(path, payload):
+                stored = self._put_object(path, payload)
+                if stored is None:
                     return  # another writer stored this name first: never touch its object
+                if stored:
+                    self._invalidate(path)
+                    return  # the server's MD5 of the body matched ours: no HEAD to read the size back
             else:
                 self._put_via_temp(path, payload)
             self._invalidate(path)
@@ -315,11 +321,12 @@ class FsspecBackend(StorageBackend):
             self._discard(path)
             raise BackendError(f"{self.location}: upload of {name} stored {got} of {size} bytes", transient=True)
 
-    def _put_object(self, path: str, payload: bytes) -> bool:
-        """Store ``payload``; False when a conditional write found the name taken."""
+    def _put_object(self, path: str, payload: bytes) -> bool | None:
+        """Store ``payload``: None when a conditional write found the name taken, True when the
+        server's ETag proved it stored exactly these bytes, else False (the caller checks the size)."""
         if not self.is_s3:
             self.fs.pipe_file(path, payload)
-            return True
+            return False
         kwargs: dict[str, Any] = self.policy.put_args(path[len(self.root) + 1:])
         md5 = hashlib.md5(payload, usedforsecurity=False)
         single = len(payload) < _S3_SINGLE_PART_LIMIT
@@ -336,7 +343,7 @@ class FsspecBackend(StorageBackend):
                 raise
             answer = _s3_error_code(e)
             if answer in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False  # already stored by someone else
+                return None  # already stored by someone else
             if answer in ("NotImplemented", "501"):
                 log.info("%s: the server does not support conditional writes; writing unconditionally",
                          self.location)
@@ -346,7 +353,9 @@ class FsspecBackend(StorageBackend):
                 raise
         if single and self.verify_etag and isinstance(response, dict):
             etag = str(response.get("ETag", "")).strip('"')
-            if etag and "-" not in etag and etag != md5.hexdigest():
+            if etag and "-" not in etag and etag == md5.hexdigest():
+                return True
+            if etag and "-" not in etag:
                 self._discard(path)
                 raise BackendError(
                     f"{self.location}: upload of {path[len(self.root) + 1:]} was damaged in transit "
@@ -354,7 +363,7 @@ class FsspecBackend(StorageBackend):
                     transient=True,
                     hint="if the bucket uses SSE-KMS or SSE-C encryption, set the verify_etag option to false",
                 )
-        return True
+        return False
 
     def _put_via_temp(self, path: str, payload: bytes) -> None:
         directory, base = posixpath.split(path)
@@ -380,10 +389,20 @@ class FsspecBackend(StorageBackend):
         except Exception:  # noqa: BLE001 - best effort cleanup of a failed upload
             return
 
+    @functools.cached_property
+    def _whole_read_args(self) -> dict[str, Any]:
+        """``max_concurrency=1`` where s3fs has it (since 2024.3): else it HEADs before every GET."""
+        cat = getattr(self.fs, "_cat_file", None)
+        if self.is_s3 and cat is not None and "max_concurrency" in inspect.signature(cat).parameters:
+            return {"max_concurrency": 1}
+        return {}
+
     def get(self, name: str) -> bytes:
         path = self._path(name)
         try:
-            data = self.fs.cat_file(path)
+            # One GET on S3: s3fs would HEAD first to split a large read into concurrent ranges,
+            # and haeedge's objects are small (packs default to 16 MiB) and read ranged when large.
+            data = self.fs.cat_file(path, **self._whole_read_args)
         except Exception as e:  # noqa: BLE001
             raise self._error(e, "read", name) from e
         return bytes(data)
@@ -414,7 +433,10 @@ class FsspecBackend(StorageBackend):
         base = f"{self.root}/{namespace}"
         self._invalidate(base)
         try:
-            found = self.fs.find(base, detail=True, withdirs=False)
+            if self.is_s3:  # one listing by key prefix: s3fs follows an empty one with a HEAD and a LIST
+                found = self.fs.find(self.root, detail=True, withdirs=False, prefix=f"{namespace}/")
+            else:
+                found = self.fs.find(base, detail=True, withdirs=False)
         except FileNotFoundError:
             return
         except Exception as e:  # noqa: BLE001

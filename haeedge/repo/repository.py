@@ -115,6 +115,9 @@ INDEX_PART_BYTES = 128 << 20
 MAX_INDEX_ENV = "HAEEDGE_MAX_INDEX_OBJECT"
 #: Certificate slots one identity opens that are checked against the trust manifest (planted ones included).
 MAX_CERTIFICATE_CANDIDATES = 256
+#: Key records a run keeps in memory, each and in all (hostile keys/ objects are not kept).
+MAX_REMEMBERED_RECORD = 256 << 10
+MAX_REMEMBERED_RECORDS = 16 << 20
 INDEX_CHECKPOINT_PACKS = 32
 #: ... or this often, so an interrupted backup loses at most a minute of uploads.
 INDEX_CHECKPOINT_SECONDS = 60.0
@@ -203,6 +206,10 @@ class Repository:
         self._sealers: dict[str, PassphraseSealer] = {}
         #: Makes a writer's session sealers once per repository, however many threads ask at once.
         self._seal_lock = threading.Lock()
+        #: Key records and trust manifests read in this run (named by their SHA-256, so never stale):
+        #: opening, the trust manifest and the signer registry each walk keys/, one GET per record.
+        self._records: dict[str, bytes] = {}
+        self._records_bytes = 0
         self._keyrings: dict[str, Keyring] = {}
         self._snapshot_cache: dict[str, Snapshot] = {}
         self._status_cache: dict[str, SignatureStatus] = {}
@@ -283,6 +290,7 @@ class Repository:
                                      hint="create one with 'haeedge init'") from None
         attempts = SlotAttempts(credentials.keyring())  # bounded work on hostile keys/ objects
         candidates: list[KeySlot] = []
+        records: list[tuple[str, bytes]] = []
         malformed: SlotMalformed | None = None
         damaged: list[str] = []
         hints = slot_hints(backend.location, policy)
@@ -296,6 +304,7 @@ class Repository:
                 data = backend.get(info.name)
                 _check_content_name(info.name, data)
                 if key_object_kind(data) == "record":
+                    records.append((info.name, data))  # read again by trust and the registry
                     continue  # key records and manifests are sealed with meta, not with a credential
                 if not attempts.admit():
                     break
@@ -329,6 +338,8 @@ class Repository:
         first_error: HaeedgeError | None = None
         for slot in candidates:
             repo = cls(backend, RepositoryConfig(repository_id=slot.repository_id), slot.keys, slot)
+            for name, data in records:
+                repo.remember_record(name, data)
             repo._identity = tuple(CachingDecryptor(d) for d in credentials.pkesk_decryptors)
             repo.identity_keys = identity_keys
             repo.trust_policy = policy
@@ -468,10 +479,22 @@ class Repository:
         """An object checked against its name; ``size`` (from a listing) refuses a huge one unread."""
         if size is not None:
             check_object_size(name, size)
+        data = self._records.get(name)
+        if data is not None:
+            return data
         data = self.backend.get(name)
         check_object_size(name, len(data))
         _check_content_name(name, data)
+        self.remember_record(name, data)
         return data
+
+    def remember_record(self, name: str, data: bytes) -> None:
+        """Keep a small key record or manifest of ``keys/`` (checked against its name) for this run."""
+        if (name.startswith("keys/") and len(data) <= MAX_REMEMBERED_RECORD
+                and self._records_bytes + len(data) <= MAX_REMEMBERED_RECORDS
+                and name not in self._records and key_object_kind(data) == "record"):
+            self._records[name] = data
+            self._records_bytes += len(data)
 
     # ------------------------------------------------------------------ index
 
