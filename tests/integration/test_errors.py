@@ -144,17 +144,19 @@ def test_lock_conflict_exits_11(cli, fast_repo, tmp_path):
     src.mkdir()
     holder = _hold_lock(fast_repo, "hold")
     try:
-        r = cli("backup", src)
+        r = cli("tag", "--add", "x", "--all")  # tag rewrites snapshots: it needs the exclusive lock
         assert_one_line_error(r, 11, "locked", "test-holder", f"pid {holder.pid}")
         assert "haeedge unlock" in r.stderr  # the hint says what to do
-        assert not list((fast_repo.path / "snapshots").iterdir())
-        # Commands that take no lock still work.
+        r = cli("verify")  # a shared lock waits for no reader but an exclusive holder
+        assert_one_line_error(r, 11, "locked", "test-holder", f"pid {holder.pid}")
+        # Commands that take no lock still work: backups too (lock-free, docs/lifecycle.md).
         cli("snapshots").ok()
+        cli("backup", src).ok()
     finally:
         holder.stdin.close()
         assert holder.wait(timeout=30) == 0
     assert not list((fast_repo.path / "locks").iterdir())
-    cli("backup", src).ok()
+    cli("verify").ok()
 
 
 def test_stale_lock_of_a_dead_process_is_ignored_and_unlock_removes_it(cli, fast_repo, tmp_path):
@@ -163,7 +165,7 @@ def test_stale_lock_of_a_dead_process_is_ignored_and_unlock_removes_it(cli, fast
     holder = _hold_lock(fast_repo, "crash")
     holder.wait(timeout=30)
     assert len(list((fast_repo.path / "locks").iterdir())) == 1
-    cli("backup", src).ok()  # a stale exclusive lock does not block; it is cleared
+    cli("verify").ok()  # a stale exclusive lock does not block; it is cleared
     assert not list((fast_repo.path / "locks").iterdir())
 
     holder = _hold_lock(fast_repo, "crash")

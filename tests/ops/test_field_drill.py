@@ -125,7 +125,8 @@ def test_json_runs_print_warnings_as_json_lines(cli, shared, tmp_path):
     import json
 
     src, env = shared
-    (cli.repo_path / "keys" / ("a" * 64)).write_bytes(b"junk")  # a library warning (logging; backup takes no lock)
+    # A library warning (logging): opening reads keys/ by name, and this damaged object sorts first.
+    (cli.repo_path / "keys" / ("0" * 64)).write_bytes(b"junk")
     hook = write_config(tmp_path / "hook.yaml", f"""
 profiles:
   files:
