@@ -223,7 +223,7 @@ def plan_rewrite(repo: Repository, chosen: list[Snapshot], everything: list[Snap
             change = action == FILTER or (parent is not None and changed.get(parent.id, False))
         elif parent is None:
             raise IntegrityError(f"snapshot {s.short_id}: its parent {str(s.parent)[:8]} is missing; nothing was "
-                               "rewritten", hint="run 'haeedge verify' and 'haeedge repair snapshots'")
+                                 "rewritten", hint="run 'haeedge verify' and 'haeedge repair snapshots'")
         elif not planner.effective_has(parent):
             action = FILTER if own_entries or own_markers else KEEP  # the parent has none: markers are moot
             change = action == FILTER

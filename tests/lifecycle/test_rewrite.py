@@ -415,3 +415,27 @@ def test_an_untrusted_snapshot_is_never_re_signed_even_with_allow_untrusted(cli,
     listed = {s["id"]: s for s in cli("--json", "snapshots").ok().json()}
     assert listed[forged_id]["signature"]["state"] == "unsigned"  # still there, still unsigned
     assert all(s["signature"]["state"] == "good" for sid, s in listed.items() if sid != forged_id)
+
+
+def test_an_incremental_that_deleted_the_secret_keeps_its_id_when_chosen_alone(cli, repo, trees, tmp_path):
+    """Its deletion marker is what hides the secret its unchosen full holds: nothing to change there. Chosen
+    with the full, the marker goes with the secret and the chain is re-linked."""
+    src = tmp_path / "src"
+    write_files(src, {"a.txt": b"a\n" * 100, SECRET: b"to be deleted\n"})
+    s1 = cli.backup(src)["snapshot_id"]
+    scan1 = trees.scan(src)
+    (src / SECRET).unlink()
+    s2 = cli.backup(src)["snapshot_id"]
+    scan2 = trees.scan(src)
+    before = files_of(repo.path)
+    out = cli("--json", "rewrite", s2, "--exclude", "secret.key").ok().json()
+    assert out["snapshots"] == [] and out["unchanged"] == [s2]
+    assert files_of(repo.path) == before
+    out = cli("--json", "rewrite", "--exclude", "secret.key").ok().json()
+    assert [(s["old_id"], s["action"], s["removed_entries"]) for s in out["snapshots"]] == [
+        (s1, "filter", 1), (s2, "filter", 0)]  # s2 loses only its deletion marker
+    new1, new2 = (s["new_id"] for s in out["snapshots"])
+    assert not restore_diffs(cli, trees, new1, _without(scan1, SECRET), src, tmp_path / "r1")
+    assert not restore_diffs(cli, trees, new2, scan2, src, tmp_path / "r2")
+    with repo.open(load_index=True) as r:
+        assert not any("secret" in json.dumps(e) for e in r.iter_tree(r.load_snapshot(new2).tree))
