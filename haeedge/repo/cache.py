@@ -6,8 +6,9 @@ What is kept, per repository (``<cache>/<repository id>/``):
 - whole objects of ``keys/``, ``index/`` and ``snapshots/``: each is named by the SHA-256 of its
   stored bytes, so a cached copy is checked against its name exactly as a download is, and then
   goes through the same decryption and signature checks;
-- the sealed bytes of tree blobs (``trees/``): opened and checked against their keyed id exactly
-  as bytes read from a pack are.
+- the sealed bytes of tree blobs (``trees/``, named by blob id): opened and checked against their
+  keyed id exactly as bytes read from a pack are; a backup keeps the ones it writes. Trimmed to
+  ``MAX_TREE_BYTES``, least recently used first.
 
 The cache is as hostile as the storage. An entry that fails its check is deleted and the object
 is read from storage again; a deleted cache only costs downloads. The cache serves only names that
@@ -29,6 +30,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -42,6 +44,9 @@ NO_CACHE_ENV = "HAEEDGE_NO_CACHE"
 CACHED_NAMESPACES = frozenset({"keys", "index", "snapshots"})
 #: Objects read before the repository is known (key slots while opening) wait in memory up to this much.
 MAX_PENDING_BYTES = 4 << 20
+#: Cached tree blobs are trimmed to this size (least recently used first), checked once a day.
+MAX_TREE_BYTES = 1 << 30
+TRIM_EVERY = 86400.0
 CACHEDIR_TAG = (b"Signature: 8a477f597d28d172789f06886806bc55\n"
                 b"# This file is a cache directory tag created by haeedge.\n"
                 b"# For information about cache directory tags see https://bford.info/cachedir/\n")
@@ -119,6 +124,7 @@ class ObjectCache:
             pending, self._pending, self._pending_bytes = self._pending, [], 0
         for name, data in pending:
             self.write(name, data)
+        self.trim_trees()
 
     # ------------------------------------------------------------------ whole objects
 
@@ -191,30 +197,29 @@ class ObjectCache:
 
     # ------------------------------------------------------------------ tree blobs
 
-    def _blob_path(self, pack_id: str, offset: int, length: int) -> Path | None:
-        if self.dir is None or not _is_hex(pack_id, 64):
+    def _blob_path(self, blob_id: str, compression: int) -> Path | None:
+        if self.dir is None or not _is_hex(blob_id, 64):
             return None
-        return self.dir / "trees" / pack_id[:2] / f"{pack_id}-{int(offset)}-{int(length)}"
+        return self.dir / "trees" / blob_id[:2] / f"{blob_id}-{int(compression)}"
 
-    def read_blob(self, pack_id: str, offset: int, length: int) -> bytes | None:
-        """The sealed bytes cached for a tree blob's place in a pack (the caller opens and checks them)."""
-        path = self._blob_path(pack_id, offset, length)
+    def read_blob(self, blob_id: str, compression: int) -> bytes | None:
+        """The sealed bytes cached for a tree blob (the caller opens them and checks the keyed id)."""
+        path = self._blob_path(blob_id, compression)
         if path is None or not self.tree_reads:
             return None
         try:
             data = path.read_bytes()
         except OSError:
             return None
-        if len(data) != length:
-            self.drop_blob(pack_id, offset, length)
-            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept longest when the cache is trimmed
         with self._lock:
             self.hits += 1
         return data
 
-    def write_blob(self, pack_id: str, offset: int, length: int, sealed: bytes | memoryview) -> None:
-        path = self._blob_path(pack_id, offset, length)
-        if path is None or len(sealed) != length or path.exists():
+    def write_blob(self, blob_id: str, compression: int, sealed: bytes | memoryview) -> None:
+        path = self._blob_path(blob_id, compression)
+        if path is None or path.exists():
             return
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -222,33 +227,48 @@ class ObjectCache:
         except OSError as e:
             log.debug("cannot write cached tree blob: %s", e)
 
-    def drop_blob(self, pack_id: str, offset: int, length: int) -> None:
+    def drop_blob(self, blob_id: str, compression: int) -> None:
         """Forget a cached tree blob that failed its check."""
-        path = self._blob_path(pack_id, offset, length)
+        path = self._blob_path(blob_id, compression)
         if path is not None:
-            log.warning("cached tree blob in pack %s is damaged or modified: read from storage", pack_id[:16])
+            log.warning("cached file list blob %s is damaged or modified: read from storage", blob_id[:16])
             self._unlink(path)
             with self._lock:
                 self.dropped += 1
 
-    def prune_trees(self, packs: Iterable[str]) -> None:
-        """Delete cached tree blobs of packs storage no longer lists."""
+    def trim_trees(self, max_bytes: int = MAX_TREE_BYTES, every: float = TRIM_EVERY) -> None:
+        """Keep the cached tree blobs under ``max_bytes`` (least recently used go first); looked at once
+        per ``every`` seconds (file lists of forgotten snapshots are not otherwise removed)."""
         if self.dir is None:
             return
-        keep = {p.rsplit("/", 1)[-1] for p in packs}
         base = self.dir / "trees"
+        stamp = base / ".trimmed"
         try:
-            subdirs = os.listdir(base)
+            if time.time() - stamp.stat().st_mtime < every:
+                return
+        except OSError:
+            pass
+        files: list[tuple[float, int, str]] = []
+        try:
+            for sub in os.scandir(base):
+                if not sub.is_dir(follow_symlinks=False):
+                    continue
+                for f in os.scandir(sub.path):
+                    st = f.stat(follow_symlinks=False)
+                    files.append((st.st_mtime, st.st_size, f.path))
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            stamp.touch()
         except OSError:
             return
-        for sub in subdirs:
-            try:
-                names = os.listdir(base / sub)
-            except OSError:
-                continue
-            for n in names:
-                if n.split("-", 1)[0] not in keep:
-                    self._unlink(base / sub / n)
+        total = sum(size for _t, size, _p in files)
+        if total <= max_bytes:
+            return
+        files.sort()
+        for _t, size, p in files:
+            if total <= max_bytes * 3 // 4:
+                break
+            self._unlink(Path(p))
+            total -= size
 
     # ------------------------------------------------------------------ files
 
@@ -329,8 +349,6 @@ class CachingBackend(BackendWrapper):
             with self._lock:
                 self._listed[namespace] = names
             self.cache.prune(namespace, names)
-        elif namespace == "data":
-            self.cache.prune_trees(i.name for i in infos)
         yield from infos
 
     def delete(self, name: str) -> None:

@@ -658,6 +658,8 @@ class Repository:
             if len(packed) < raw_len:
                 stored, compression = packed, COMPRESSION_ZSTD
         sealed = self.seal(KEY_FOR_BLOB[blob_type], stored)
+        if blob_type == BLOB_TREE and self._object_cache is not None and not self.dry_run:
+            self._object_cache.write_blob(bid.hex(), compression, sealed)  # the next backup's parent
         self._append(blob_type, compression, bid, sealed, raw_len)
         return bid, True
 
@@ -849,12 +851,13 @@ class Repository:
         cache = self._object_cache
         if cache is None:
             return None
-        sealed = cache.read_blob(loc.pack_id, loc.offset, loc.length)
+        hid = blob_id.hex()
+        sealed = cache.read_blob(hid, loc.compression)
         if sealed is not None:
             try:
                 return self._tree_memo_put(blob_id, self._decode_blob(blob_id, loc, sealed))
             except IntegrityError:
-                cache.drop_blob(loc.pack_id, loc.offset, loc.length)
+                cache.drop_blob(hid, loc.compression)
         sealed = self.backend.get_range(data_name(loc.pack_id), loc.offset, loc.length)
         if len(sealed) != loc.length:
             raise IntegrityError(f"pack {loc.pack_id[:16]} is truncated")
@@ -863,7 +866,7 @@ class Repository:
         except IntegrityError:
             raw = self.decode_blob(blob_id, loc, sealed)  # the second read, as without a cache; not kept
         else:
-            cache.write_blob(loc.pack_id, loc.offset, loc.length, sealed)
+            cache.write_blob(hid, loc.compression, sealed)
         return self._tree_memo_put(blob_id, raw)
 
     def decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
