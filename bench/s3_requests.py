@@ -480,6 +480,9 @@ class Tool:
 
     def env(self) -> dict[str, str]:
         home = self.base / "home"
+        # An installed tool has its bytecode compiled; with PYTHONDONTWRITEBYTECODE inherited, every
+        # run of a checkout would compile its modules again (about 0.3 s of CPU for haeedge).
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
         return clean_env({
             "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "XDG_CONFIG_HOME": str(home / ".config"),
             "XDG_DATA_HOME": str(home / ".local/share"), "XDG_STATE_HOME": str(home / ".local/state"),
