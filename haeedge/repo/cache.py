@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -290,11 +289,6 @@ class ObjectCache:
     def _unlink(path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-    def remove_all(self) -> None:
-        """Delete this repository's cache directory."""
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class CachingBackend(BackendWrapper):
