@@ -168,7 +168,7 @@ class Checker:
     # ------------------------------------------------------------------ objects
 
     def _check_keys(self) -> None:
-        for info in self.repo.backend.list("keys"):
+        for info in self.repo.keys_listing():
             try:
                 self.repo.get_object(info.name)
             except HaeedgeError as e:

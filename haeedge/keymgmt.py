@@ -221,7 +221,7 @@ def list_keys(repo: Repository) -> tuple[list[KeyInfo], list[tuple[str, str]]]:
     records: dict[str, KeyRecord] = {r.slot: r for r in registry.live_records()}
     in_use = repo.slot.slot_id if repo.slot is not None else None
     out: list[KeyInfo] = []
-    for info in sorted(repo.backend.list("keys"), key=lambda i: i.name):
+    for info in sorted(repo.keys_listing(), key=lambda i: i.name):
         sid = object_id_of(info.name)
         try:
             kind = key_object_kind(repo.get_object(info.name))
@@ -295,10 +295,10 @@ def remove_key(repo: Repository, prefix: str) -> KeyInfo:
             write_record(repo, rec.slot, rec.kind, rec.role, label=rec.label, host=rec.host,
                          signing_cert=rec.signing_cert, signing_fingerprint=rec.signing_fingerprint,
                          created=rec.created, removed=now_iso(whole_seconds=True))
-    repo.backend.delete(f"keys/{target.id}")
+    repo.delete_key_object(target.id)
     for rec in old_records:
         if not rec.removed:
-            repo.backend.delete(f"keys/{rec.record_id}")
+            repo.delete_key_object(rec.record_id)
     repo.forget_registry()
     return target
 
@@ -313,9 +313,9 @@ def change_passphrase(repo: Repository, new_passphrase: bytes, *, count_byte: in
                          hint="add a key with 'haeedge key add --recipient-file' and remove this one instead")
     new_id = repo.add_passphrase_slot(new_passphrase, slot.label, count_byte=count_byte)
     old_records = [r for r in repo.registry().records if r.slot == slot.slot_id]
-    repo.backend.delete(f"keys/{slot.slot_id}")
+    repo.delete_key_object(slot.slot_id)
     for rec in old_records:
-        repo.backend.delete(f"keys/{rec.record_id}")
+        repo.delete_key_object(rec.record_id)
     repo.forget_registry()
     return slot.slot_id, new_id
 
@@ -383,7 +383,7 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
     certs: dict[str, Certificate] = {root_key.fingerprint_hex: root_key.cert}
     for c in registry.recipients():
         certs.setdefault(c.fingerprint_hex, c)
-    old_slots = [object_id_of(i.name) for i in repo.backend.list("keys")
+    old_slots = [object_id_of(i.name) for i in repo.keys_listing()
                  if key_object_kind(repo.get_object(i.name)) == KIND_CERTIFICATE]
     old_records = [r.record_id for r in registry.records] + [oid for oid, _why in registry.problems]
     extra = {k: v for k, v in repo.keys.extra.items() if k != "trust_root"}
@@ -419,7 +419,7 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
     for oid in [*old_slots, *old_records]:
         if oid not in new_slots:
             with contextlib.suppress(HaeedgeError):
-                repo.backend.delete(f"keys/{oid}")
+                repo.delete_key_object(oid)
     repo.forget_registry()
     return Approval(m.root_fingerprint, m.sequence, owner_cert.fingerprint_hex, {f: w.host for f, w in writers.items()},
                     sorted(certs), [o for o in old_slots if o not in new_slots])

@@ -99,7 +99,7 @@ class Cli:
         env.pop("COLUMNS", None)
         env.update(HAEEDGE_REPOSITORY=str(self.repo_path), HAEEDGE_PASSWORD_FILE=str(self.password_file),
                    HAEEDGE_TRUST_FILE=str(tmp_path / "trusted_repositories.json"), PYTHONDONTWRITEBYTECODE="1",
-                   HAEEDGE_PRUNE_GRACE=PRUNE_GRACE)
+                   HAEEDGE_PRUNE_GRACE=PRUNE_GRACE, HAEEDGE_CACHE_DIR=str(tmp_path / "haeedge-cache"))
         self.env = env
 
     def command(self, *args: str | os.PathLike, prefix: list[str] | None = None) -> list[str]:
@@ -146,6 +146,7 @@ def trust_memory(tmp_path: Path, monkeypatch) -> Path:
     """In-process runs share the CLI's trust memory file of this test, never the real ~/.config."""
     path = tmp_path / "trusted_repositories.json"
     monkeypatch.setenv("HAEEDGE_TRUST_FILE", str(path))
+    monkeypatch.setenv("HAEEDGE_CACHE_DIR", str(tmp_path / "haeedge-cache"))  # nor the real ~/.cache
     return path
 
 

@@ -278,6 +278,8 @@ class FsspecBackend(StorageBackend):
     # -- the Backend protocol ------------------------------------------------------------
 
     def create(self) -> None:
+        if self.is_s3:
+            return self._create_s3()
         try:
             self._invalidate(self.root)
             try:
@@ -296,6 +298,24 @@ class FsspecBackend(StorageBackend):
             raise
         except Exception as e:  # noqa: BLE001 - any driver error becomes a BackendError
             raise self._error(e, "create repository", None) from e
+
+    def _create_s3(self) -> None:
+        """One request where the bucket exists: a listing of at most one key under the prefix (s3fs's
+        ``ls`` and ``makedirs`` list the prefix, the bucket and HEAD it)."""
+        bucket, key, _ = self.fs.split_path(self.root)
+        prefix = f"{key}/" if key else ""
+        try:
+            found = self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except Exception as e:  # noqa: BLE001
+            if "NoSuchBucket" not in classify(e)[1] and not isinstance(e, FileNotFoundError):
+                raise self._error(e, "create repository", None) from e
+            try:
+                self.fs.makedirs(self.root, exist_ok=True)  # no bucket yet: make it, as before
+            except Exception as e2:  # noqa: BLE001
+                raise self._error(e2, "create repository", None) from e2
+            return
+        if found.get("KeyCount") or found.get("Contents"):
+            raise BackendError(f"{self.location}: location is not empty")
 
     def put(self, name: str, data: bytes | memoryview) -> None:
         path = self._path(name)
@@ -467,6 +487,13 @@ class FsspecBackend(StorageBackend):
     def stat(self, name: str) -> ObjectInfo:
         path = self._path(name)
         self._invalidate(path)
+        if self.is_s3:  # one HEAD: s3fs follows a 404 with a listing (is it a "directory"?)
+            bucket, key, _ = self.fs.split_path(path)
+            try:
+                head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            except Exception as e:  # noqa: BLE001
+                raise self._error(e, "stat", name) from e
+            return ObjectInfo(name, int(head.get("ContentLength") or 0), _mtime(head))
         try:
             info = self.fs.info(path)
         except Exception as e:  # noqa: BLE001

@@ -131,6 +131,10 @@ class _Group(click.Group):
 @click.option("--cold-wait", type=click.FloatRange(min=0), envvar="HAEEDGE_COLD_WAIT", metavar="SECONDS",
               help="s3://: how long to wait for archived (GLACIER, DEEP_ARCHIVE) packs to be restored before giving "
                    "up with exit code 14 (default: the cold_wait option, else 24 hours). [env: HAEEDGE_COLD_WAIT]")
+@click.option("--no-cache", is_flag=True, envvar="HAEEDGE_NO_CACHE",
+              help="Do not use the local cache of repository metadata (index, snapshots, keys, file lists) for "
+                   "remote repositories; by default it lives in $HAEEDGE_CACHE_DIR, else $XDG_CACHE_HOME/haeedge "
+                   "or ~/.cache/haeedge. [env: HAEEDGE_NO_CACHE]")
 @click.option("-c", "--config", "config_file", envvar="HAEEDGE_CONFIG", metavar="FILE",
               help="Take defaults from this YAML file (see config.example.yaml). [env: HAEEDGE_CONFIG]")
 @click.option("--profile", envvar="HAEEDGE_PROFILE", metavar="NAME",
@@ -143,7 +147,7 @@ class _Group(click.Group):
 def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet, verbose, no_progress, debug,
         replica_policy, accept_new_host_key, sftp_key_file, sftp_known_hosts, limit_upload, limit_download,
         config_file, profile, log_file, metrics_file, identity_file, owner_fingerprint, allow_untrusted,
-        cold_wait=None):
+        cold_wait=None, no_cache=False):
     """Encrypted, deduplicated backups in OpenPGP format.
 
     \b
@@ -162,6 +166,7 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
                          sftp_known_hosts=sftp_known_hosts, limit_upload=limit_upload,
                          limit_download=limit_download)
     ctx.obj.cold_wait = cold_wait
+    ctx.obj.no_cache = bool(no_cache)
     if json_:
         set_json_messages(True)
     # The profile lies under the command line; main() reads the run's outcome for hooks, metrics and the log.

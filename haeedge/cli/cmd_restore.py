@@ -50,7 +50,11 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
       haeedge restore latest --target /srv/r --overwrite if-changed --delete
     """
     progress = app.progress()
-    storage = ReadCountingBackend(app.backend())  # bytes_read: what a resumed restore did not fetch again
+    app.location()
+    # bytes_read: what a resumed restore did not fetch again; counted below the local cache, so
+    # metadata the cache served does not count as read from storage.
+    counter = ReadCountingBackend(app.open_locations(app.repos))
+    storage = app.with_cache(counter, app.repos)
     with app.open_repo(lock="shared", command="restore", backend=storage) as repo:
         snap = resolve(app, repo, snapshot, hosts, tags, paths)
         restorer = Restorer(repo, RestoreOptions(target=target, includes=list(includes), excludes=list(excludes),
@@ -66,7 +70,7 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
         app.emit({"message_type": "summary", "snapshot_id": snap.id, "files": result.files, "dirs": result.dirs,
                   "others": result.others, "bytes": result.bytes, "damaged": result.damaged,
                   "skipped": result.skipped, "warnings": result.warnings,
-                  **existing_summary(result, overwrite, storage.bytes_read),
+                  **existing_summary(result, overwrite, counter.bytes_read),
                   **({"planned": result.planned} if dry_run else {})})
     else:
         if dry_run:

@@ -35,7 +35,7 @@ def command(app: AppContext, deep: bool, dry_run: bool) -> None:
     # A replica that is still down must not stop the others' repair (its own is reported).
     app.replica_policy = "continue"
     progress = app.progress()
-    backend = app.backend()
+    backend = app.open_locations(app.repos)  # the replicas themselves: no metadata cache in between
     try:
         _refuse_mixed_repositories(backend)  # before opening: mixed key slots would only confuse that
     except BaseException:

@@ -7,6 +7,7 @@ import click
 from haeedge.checker import Checker
 from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
 from haeedge.errors import ExitCode
+from haeedge.repo.cache import object_cache_of
 from haeedge.ui.format import human_size
 
 
@@ -30,7 +31,15 @@ def command(app: AppContext, read_data, read_data_subset) -> None:
     """
     progress = app.progress()
     # The checker loads the index itself, so that a damaged index object is reported, not fatal.
-    with app.open_repo(lock="shared", command="verify", load_index=False) as repo:
+    backend = app.backend()
+    cache = object_cache_of(backend)
+    if cache is not None:
+        # Verify checks what storage holds: key slots, index and snapshot objects are read from it, not
+        # from the local cache (what it reads is still kept there). File lists may come from the cache
+        # when every pack is read whole anyway (--read-data): a damaged stored copy is found then.
+        cache.reads = False
+        cache.tree_reads = bool(read_data) and not read_data_subset
+    with app.open_repo(lock="shared", command="verify", load_index=False, backend=backend) as repo:
         report = Checker(repo, progress).run(read_data=read_data, subset=read_data_subset)
     if app.json:
         app.emit({"message_type": "summary", "ok": report.ok, "snapshots": report.snapshots,

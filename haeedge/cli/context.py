@@ -52,6 +52,8 @@ class AppContext:
     #: --cold-wait: seconds to wait for archived S3 objects to be restored (overrides the cold_wait option).
     cold_wait: float | None = None
     _limits: tuple | None = field(default=None, repr=False)
+    #: --no-cache / HAEEDGE_NO_CACHE: no local cache of repository metadata this run (repo/cache.py).
+    no_cache: bool = False
     #: The profile's ``backup:`` section (None without a profile): its host, tags and paths choose the
     #: profile's ``latest`` in a repository that several profiles share (cli/selection.py).
     profile_backup: dict | None = None
@@ -111,7 +113,17 @@ class AppContext:
     def backend(self):
         """The repository's storage: one location, or several replicated (``-r`` repeated)."""
         self.location()
-        return self.open_locations(self.repos)
+        return self.with_cache(self.open_locations(self.repos), self.repos)
+
+    def with_cache(self, backend, locations: list[str]):
+        """``backend`` behind the local metadata cache (repo/cache.py) unless --no-cache; local
+        repositories are not cached (reading the cache would cost what reading them costs)."""
+        from haeedge.repo.cache import cache_disabled_by_env, with_cache
+
+        remote = any("://" in loc and not loc.lower().startswith("file://") for loc in locations)
+        if self.no_cache or cache_disabled_by_env() or not remote:
+            return backend
+        return with_cache(backend, "\n".join(locations))
 
     def open_locations(self, locations: list[str]):
         """One backend for ``locations`` (replicated when several), with this run's options."""

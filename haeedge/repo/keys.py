@@ -372,7 +372,8 @@ class SealedObjects(Protocol):
 def sealed_records(repo: SealedObjects) -> Iterator[tuple[str, bytes | HaeedgeError]]:
     """Every object in ``keys/`` sealed with the meta key (key records and trust manifests), opened:
     (object id, plaintext), or (object id, error) for one that vanished or does not open. Slots are skipped."""
-    for info in repo.backend.list("keys"):
+    listing = getattr(repo, "keys_listing", None)  # one listing per run where the repository keeps it
+    for info in (listing() if listing is not None else repo.backend.list("keys")):
         oid = info.name.rsplit("/", 1)[-1]
         try:
             data = repo.get_object(info.name)

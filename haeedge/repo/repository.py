@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import zstandard
 
-from haeedge.backends.base import Backend, data_name
+from haeedge.backends.base import Backend, ObjectInfo, data_name
 from haeedge.backends.s3policy import apply_object_lock
 from haeedge.crypto.openpgp import Keyring, NoMatchingKey, PassphraseSealer, decrypt_message
 from haeedge.errors import (
@@ -252,6 +252,8 @@ class Repository:
         apply_object_lock(backend, config.object_lock)
         backend.create()
         repo = cls(backend, config, keys)
+        repo._keys_listing = []  # a new repository: keys/ holds what this run writes
+        repo.bind_cache()
         slot_id = repo.put_object("keys", slot)
         repo.slot = KeySlot(slot_id, config.repository_id, keys, now_iso(whole_seconds=True), socket.gethostname(),
                             kind, label)
@@ -290,12 +292,13 @@ class Repository:
                                      hint="create one with 'haeedge init'") from None
         attempts = SlotAttempts(credentials.keyring())  # bounded work on hostile keys/ objects
         candidates: list[KeySlot] = []
-        records: list[tuple[str, bytes]] = []
         malformed: SlotMalformed | None = None
         damaged: list[str] = []
         hints = slot_hints(backend.location, policy)
         tried_first = None
-        for info in sorted(backend.list("keys"), key=lambda i: _slot_order(object_id_of(i.name), hints)):
+        keys_listing = list(backend.list("keys"))  # one listing per run: trust and the registry reuse it
+        read: list[tuple[str, bytes]] = []
+        for info in sorted(keys_listing, key=lambda i: _slot_order(object_id_of(i.name), hints)):
             # One damaged or hostile object in keys/ must not lock everybody out: skip it, say so.
             if not attempts.admit_size(info.size):
                 log.warning("skipping key object %s: %d bytes, larger than any key slot", info.name, info.size)
@@ -303,8 +306,8 @@ class Repository:
             try:
                 data = backend.get(info.name)
                 _check_content_name(info.name, data)
-                if key_object_kind(data) == "record":
-                    records.append((info.name, data))  # read again by trust and the registry
+                read.append((info.name, data))
+                if key_object_kind(data) == "record":  # kept in ``read``: trust and the registry use it
                     continue  # key records and manifests are sealed with meta, not with a credential
                 if not attempts.admit():
                     break
@@ -338,7 +341,8 @@ class Repository:
         first_error: HaeedgeError | None = None
         for slot in candidates:
             repo = cls(backend, RepositoryConfig(repository_id=slot.repository_id), slot.keys, slot)
-            for name, data in records:
+            repo._keys_listing = list(keys_listing)
+            for name, data in read:
                 repo.remember_record(name, data)
             repo._identity = tuple(CachingDecryptor(d) for d in credentials.pkesk_decryptors)
             repo.identity_keys = identity_keys
@@ -365,9 +369,21 @@ class Repository:
                 continue
             if policy.memory is not None and (slot.slot_id != tried_first or hints):
                 policy.memory.record_slot(backend.location, slot.slot_id)  # found late or by hint: first next time
+            repo.bind_cache()
             return repo
         assert first_error is not None
         raise first_error
+
+    def bind_cache(self) -> None:
+        """Point the local metadata cache (repo/cache.py), if the backend has one, at this repository."""
+        from haeedge.repo.cache import object_cache_of
+
+        cache = object_cache_of(self.backend)
+        if cache is not None:
+            cache.bind(self.config.repository_id)
+        self._object_cache = cache
+
+    _object_cache = None
 
     def close(self) -> None:
         if self._uploader is not None:
@@ -460,7 +476,37 @@ class Repository:
         oid = hashlib.sha256(data).hexdigest()
         if not self.dry_run:
             self.put_named(f"{namespace}/{oid}", data)
+            if namespace == "keys":
+                name = f"keys/{oid}"
+                self.remember_record(name, data)
+                if self._keys_listing is not None and all(i.name != name for i in self._keys_listing):
+                    self._keys_listing.append(ObjectInfo(name, len(data)))
         return oid
+
+    # ------------------------------------------------------------------ keys/ listing
+
+    #: The listing of keys/ this run took (opening takes it; trust and the registry reuse it), kept
+    #: current with this run's own writes and deletes. None: not listed yet.
+    _keys_listing: list[ObjectInfo] | None = None
+
+    def keys_listing(self) -> list[ObjectInfo]:
+        """``keys/`` as listed once per run: opening, the trust manifest and the signer registry each
+        walk it, and one listing serves all three (``forget_keys_listing`` takes it again)."""
+        if self._keys_listing is None:
+            self._keys_listing = list(self.backend.list("keys"))
+        return list(self._keys_listing)
+
+    def forget_keys_listing(self) -> None:
+        self._keys_listing = None
+
+    def delete_key_object(self, object_id: str) -> None:
+        """Delete ``keys/<object_id>`` and drop it from this run's listing."""
+        name = f"keys/{object_id}"
+        self.backend.delete(name)
+        if self._keys_listing is not None:
+            self._keys_listing = [i for i in self._keys_listing if i.name != name]
+        if self._records.pop(name, None) is not None:
+            self._records_bytes = sum(len(v) for v in self._records.values())
 
     def put_named(self, name: str, data: bytes | memoryview) -> None:
         """Store an object; when the store fails, remove what a non-atomic store may have left.
@@ -489,10 +535,11 @@ class Repository:
         return data
 
     def remember_record(self, name: str, data: bytes) -> None:
-        """Keep a small key record or manifest of ``keys/`` (checked against its name) for this run."""
+        """Keep a small object of ``keys/`` (slot, key record or manifest, checked against its name) for
+        this run: opening, the trust manifest and the signer registry all walk ``keys/``."""
         if (name.startswith("keys/") and len(data) <= MAX_REMEMBERED_RECORD
                 and self._records_bytes + len(data) <= MAX_REMEMBERED_RECORDS
-                and name not in self._records and key_object_kind(data) == "record"):
+                and name not in self._records):
             self._records[name] = data
             self._records_bytes += len(data)
 
@@ -611,6 +658,8 @@ class Repository:
             if len(packed) < raw_len:
                 stored, compression = packed, COMPRESSION_ZSTD
         sealed = self.seal(KEY_FOR_BLOB[blob_type], stored)
+        if blob_type == BLOB_TREE and self._object_cache is not None and not self.dry_run:
+            self._object_cache.write_blob(bid.hex(), compression, sealed)  # the next backup's parent
         self._append(blob_type, compression, bid, sealed, raw_len)
         return bid, True
 
@@ -747,21 +796,78 @@ class Repository:
         locations = self.index.locations(blob_id)
         if not locations:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} is not in the index (missing data)")
+        if blob_type == BLOB_TREE:
+            raw = self._tree_memo_get(blob_id)
+            if raw is not None:
+                return raw
         first_error: HaeedgeError | None = None
         for loc, _domain in locations:
             try:
                 if blob_type is not None and loc.blob_type != blob_type:
                     raise IntegrityError(f"blob {blob_id.hex()[:16]} has the wrong type")
+                if loc.blob_type == BLOB_TREE:
+                    raw = self._load_tree_blob(blob_id, loc)
+                    if raw is not None:
+                        return raw
                 sealed = self.backend.get_range(data_name(loc.pack_id), loc.offset, loc.length)
                 if len(sealed) != loc.length:
                     raise IntegrityError(f"pack {loc.pack_id[:16]} is truncated")
-                return self.decode_blob(blob_id, loc, sealed)
+                raw = self.decode_blob(blob_id, loc, sealed)
+                return self._tree_memo_put(blob_id, raw) if loc.blob_type == BLOB_TREE else raw
             except (IntegrityError, ObjectNotFound) as e:
                 if len(locations) == 1:
                     raise
                 first_error = first_error or e
         assert first_error is not None
         raise first_error
+
+    # ------------------------------------------------------------------ tree blobs, cached
+
+    #: Tree blobs this run read (a backup checks its parent's file lists, then reads them again).
+    TREE_MEMO_BYTES = 32 << 20
+    _tree_memo: dict[bytes, bytes] | None = None
+    _tree_memo_size = 0
+
+    def _tree_memo_get(self, blob_id: bytes) -> bytes | None:
+        memo = self._tree_memo
+        return memo.get(blob_id) if memo is not None else None
+
+    def _tree_memo_put(self, blob_id: bytes, raw: bytes) -> bytes:
+        with self._mutex:
+            if self._tree_memo is None:
+                self._tree_memo = {}
+            if len(raw) <= self.TREE_MEMO_BYTES // 4 and blob_id not in self._tree_memo:
+                while self._tree_memo and self._tree_memo_size + len(raw) > self.TREE_MEMO_BYTES:
+                    old = self._tree_memo.pop(next(iter(self._tree_memo)))
+                    self._tree_memo_size -= len(old)
+                self._tree_memo[blob_id] = raw
+                self._tree_memo_size += len(raw)
+        return raw
+
+    def _load_tree_blob(self, blob_id: bytes, loc: BlobLocation) -> bytes | None:
+        """A tree blob through the local cache (repo/cache.py): the cached sealed bytes are opened and
+        checked against the keyed id exactly as bytes from the pack are; a cached copy that fails is
+        dropped and the pack is read. None: no cache here (the caller reads the pack as always)."""
+        cache = self._object_cache
+        if cache is None:
+            return None
+        hid = blob_id.hex()
+        sealed = cache.read_blob(hid, loc.compression)
+        if sealed is not None:
+            try:
+                return self._tree_memo_put(blob_id, self._decode_blob(blob_id, loc, sealed))
+            except IntegrityError:
+                cache.drop_blob(hid, loc.compression)
+        sealed = self.backend.get_range(data_name(loc.pack_id), loc.offset, loc.length)
+        if len(sealed) != loc.length:
+            raise IntegrityError(f"pack {loc.pack_id[:16]} is truncated")
+        try:
+            raw = self._decode_blob(blob_id, loc, sealed)
+        except IntegrityError:
+            raw = self.decode_blob(blob_id, loc, sealed)  # the second read, as without a cache; not kept
+        else:
+            cache.write_blob(hid, loc.compression, sealed)
+        return self._tree_memo_put(blob_id, raw)
 
     def decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
         """Open, decompress and check a sealed blob against its keyed id.
@@ -1058,7 +1164,9 @@ class Repository:
         held = locking.Lock(lambda data: self.put_object("locks", self.seal("meta", data)),
                             lambda oid: self.backend.delete(f"locks/{oid}"), exclusive, command)
         try:
-            locking.check_conflicts(held, self.list_locks(), lambda oid: self.backend.delete(f"locks/{oid}"))
+            # Our own lock is not read back: we know what it says (one GET fewer per locked command).
+            locking.check_conflicts(held, self.list_locks(skip=held.name),
+                                    lambda oid: self.backend.delete(f"locks/{oid}"))
         except BaseException:
             held.release()
             raise
@@ -1067,10 +1175,12 @@ class Repository:
         finally:
             held.release()
 
-    def list_locks(self) -> list[locking.LockInfo]:
+    def list_locks(self, skip: str = "") -> list[locking.LockInfo]:
         out = []
         for info in self.backend.list("locks"):
             oid = object_id_of(info.name)
+            if oid == skip:
+                continue
             try:
                 data = self.get_object(info.name, info.size)
                 out.append(locking.decode_lock(oid, self.open_sealed("meta", data, limit=1 << 16)))

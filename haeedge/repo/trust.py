@@ -598,7 +598,7 @@ def write_manifest(repo: Repository, *, root_kind: str | None = None, root_key: 
     old = [x.object_id for x in read_manifests(repo)[0] if x.object_id != oid]
     for x in old:
         with contextlib.suppress(HaeedgeError):
-            repo.backend.delete(f"keys/{x}")
+            repo.delete_key_object(x)
     state.manifest, state.mode, state.root_fingerprint, state.sequence = m, MODE_MANIFEST, m.root_fingerprint, seq
     repo.forget_registry()
     if repo.trust_policy.memory is not None:
