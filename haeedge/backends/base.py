@@ -220,12 +220,12 @@ def data_name(pack_id: str) -> str:
 
 
 class BackendWrapper:
-    """Base of backends that wrap another one (retries, injected faults).
+    """Base of backends that wrap another one (retries, faults, rate limits, cold reads, counting, dry runs).
 
     A subclass overrides the protocol methods it changes. Nothing passes through
-    implicitly: every method of the protocol is forwarded here by name, and the
-    properties say what still holds through the wrapper. Code that needs the
-    wrapped backend itself asks ``unwrap()`` (or ``as_backend``).
+    implicitly (no ``__getattr__``): every method of the protocol is forwarded
+    here by name, and the properties say what still holds through the wrapper.
+    Code that needs the wrapped backend itself asks ``unwrap()`` (or ``as_backend``).
     """
 
     def __init__(self, inner: Backend):
@@ -237,6 +237,27 @@ class BackendWrapper:
 
     def unwrap(self) -> Backend:
         return self.inner
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        self.inner.put(name, data)
+
+    def get(self, name: str) -> bytes:
+        return self.inner.get(name)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(name, offset, length)
+
+    def list(self, namespace: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(namespace)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self.inner.stat(name)
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
 
     def create(self) -> None:
         self.inner.create()
