@@ -93,6 +93,9 @@ class Backend(Protocol):
     def unwrap(self) -> Backend | None:
         """The backend this one wraps (retries, injected faults), or ``None`` for a storage backend."""
 
+    def replica_backends(self) -> tuple[Backend, ...]:
+        """The stacks a replicated set combines, one per location; empty for every other backend."""
+
     def open_spool(self) -> PackSpool:
         """A pack written in place; only where ``properties.spooled_writes`` is true."""
 
@@ -126,6 +129,9 @@ class StorageBackend:
     def unwrap(self) -> Backend | None:
         return None
 
+    def replica_backends(self) -> tuple[Backend, ...]:
+        return ()
+
     def open_spool(self) -> PackSpool:
         raise BackendError(f"{self.location}: this backend writes packs whole, not spooled")
 
@@ -147,6 +153,23 @@ def as_backend(backend: Backend, kind: type[B]) -> B | None:
             return current
         current = current.unwrap()
     return None
+
+
+def backend_stack(backend: Backend) -> Iterator[Backend]:
+    """``backend`` and every backend beneath it: what each wrapper wraps (``unwrap``) and each replica
+    of a replicated set (``replica_backends``), each once."""
+    pending = [backend]
+    seen: set[int] = set()
+    while pending:
+        b = pending.pop()
+        if id(b) in seen:
+            continue
+        seen.add(id(b))
+        yield b
+        pending.extend(b.replica_backends())
+        inner = b.unwrap()
+        if inner is not None:
+            pending.append(inner)
 
 
 def _path_forms(path: str | bytes) -> set[str]:
@@ -237,6 +260,9 @@ class BackendWrapper:
 
     def unwrap(self) -> Backend:
         return self.inner
+
+    def replica_backends(self) -> tuple[Backend, ...]:
+        return ()
 
     def put(self, name: str, data: bytes | memoryview) -> None:
         self.inner.put(name, data)

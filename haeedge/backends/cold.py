@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from haeedge.backends.base import Backend, BackendWrapper
+from haeedge.backends.base import Backend, BackendWrapper, backend_stack
 from haeedge.backends.s3policy import ARCHIVE_CLASSES, S3Policy, _code
 from haeedge.errors import BackendError, ColdWaitExpired
 
@@ -196,20 +196,7 @@ def wrap_cold(backend: Backend) -> Backend:
 
 def cold_layers(backend: Backend) -> list[ColdReadBackend]:
     """Every ``ColdReadBackend`` in ``backend``'s stack (through wrappers and each replica)."""
-    found: list[ColdReadBackend] = []
-    pending: list[Any] = [backend]
-    while pending:
-        b = pending.pop()
-        if b is None:
-            continue
-        if isinstance(b, ColdReadBackend):
-            found.append(b)
-            continue
-        pending.extend(getattr(b, "replicas", ()) or ())
-        unwrap = getattr(b, "unwrap", None)
-        if unwrap is not None:
-            pending.append(unwrap())
-    return found
+    return [b for b in backend_stack(backend) if isinstance(b, ColdReadBackend)]
 
 
 def cold_storage_in(backend: Backend) -> bool:

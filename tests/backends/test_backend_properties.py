@@ -98,3 +98,22 @@ def test_dry_run_backend_takes_writes_and_deletes_and_stores_nothing(tmp_path: P
     assert not local.exists("index/" + "b" * 64) and local.get("keys/" + "a" * 64) == b"slot"
     assert dry.get("keys/" + "a" * 64) == b"slot" and not dry.exists("index/" + "b" * 64)
     assert sorted(p.name for p in (tmp_path / "repo").rglob("*") if p.is_file()) == ["a" * 64]
+
+
+def test_the_stack_walk_goes_through_wrappers_and_replicas_without_probing(tmp_path: Path) -> None:
+    from haeedge.backends.base import backend_stack
+    from haeedge.backends.s3policy import _leaf_locations, s3_backends
+
+    local = LocalBackend(str(tmp_path / "local"))
+    remote = SFTPBackend.from_url(f"sftp://alice@fog-1.example{tmp_path / 'remote'}")
+    retrying = RetryingBackend(FaultyBackend(remote))
+    rep = ReplicatedBackend([retrying, local])
+    try:
+        stack = list(backend_stack(rep))
+        assert stack[0] is rep and {id(b) for b in stack} == {id(rep), id(retrying), id(retrying.inner), id(remote),
+                                                             id(local)}
+        assert sorted(_leaf_locations(rep)) == sorted([remote.location, local.location])
+        assert s3_backends(rep) == [] and rep.replica_backends() == (retrying, local)
+        assert local.replica_backends() == () and retrying.replica_backends() == ()
+    finally:
+        rep.close()
