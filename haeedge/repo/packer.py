@@ -21,7 +21,7 @@ import contextlib
 import hmac
 import threading
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -137,6 +137,13 @@ def new_pack_builder(backend: Backend) -> PackBuilder:
     return SpooledPackBuilder(backend.open_spool)
 
 
+def store_pack(builder: PackBuilder, seal: Callable[[str, bytes], bytes], backend: Backend) -> str:
+    """Finish ``builder`` with its sealed header and store it (``put_whole``); the pack's id."""
+    pack_id = builder.finish(seal("meta", encode_header(builder.entries)))
+    builder.store(lambda name, data: put_whole(backend, name, data), data_name(pack_id))
+    return pack_id
+
+
 class Packer:
     """Blobs into packs, packs onto storage, index checkpoints; thread-safe (expensive work outside the lock)."""
 
@@ -244,9 +251,7 @@ class Packer:
 
     def _write_pack(self, builder: PackBuilder) -> None:
         try:
-            header = self.target.seal("meta", encode_header(builder.entries))
-            pack_id = builder.finish(header)
-            builder.store(lambda name, data: put_whole(self.backend, name, data), data_name(pack_id))
+            pack_id = store_pack(builder, self.target.seal, self.backend)
             with self.stats.lock:
                 self.stats.packs_written += 1
                 self.stats.pack_ids.add(pack_id)

@@ -60,8 +60,8 @@ from haeedge.repo.marks import (
     ripens_at,
     write_mark,
 )
-from haeedge.repo.pack import PackBuilder, PackEntry, encode_header
-from haeedge.repo.packer import new_pack_builder
+from haeedge.repo.pack import PackBuilder, PackEntry
+from haeedge.repo.packer import new_pack_builder, store_pack
 from haeedge.repo.provenance import (
     LEGACY,
     OWNER,
@@ -610,8 +610,7 @@ class _PackWriter:
     def _upload(self, key: tuple[tuple[str, ...], int]) -> None:
         b = self.builders.pop(key)
         entries = b.entries
-        pack_id = b.finish(self.repo.seal("meta", encode_header(entries)))
-        b.store(self.repo.put_named, data_name(pack_id))
+        pack_id = store_pack(b, self.repo.seal, self.repo.backend)
         self.written += [IndexPack(pack_id, b.length, entries, domain) for domain in key[0]]
         self.result.packs_written += 1
         self.result.bytes_written += b.length
