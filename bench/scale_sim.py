@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from haeedge.crypto.openpgp import PassphraseSealer  # noqa: E402
 from haeedge.repo.index import BlobIndex, IndexPack, encode_index  # noqa: E402
 from haeedge.repo.pack import PackEntry, encode_header  # noqa: E402
-from haeedge.repo.repository import INDEX_CHECKPOINT_PACKS, INDEX_PART_BYTES  # noqa: E402
+from haeedge.repo.packer import INDEX_CHECKPOINT_PACKS  # noqa: E402
+from haeedge.repo.repository import INDEX_PART_BYTES  # noqa: E402
 from haeedge.repo.snapshot import Snapshot  # noqa: E402
 
 PACK_SIZE = 16 << 20  # the default pack_size

@@ -35,7 +35,7 @@ from haeedge import coldreads
 from haeedge.backends.base import data_name
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
-from haeedge.repo.index import BlobIndex, BlobLocation
+from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.snapshot import Snapshot
@@ -179,12 +179,11 @@ class Checker:
                 self.error(f"keys/{oid}", why)
 
     def _check_index(self) -> None:
-        from haeedge.repo.provenance import LEGACY, read_index_objects, superseded_ids, unauthorised_supersessions
+        from haeedge.repo.provenance import LEGACY, read_indexes, unauthorised_supersessions
 
         repo = self.repo
-        docs = read_index_objects(repo, list(repo.backend.list("index")),
-                                  on_error=lambda name, e: self.error(name, f"index object unreadable: {e}"))
-        superseded = superseded_ids(docs)
+        found = read_indexes(repo, on_error=lambda name, e: self.error(name, f"index object unreadable: {e}"))
+        docs, superseded = found.docs, found.superseded
         for d in unauthorised_supersessions(docs):
             self.error(f"index/{d.object_id}", f"index object claims to supersede {len(d.superseded)} other index "
                        "objects without the owner's signature (ignored: only the owner's prune and repair "
@@ -198,13 +197,8 @@ class Checker:
                       "index format 2); their blobs are read, but no host deduplicates against them")
         if not repo.index_ids:
             # Not loaded by the caller (verify): a damaged index object is a finding above, not fatal.
-            index = BlobIndex()
-            for d in docs:
-                if d.object_id not in superseded:
-                    repo.index_ids.add(d.object_id)
-                    for p in d.packs:
-                        index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, d.domain_of(p))
-            repo.index = index
+            repo.index_ids.update(d.object_id for d in found.current())
+            repo.index = found.blob_index()
         stored = {object_id_of(i.name): i.size for i in repo.backend.list("data")}
         self.report.packs = len(stored)
         indexed: dict[str, int] = {}

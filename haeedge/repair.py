@@ -34,7 +34,7 @@ from haeedge.errors import BackendError, HaeedgeError
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import IndexPack
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackEntry
-from haeedge.repo.provenance import LEGACY, OWNER, has_writers, read_index_objects
+from haeedge.repo.provenance import LEGACY, OWNER, has_writers, read_indexes
 from haeedge.repo.prune import attributions, execute_prune, plan_prune, replaces
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
@@ -70,7 +70,6 @@ def repair_index(repo: Repository, read_all_packs: bool = False, dry_run: bool =
     #: pack id -> trust domains of the index objects that list it (repo/provenance.py): kept as they were,
     #: so a repair never vouches for one writer's blobs in the owner's name.
     vouched: dict[str, set[str]] = {}
-    index_ids = [object_id_of(info.name) for info in repo.backend.list("index")]
 
     def unreadable(name: str, e: HaeedgeError) -> None:
         if isinstance(e, BackendError):
@@ -79,8 +78,9 @@ def repair_index(repo: Repository, read_all_packs: bool = False, dry_run: bool =
         result.unreadable_index[oid] = str(e)
         progress.warning(f"index/{oid[:16]}: unreadable ({e}); its packs are read instead")
 
-    docs = read_index_objects(repo, [f"index/{oid}" for oid in index_ids], on_error=unreadable)
-    for d in docs:
+    found = read_indexes(repo, on_error=unreadable)
+    index_ids = found.listed
+    for d in found.docs:
         for p in d.packs:
             _size, entries = recorded.setdefault(p.pack_id, (p.size, {}))
             if _size == p.size:

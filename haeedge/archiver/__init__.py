@@ -48,6 +48,7 @@ from haeedge.chunking import Chunker
 from haeedge.errors import HaeedgeError, IntegrityError, SnapshotNotFound, UsageError
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
+from haeedge.repo.packer import WriteOptions
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import KIND_FULL, KIND_INCREMENTAL, Snapshot, now_iso
 from haeedge.repo.tree import path_bytes, set_path, sort_key
@@ -207,9 +208,7 @@ class Archiver:
             self._ancestors.update(b"/".join(parts[:i]) for i in range(1, len(parts)))
         host = opts.host or socket.gethostname()
         paths = [os.fsdecode(s) for s in sources]
-        if opts.compression_level is not None:
-            self.repo.compression_level = opts.compression_level
-        self.repo.dry_run = opts.dry_run
+        self.repo.begin_writes(WriteOptions(compression_level=opts.compression_level, dry_run=opts.dry_run))
 
         parent = self.choose_parent(host, paths)
         kind, reason = self.choose_kind(parent)
@@ -307,7 +306,7 @@ class Archiver:
         workers = self.opts.workers or int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
         repo = self.repo
         # Workers skip only what this host may deduplicate against (docs/security.md D3).
-        store = ChunkStore(repo.blob_id_key, repo.sealer("content"), self.chunker, repo.compression_level,
+        store = ChunkStore(repo.blob_id_key, repo.sealer("content"), self.chunker, repo.packer.compression_level,
                            repo.dedup_view())
         processes = workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
             "HAEEDGE_THREADS") != "1"

@@ -31,6 +31,7 @@ from haeedge.errors import ExitCode, HaeedgeError, UsageError
 from haeedge.monitoring import child_environment
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.pack import BLOB_DATA
+from haeedge.repo.packer import WriteOptions
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import KIND_FULL
 from haeedge.repo.tree import set_path
@@ -74,9 +75,7 @@ def backup_stream(repo: Repository, options: StreamOptions, fd: int | None = Non
     progress = progress or SilentProgress()
     started = time.monotonic()
     rel = stream_path(options.filename)
-    if options.compression_level is not None:
-        repo.compression_level = options.compression_level
-    repo.dry_run = options.dry_run
+    repo.begin_writes(WriteOptions(compression_level=options.compression_level, dry_run=options.dry_run))
     proc: subprocess.Popen | None = None
     if options.command is not None:
         proc = _start(options.command)

@@ -22,11 +22,9 @@ from collections.abc import Callable, Container
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-import zstandard
-
 from haeedge.chunking import Chunker, _read_full, chunk_boundaries
 from haeedge.crypto.openpgp import PassphraseSealer
-from haeedge.repo.pack import COMPRESSION_NONE, COMPRESSION_ZSTD
+from haeedge.repo.packer import compress_blob
 
 #: A worker returns after about this many bytes of one file, so no result
 #: (sealed blobs travel back in it) grows with the file; the next segment
@@ -89,17 +87,6 @@ class ChunkStore:
         # Per thread: in the thread fallback one ChunkStore serves several threads.
         self._local = threading.local()
 
-    def _compress(self, data: memoryview) -> tuple[int, bytes | memoryview]:
-        if self.level <= 0 or len(data) <= 32:
-            return COMPRESSION_NONE, data
-        compressor = getattr(self._local, "compressor", None)
-        if compressor is None:
-            compressor = self._local.compressor = zstandard.ZstdCompressor(level=self.level, write_content_size=True)
-        packed = compressor.compress(data)
-        if len(packed) < len(data):
-            return COMPRESSION_ZSTD, packed
-        return COMPRESSION_NONE, data
-
     def _store(self, chunk: memoryview, blobs: list[NewBlob]) -> bytes:
         bid = hmac.digest(self.blob_id_key, chunk, "sha256")
         if bid in self.seen or bid in self.known:
@@ -109,7 +96,7 @@ class ChunkStore:
             # a run of millions of new blobs would otherwise hold them all in every worker.
             self.seen.clear()
         self.seen.add(bid)
-        compression, stored = self._compress(chunk)
+        compression, stored = compress_blob(self.level, chunk)
         blobs.append(NewBlob(bid, compression, self.sealer.seal(stored), len(chunk)))
         return bid
 

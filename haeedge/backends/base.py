@@ -93,6 +93,9 @@ class Backend(Protocol):
     def unwrap(self) -> Backend | None:
         """The backend this one wraps (retries, injected faults), or ``None`` for a storage backend."""
 
+    def replica_backends(self) -> tuple[Backend, ...]:
+        """The stacks a replicated set combines, one per location; empty for every other backend."""
+
     def open_spool(self) -> PackSpool:
         """A pack written in place; only where ``properties.spooled_writes`` is true."""
 
@@ -126,6 +129,9 @@ class StorageBackend:
     def unwrap(self) -> Backend | None:
         return None
 
+    def replica_backends(self) -> tuple[Backend, ...]:
+        return ()
+
     def open_spool(self) -> PackSpool:
         raise BackendError(f"{self.location}: this backend writes packs whole, not spooled")
 
@@ -147,6 +153,23 @@ def as_backend(backend: Backend, kind: type[B]) -> B | None:
             return current
         current = current.unwrap()
     return None
+
+
+def backend_stack(backend: Backend) -> Iterator[Backend]:
+    """``backend`` and every backend beneath it: what each wrapper wraps (``unwrap``) and each replica
+    of a replicated set (``replica_backends``), each once."""
+    pending = [backend]
+    seen: set[int] = set()
+    while pending:
+        b = pending.pop()
+        if id(b) in seen:
+            continue
+        seen.add(id(b))
+        yield b
+        pending.extend(b.replica_backends())
+        inner = b.unwrap()
+        if inner is not None:
+            pending.append(inner)
 
 
 def _path_forms(path: str | bytes) -> set[str]:
@@ -220,12 +243,12 @@ def data_name(pack_id: str) -> str:
 
 
 class BackendWrapper:
-    """Base of backends that wrap another one (retries, injected faults).
+    """Base of backends that wrap another one (retries, faults, rate limits, cold reads, counting, dry runs).
 
     A subclass overrides the protocol methods it changes. Nothing passes through
-    implicitly: every method of the protocol is forwarded here by name, and the
-    properties say what still holds through the wrapper. Code that needs the
-    wrapped backend itself asks ``unwrap()`` (or ``as_backend``).
+    implicitly (no ``__getattr__``): every method of the protocol is forwarded
+    here by name, and the properties say what still holds through the wrapper.
+    Code that needs the wrapped backend itself asks ``unwrap()`` (or ``as_backend``).
     """
 
     def __init__(self, inner: Backend):
@@ -237,6 +260,30 @@ class BackendWrapper:
 
     def unwrap(self) -> Backend:
         return self.inner
+
+    def replica_backends(self) -> tuple[Backend, ...]:
+        return ()
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        self.inner.put(name, data)
+
+    def get(self, name: str) -> bytes:
+        return self.inner.get(name)
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        return self.inner.get_range(name, offset, length)
+
+    def list(self, namespace: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(namespace)
+
+    def delete(self, name: str) -> None:
+        self.inner.delete(name)
+
+    def stat(self, name: str) -> ObjectInfo:
+        return self.inner.stat(name)
+
+    def exists(self, name: str) -> bool:
+        return self.inner.exists(name)
 
     def create(self) -> None:
         self.inner.create()

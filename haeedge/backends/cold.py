@@ -28,11 +28,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from haeedge.backends.base import Backend, BackendWrapper, ObjectInfo
+from haeedge.backends.base import Backend, BackendWrapper, backend_stack
 from haeedge.backends.s3policy import ARCHIVE_CLASSES, S3Policy, _code
 from haeedge.errors import BackendError, ColdWaitExpired
 
@@ -175,26 +175,11 @@ class ColdReadBackend(BackendWrapper):
 
     # ------------------------------------------------------------------ the Backend protocol
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
-        self.inner.put(name, data)
-
     def get(self, name: str) -> bytes:
         return self._archived_read(name, lambda: self.inner.get(name))
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         return self._archived_read(name, lambda: self.inner.get_range(name, offset, length))
-
-    def list(self, namespace: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(namespace)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def stat(self, name: str) -> ObjectInfo:
-        return self.inner.stat(name)
-
-    def exists(self, name: str) -> bool:
-        return self.inner.exists(name)
 
     def _describe(self) -> str:
         return f"cold_storage={self.policy.cold_storage}"
@@ -211,20 +196,7 @@ def wrap_cold(backend: Backend) -> Backend:
 
 def cold_layers(backend: Backend) -> list[ColdReadBackend]:
     """Every ``ColdReadBackend`` in ``backend``'s stack (through wrappers and each replica)."""
-    found: list[ColdReadBackend] = []
-    pending: list[Any] = [backend]
-    while pending:
-        b = pending.pop()
-        if b is None:
-            continue
-        if isinstance(b, ColdReadBackend):
-            found.append(b)
-            continue
-        pending.extend(getattr(b, "replicas", ()) or ())
-        unwrap = getattr(b, "unwrap", None)
-        if unwrap is not None:
-            pending.append(unwrap())
-    return found
+    return [b for b in backend_stack(backend) if isinstance(b, ColdReadBackend)]
 
 
 def cold_storage_in(backend: Backend) -> bool:

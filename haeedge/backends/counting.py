@@ -10,9 +10,8 @@ really crossed the storage seam, not estimated from file sizes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-from haeedge.backends.base import Backend, BackendWrapper, ObjectInfo
+from haeedge.backends.base import Backend, BackendWrapper
 
 
 class ReadCountingBackend(BackendWrapper):
@@ -30,26 +29,11 @@ class ReadCountingBackend(BackendWrapper):
             self.reads += 1
         return data
 
-    def put(self, name: str, data: bytes | memoryview) -> None:
-        self.inner.put(name, data)
-
     def get(self, name: str) -> bytes:
         return self._count(self.inner.get(name))
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         return self._count(self.inner.get_range(name, offset, length))
-
-    def list(self, namespace: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(namespace)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def stat(self, name: str) -> ObjectInfo:
-        return self.inner.stat(name)
-
-    def exists(self, name: str) -> bool:
-        return self.inner.exists(name)
 
     def _describe(self) -> str:
         return f"bytes_read={self.bytes_read}"

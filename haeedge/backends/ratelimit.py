@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from haeedge.backends.base import Backend, BackendWrapper, ObjectInfo
+from haeedge.backends.base import Backend, BackendWrapper
 
 #: How much may pass at once after an idle spell, in seconds' worth of the rate.
 BURST_SECONDS = 0.25
@@ -67,18 +67,6 @@ class RateLimitedBackend(BackendWrapper):
         if self.download is not None:
             self.download.take(len(data))
         return data
-
-    def list(self, namespace: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(namespace)
-
-    def delete(self, name: str) -> None:
-        self.inner.delete(name)
-
-    def stat(self, name: str) -> ObjectInfo:
-        return self.inner.stat(name)
-
-    def exists(self, name: str) -> bool:
-        return self.inner.exists(name)
 
     def _describe(self) -> str:
         kib = [f"{label} {int(b.rate) // 1024} KiB/s" for label, b in (("up", self.upload), ("down", self.download))

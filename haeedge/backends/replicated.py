@@ -476,6 +476,9 @@ class ReplicatedBackend(StorageBackend):
                 BackendError(_message(e), transient=isinstance(e, OSError))
                 for i, e in self._settle(futures).items()}
 
+    def replica_backends(self) -> tuple[Backend, ...]:
+        return tuple(self.replicas)
+
     def remove_temporaries(self, min_age: float | None = None) -> int:
         """Leftovers of interrupted writes on every replica that answers (one that does not keeps them)."""
         removed = 0

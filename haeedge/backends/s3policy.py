@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
+from haeedge.backends.base import backend_stack
 from haeedge.errors import ObjectRetained, UsageError
 
 #: Object Lock modes as S3 spells them.
@@ -150,23 +151,7 @@ def s3_backends(backend: Any) -> list[Any]:
     """Every S3 ``FsspecBackend`` in ``backend``'s stack: through wrappers and each replica of a set."""
     from haeedge.backends.fsspec_backend import FsspecBackend
 
-    found: list[Any] = []
-    pending = [backend]
-    seen: set[int] = set()
-    while pending:
-        b = pending.pop()
-        if b is None or id(b) in seen:
-            continue
-        seen.add(id(b))
-        if isinstance(b, FsspecBackend):
-            if b.is_s3:
-                found.append(b)
-            continue
-        pending.extend(getattr(b, "replicas", ()) or ())
-        unwrap = getattr(b, "unwrap", None)
-        if unwrap is not None:
-            pending.append(unwrap())
-    return found
+    return [b for b in backend_stack(backend) if isinstance(b, FsspecBackend) and b.is_s3]
 
 
 def apply_object_lock(backend: Any, lock: ObjectLock | None) -> None:
@@ -200,20 +185,8 @@ def check_object_lock_bucket(backend: Any) -> None:
 
 
 def _leaf_locations(backend: Any) -> list[str]:
-    out: list[str] = []
-    pending = [backend]
-    while pending:
-        b = pending.pop()
-        replicas = getattr(b, "replicas", None)
-        if replicas:
-            pending.extend(replicas)
-            continue
-        inner = b.unwrap() if hasattr(b, "unwrap") else None
-        if inner is not None:
-            pending.append(inner)
-        else:
-            out.append(b.location)
-    return out
+    """The storage locations of ``backend``'s stack (neither wrappers nor replicated sets)."""
+    return [b.location for b in backend_stack(backend) if b.unwrap() is None and not b.replica_backends()]
 
 
 def _code(e: BaseException) -> str:

@@ -31,13 +31,13 @@ A snapshot of host H may use blobs vouched for by ``owner`` or ``host:H``
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from haeedge.errors import OpenPGPError
-from haeedge.repo.index import IndexObject, IndexPack, decode_index_object
+from haeedge.errors import HaeedgeError, OpenPGPError
+from haeedge.repo.index import BlobIndex, IndexObject, IndexPack, decode_index_object
 from haeedge.repo.keys import ROLE_OWNER, ROLE_WRITER
 
 if TYPE_CHECKING:
@@ -141,32 +141,81 @@ def _valid_attribution(domain: str) -> bool:
     return domain in (OWNER, LEGACY, UNTRUSTED) or (domain.startswith(HOST_PREFIX) and len(domain) > len(HOST_PREFIX))
 
 
-def read_index_objects(repo: Repository, objects: Iterable[str | ObjectInfo], on_error=None) -> list[AttributedIndex]:
-    """Read and attribute index objects, most trusted first. ``on_error(name, error)`` skips unreadable ones
-    (without it they raise). ``objects``: names, or listing entries whose sizes refuse a huge object unread."""
+@dataclass
+class IndexObjects:
+    """What ``read_indexes`` found: the readable index objects, attributed, most trusted first."""
+
+    docs: list[AttributedIndex]
+    #: Ids of every index object the listing named, in listing order (unreadable ones included).
+    listed: list[str]
+    #: Ids that an owner-signed index object supersedes (``superseded_ids``).
+    superseded: set[str]
+
+    def current(self) -> list[AttributedIndex]:
+        """The objects in force: every readable one that no owner-signed one supersedes."""
+        return [d for d in self.docs if d.object_id not in self.superseded]
+
+    def blob_index(self) -> BlobIndex:
+        """The blob index of the objects in force, each entry in the trust domain that lists it; the most
+        trusted copy of a blob becomes its primary location."""
+        current = self.current()
+        index = BlobIndex(capacity_hint=sum(len(p.entries) for d in current for p in d.packs))
+        for d in current:
+            for p in d.packs:
+                index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, d.domain_of(p))
+        return index
+
+
+def read_indexes(repo: Repository, on_error: Callable[[str, HaeedgeError], None] | None = None) -> IndexObjects:
+    """Every index object of the repository, read, checked and attributed: the one reader of the whole
+    index (loading it, verify, prune, repair).
+
+    ``on_error(name, error)`` takes each object that cannot be read (verify reports it, repair reads
+    its packs instead) and may raise; without it the first one raises, naming the object. Lock-free:
+    without ``on_error``, an object a prune deleted between our listing and our read (it superseded
+    it) makes us take the listing again.
+    """
+    from haeedge.errors import ObjectNotFound
+    from haeedge.repo.repository import object_id_of
+
+    for attempt in range(5):
+        listing = list(repo.backend.list("index"))
+        try:
+            docs = _read_index_objects(repo, listing, on_error)
+        except ObjectNotFound:
+            if on_error is not None or attempt == 4:
+                raise
+            log.info("an index object was replaced while being read; reading the index again")
+            continue
+        return IndexObjects(docs, [object_id_of(i.name) for i in listing], superseded_ids(docs))
+    raise AssertionError("unreachable")
+
+
+def _read_index_objects(repo: Repository, objects: list[ObjectInfo],
+                        on_error: Callable[[str, HaeedgeError], None] | None) -> list[AttributedIndex]:
+    """Read and attribute ``objects`` (listing entries, whose sizes refuse a huge object unread), most
+    trusted first. ``on_error(name, error)`` skips unreadable ones (without it they raise)."""
+    from haeedge.repo.repository import object_id_of, stored_cap
+
     registry = repo.registry()
     writers = has_writers(registry)
-    wanted = [(o, None) if isinstance(o, str) else (o.name, o.size) for o in objects]
 
-    def read(name: str, size: int | None) -> AttributedIndex | None:
-        from haeedge.errors import HaeedgeError
-        from haeedge.repo.repository import object_id_of, stored_cap
-
+    def read(info: ObjectInfo) -> AttributedIndex | None:
         try:
-            data = repo.get_object(name, size)
+            data = repo.get_object(info.name, info.size)
             obj = decode_index_object(repo.open_sealed("meta", data, limit=stored_cap("index")))
         except HaeedgeError as e:
             if on_error is None:
-                if name not in e.message:  # say which object: the user may have to remove or repair it
-                    e.message = f"{name}: {e.message}"
+                if info.name not in e.message:  # say which object: the user may have to remove or repair it
+                    e.message = f"{info.name}: {e.message}"
                     e.args = (e.message,)
                 raise
-            on_error(name, e)
+            on_error(info.name, e)
             return None
-        return attribute(object_id_of(name), obj, registry, writers)
+        return attribute(object_id_of(info.name), obj, registry, writers)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        docs = [d for d in pool.map(read, *zip(*wanted, strict=True)) if d is not None] if wanted else []
+        docs = [d for d in pool.map(read, objects) if d is not None]
     docs.sort(key=lambda d: (rank(d.domain), d.object_id))
     return docs
 

@@ -60,16 +60,17 @@ from haeedge.repo.marks import (
     ripens_at,
     write_mark,
 )
-from haeedge.repo.pack import PackBuilder, PackEntry, encode_header
+from haeedge.repo.pack import PackBuilder, PackEntry
+from haeedge.repo.packer import new_pack_builder, store_pack
 from haeedge.repo.provenance import (
     LEGACY,
     OWNER,
     UNTRUSTED,
     host_domain,
     rank,
-    superseded_ids,
+    read_indexes,
 )
-from haeedge.repo.repository import Repository, hex_id, object_id_of, read_current_index
+from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot
 
@@ -411,12 +412,9 @@ def used_blob_hosts(repo: Repository, snapshots: list[Snapshot]) -> dict[bytes, 
 def _read_index_packs(repo: Repository) -> tuple[dict[str, PackInfo], list[str], set[str]]:
     """pack id -> PackInfo (entries, domains) from every index object not superseded; every index object
     id; superseded ids (only owner-signed objects supersede)."""
-    docs = read_current_index(repo)
-    superseded = superseded_ids(docs)
+    found = read_indexes(repo)
     packs: dict[str, PackInfo] = {}
-    for d in docs:
-        if d.object_id in superseded:
-            continue
+    for d in found.current():
         for p in d.packs:
             info = packs.get(p.pack_id)
             if info is None:
@@ -424,7 +422,7 @@ def _read_index_packs(repo: Repository) -> tuple[dict[str, PackInfo], list[str],
             info.domains.add(d.domain_of(p))
             for e in p.entries:
                 info.entries[(e.blob_id, e.offset)] = e
-    return packs, [d.object_id for d in docs], superseded
+    return packs, [d.object_id for d in found.docs], found.superseded
 
 
 def _choose_copies(candidates: list[tuple[PackInfo, PackEntry]], hosts: set[str],
@@ -604,7 +602,7 @@ class _PackWriter:
         key = (tuple(attributions(domains)), entry.blob_type)
         b = self.builders.get(key)
         if b is None:
-            b = self.builders[key] = self.repo.new_pack_builder()
+            b = self.builders[key] = new_pack_builder(self.repo.backend)
         b.add(entry.blob_type, entry.compression, entry.blob_id, sealed, entry.raw_length)
         if b.size >= self.repo.config.pack_size:
             self._upload(key)
@@ -612,8 +610,7 @@ class _PackWriter:
     def _upload(self, key: tuple[tuple[str, ...], int]) -> None:
         b = self.builders.pop(key)
         entries = b.entries
-        pack_id = b.finish(self.repo.seal("meta", encode_header(entries)))
-        b.store(self.repo.put_named, data_name(pack_id))
+        pack_id = store_pack(b, self.repo.seal, self.repo.backend)
         self.written += [IndexPack(pack_id, b.length, entries, domain) for domain in key[0]]
         self.result.packs_written += 1
         self.result.bytes_written += b.length

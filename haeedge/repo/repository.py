@@ -1,9 +1,10 @@
 """Repository facade: the one object operations talk to.
 
-It owns sealing and opening of every object, the blob index, pack building
-and upload, snapshots and chains, and locks. Blob saving is thread-safe and
-does its expensive work (HMAC, zstd, AES) outside the lock, so callers can
-feed it from several threads.
+It owns sealing and opening of every object, the blob index, snapshots and
+chains, and locks. Pack building, upload and index checkpoints are the
+``Packer``'s (repo/packer.py), which a run starts with its ``WriteOptions``
+(``begin_writes``); blob saving is thread-safe, so callers can feed it from
+several threads.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import zstandard
@@ -63,18 +62,14 @@ from haeedge.repo.keys import (
     wrong_password,
 )
 from haeedge.repo.pack import (
-    BLOB_DATA,
     BLOB_TREE,
-    COMPRESSION_NONE,
     COMPRESSION_ZSTD,
     MAX_BLOB_RAW,
-    PackBuilder,
     PackEntry,
-    SpooledPackBuilder,
     decode_header,
-    encode_header,
     split_pack_trailer,
 )
+from haeedge.repo.packer import KEY_FOR_BLOB, Packer, WriteOptions, WriteStats, put_whole
 from haeedge.repo.signing import (
     SignatureStatus,
     Signer,
@@ -96,8 +91,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("haeedge.repository")
 
-#: Which master key seals which kind of object.
-KEY_FOR_BLOB = {BLOB_DATA: "content", BLOB_TREE: "tree"}
 MAX_META_OBJECT = 512 << 20
 #: Largest stored object per namespace (hostile input: a reader refuses a bigger one from the
 #: listing's size before downloading it, and from its length before decrypting it). What haeedge
@@ -118,24 +111,6 @@ MAX_CERTIFICATE_CANDIDATES = 256
 #: Key records a run keeps in memory, each and in all (hostile keys/ objects are not kept).
 MAX_REMEMBERED_RECORD = 256 << 10
 MAX_REMEMBERED_RECORDS = 16 << 20
-INDEX_CHECKPOINT_PACKS = 32
-#: ... or this often, so an interrupted backup loses at most a minute of uploads.
-INDEX_CHECKPOINT_SECONDS = 60.0
-#: ... or this many blobs: until then each new blob is a Python object (and an id in a set),
-#: about 200 bytes; packs of small files hold tens of thousands.
-INDEX_CHECKPOINT_BLOBS = 100_000
-
-
-@dataclass
-class WriteStats:
-    blobs_added: int = 0
-    data_blobs_added: int = 0
-    tree_blobs_added: int = 0
-    raw_bytes_added: int = 0
-    stored_bytes_added: int = 0
-    packs_written: int = 0
-    index_objects_written: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class Credentials:
@@ -155,16 +130,6 @@ class Credentials:
 
 
 _tls = threading.local()
-
-
-def _compressor(level: int) -> zstandard.ZstdCompressor:
-    cache = getattr(_tls, "compressors", None)
-    if cache is None:
-        cache = _tls.compressors = {}
-    c = cache.get(level)
-    if c is None:
-        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
-    return c
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -189,23 +154,15 @@ class Repository:
         self.slot = slot
         self.index = BlobIndex()
         self.index_ids: set[str] = set()
+        #: What the runs of this opened repository added, whichever packer stored it.
         self.stats = WriteStats()
-        self.packs_written: set[str] = set()
-        self.dry_run = False
-        self.compression_level = config.compression_level
-        self._mutex = threading.Lock()
-        self._pending_ids: set[bytes] = set()
-        self._builders: dict[int, PackBuilder] = {BLOB_DATA: self.new_pack_builder(),
-                                                  BLOB_TREE: self.new_pack_builder()}
-        self._unindexed: list[IndexPack] = []
-        self._unindexed_blobs = 0
-        self._last_checkpoint = time.monotonic()
-        self._uploads: list[Future] = []
-        self._upload_slots = threading.BoundedSemaphore(2)
-        self._uploader: ThreadPoolExecutor | None = None
+        self._packer: Packer | None = None
+        self._packer_lock = threading.Lock()
         self._sealers: dict[str, PassphraseSealer] = {}
         #: Makes a writer's session sealers once per repository, however many threads ask at once.
         self._seal_lock = threading.Lock()
+        #: Guards the per-run memo of file-list blobs (restore and backup read trees from threads).
+        self._tree_memo_lock = threading.Lock()
         #: Key records and trust manifests read in this run (named by their SHA-256, so never stale):
         #: opening, the trust manifest and the signer registry each walk keys/, one GET per record.
         self._records: dict[str, bytes] = {}
@@ -360,7 +317,6 @@ class Repository:
                 continue
             repo.config = config
             repo.config_plain = plain
-            repo.compression_level = config.compression_level
             apply_object_lock(backend, config.object_lock)  # every writer keeps the retention init chose
             try:
                 repo.trust = evaluate(repo, slot, plain, identity_fprs, policy)
@@ -386,9 +342,8 @@ class Repository:
     _object_cache = None
 
     def close(self) -> None:
-        if self._uploader is not None:
-            self._uploader.shutdown(wait=True)
-            self._uploader = None
+        if self._packer is not None:
+            self._packer.close()
         self.backend.close()
 
     # ------------------------------------------------------------------ sealing
@@ -472,15 +427,15 @@ class Repository:
 
     # ------------------------------------------------------------------ plain objects
 
-    def put_object(self, namespace: str, data: bytes) -> str:
+    def put_object(self, namespace: str, data: bytes, *, backend: Backend | None = None) -> str:
+        """Store ``data`` under its SHA-256 in ``namespace`` (through ``backend``: a run's packer's)."""
         oid = hashlib.sha256(data).hexdigest()
-        if not self.dry_run:
-            self.put_named(f"{namespace}/{oid}", data)
-            if namespace == "keys":
-                name = f"keys/{oid}"
-                self.remember_record(name, data)
-                if self._keys_listing is not None and all(i.name != name for i in self._keys_listing):
-                    self._keys_listing.append(ObjectInfo(name, len(data)))
+        name = f"{namespace}/{oid}"
+        put_whole(backend or self.backend, name, data)
+        if namespace == "keys" and backend is None:  # a run's packer's backend may be a dry run's
+            self.remember_record(name, data)
+            if self._keys_listing is not None and all(i.name != name for i in self._keys_listing):
+                self._keys_listing.append(ObjectInfo(name, len(data)))
         return oid
 
     # ------------------------------------------------------------------ keys/ listing
@@ -509,17 +464,8 @@ class Repository:
             self._records_bytes = sum(len(v) for v in self._records.values())
 
     def put_named(self, name: str, data: bytes | memoryview) -> None:
-        """Store an object; when the store fails, remove what a non-atomic store may have left.
-
-        A torn object would fail its name check forever; nothing refers to a
-        name whose write failed, so removing it is always safe.
-        """
-        try:
-            self.backend.put(name, data)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.backend.delete(name)
-            raise
+        """Store an object; a failed store leaves nothing behind (``packer.put_whole``)."""
+        put_whole(self.backend, name, data)
 
     def get_object(self, name: str, size: int | None = None) -> bytes:
         """An object checked against its name; ``size`` (from a listing) refuses a huge one unread."""
@@ -549,19 +495,11 @@ class Repository:
         """Read every index object, each entry with the trust domain of the object that lists it
         (repo/provenance.py). Superseded objects (left by an interrupted prune) are skipped, but only
         an owner-signed object may supersede: a writer cannot hide another host's packs."""
-        from haeedge.repo.provenance import superseded_ids
+        from haeedge.repo.provenance import read_indexes
 
-        docs = read_current_index(self)
-        superseded = superseded_ids(docs)
-        total = sum(len(p.entries) for d in docs for p in d.packs)
-        index = BlobIndex(capacity_hint=total)
-        for d in docs:  # most trusted first: their copy of a blob becomes its primary location
-            if d.object_id in superseded:
-                continue
-            self.index_ids.add(d.object_id)
-            for p in d.packs:
-                index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, d.domain_of(p))
-        self.index = index
+        found = read_indexes(self)
+        self.index_ids.update(d.object_id for d in found.current())
+        self.index = found.blob_index()
         self._dedup_view = None
 
     def own_domain(self) -> str:
@@ -604,10 +542,12 @@ class Repository:
         self._excluded_packs = frozenset(marks.packs())
         self._dedup_view = None
 
-    def write_index(self, packs: list[IndexPack], superseded: list[str] = ()) -> str:
+    def write_index(self, packs: list[IndexPack], superseded: list[str] = (), *,
+                    backend: Backend | None = None) -> str:
         """Store ``packs`` as index object(s) under the readers' size cap, each signed by this
         credential's key (unsigned for slots made before signing keys existed: those count as legacy
-        where writers exist); returns the last one's id.
+        where writers exist); returns the last one's id. ``backend``: where to store them (a run's
+        packer's: a dry run's stores nothing); the repository's storage by default.
 
         When split, the part naming ``superseded`` is written last: until it
         exists the old objects stay in force (the new parts only repeat packs).
@@ -624,168 +564,82 @@ class Repository:
         for n, group in enumerate(groups):
             last = n == len(groups) - 1
             body = encode_index(group, superseded if last else (), signer.fingerprint if signer else "", sign)
-            oid = self.put_object("index", self.seal("meta", body))
+            oid = self.put_object("index", self.seal("meta", body), backend=backend)
             self.index_ids.add(oid)
             with self.stats.lock:
                 self.stats.index_objects_written += 1
         return oid
 
+    def add_to_index(self, packs: list[IndexPack]) -> None:
+        """Packs this run stored and indexed, as this credential's (``PackTarget``; the packer's lock is held)."""
+        domain = self.own_domain()
+        for p in packs:
+            self.index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, domain)
+
+    # ------------------------------------------------------------------ writing: repo/packer.py
+
+    def begin_writes(self, options: WriteOptions) -> Packer:
+        """Start a run that stores blobs with ``options`` (compression level, dry run): the packer
+        that ``save_blob`` and friends use from now on. Only between runs: nothing may be pending."""
+        with self._packer_lock:
+            old = self._packer
+            if old is not None:
+                if not old.idle:
+                    raise RuntimeError("begin_writes while blobs of another run are still being packed")
+                old.close()
+            self._packer = self._new_packer(options)
+            return self._packer
+
+    def _new_packer(self, options: WriteOptions) -> Packer:
+        level = options.compression_level
+        return Packer(self, self.backend, pack_size=self.config.pack_size,
+                      compression_level=self.config.compression_level if level is None else level,
+                      dry_run=options.dry_run, blob_id_key=self.blob_id_key, stats=self.stats)
+
+    @property
+    def packer(self) -> Packer:
+        """This run's packer (``begin_writes``); one with the config's options when no run began one."""
+        packer = self._packer
+        if packer is None:
+            with self._packer_lock:
+                if self._packer is None:
+                    self._packer = self._new_packer(WriteOptions())
+                packer = self._packer
+        return packer
+
+    @property
+    def packs_written(self) -> set[str]:
+        """The packs stored since the repository was opened (ids)."""
+        return self.stats.pack_ids
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """Stored (or being stored) in a form this credential deduplicates against."""
+        return self.packer.has_blob(blob_id)
+
+    def save_blob(self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """Store a blob unless known. Returns (id, newly added)."""
+        return self.packer.save_blob(blob_type, data, blob_id)
+
+    def add_sealed_blob(self, blob_type: int, blob_id: bytes, compression: int, sealed: bytes, raw_len: int) -> bool:
+        """Pack a blob sealed elsewhere (a worker process); False when it is already stored."""
+        return self.packer.add_sealed_blob(blob_type, blob_id, compression, sealed, raw_len)
+
+    def flush(self) -> None:
+        """Upload every open pack and write an index for all uploaded packs."""
+        self.packer.flush()
+
+    def tree_blob_sealed(self, blob_id: bytes, compression: int, sealed: bytes) -> None:
+        if self._object_cache is not None:
+            self._object_cache.write_blob(blob_id.hex(), compression, sealed)
+
+    def abort_writes(self) -> None:
+        """Drop unfinished packs after a failure; uploaded ones stay for reuse or prune."""
+        self.packer.abort()
+
     # ------------------------------------------------------------------ blobs
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
         return hmac.digest(self.blob_id_key, data, "sha256")
-
-    def has_blob(self, blob_id: bytes) -> bool:
-        """Stored (or being stored) in a form this credential deduplicates against."""
-        view = self.dedup_view()
-        with self._mutex:
-            return blob_id in view or blob_id in self._pending_ids
-
-    def save_blob(self, blob_type: int, data: bytes | memoryview, blob_id: bytes | None = None) -> tuple[bytes, bool]:
-        """Store a blob unless known. Returns (id, newly added)."""
-        bid = blob_id or hmac.digest(self.blob_id_key, data, "sha256")
-        view = self.dedup_view()
-        with self._mutex:
-            if bid in view or bid in self._pending_ids:
-                return bid, False
-            self._pending_ids.add(bid)
-        raw_len = len(data)
-        stored: bytes | memoryview = data
-        compression = COMPRESSION_NONE
-        level = self.compression_level
-        if level > 0 and raw_len > 32:
-            packed = _compressor(level).compress(data)
-            if len(packed) < raw_len:
-                stored, compression = packed, COMPRESSION_ZSTD
-        sealed = self.seal(KEY_FOR_BLOB[blob_type], stored)
-        if blob_type == BLOB_TREE and self._object_cache is not None and not self.dry_run:
-            self._object_cache.write_blob(bid.hex(), compression, sealed)  # the next backup's parent
-        self._append(blob_type, compression, bid, sealed, raw_len)
-        return bid, True
-
-    def add_sealed_blob(self, blob_type: int, blob_id: bytes, compression: int, sealed: bytes, raw_len: int) -> bool:
-        """Pack a blob sealed elsewhere (a worker process); False when it is already stored."""
-        view = self.dedup_view()
-        with self._mutex:
-            if blob_id in view or blob_id in self._pending_ids:
-                return False
-            self._pending_ids.add(blob_id)
-        self._append(blob_type, compression, blob_id, sealed, raw_len)
-        return True
-
-    def _append(self, blob_type: int, compression: int, bid: bytes, sealed: bytes, raw_len: int) -> None:
-        full: PackBuilder | None = None
-        with self._mutex:
-            builder = self._builders[blob_type]
-            builder.add(blob_type, compression, bid, sealed, raw_len)
-            if builder.size >= self.config.pack_size:
-                full = builder
-                self._builders[blob_type] = self.new_pack_builder()
-        with self.stats.lock:
-            self.stats.blobs_added += 1
-            if blob_type == BLOB_DATA:
-                self.stats.data_blobs_added += 1
-            else:
-                self.stats.tree_blobs_added += 1
-            self.stats.raw_bytes_added += raw_len
-            self.stats.stored_bytes_added += len(sealed)
-        if full is not None:
-            self._submit_pack(full)
-
-    def _submit_pack(self, builder: PackBuilder) -> None:
-        if self._uploader is None:
-            with self._mutex:
-                if self._uploader is None:
-                    self._uploader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="upload")
-        self._upload_slots.acquire()
-        try:
-            fut = self._uploader.submit(self._write_pack, builder)
-        except BaseException:
-            self._upload_slots.release()
-            raise
-        with self._mutex:
-            self._uploads.append(fut)
-
-    def new_pack_builder(self) -> PackBuilder:
-        """A spooled builder where the backend can take a finished file (local disk), else one in memory."""
-        if self.dry_run or not self.backend.properties.spooled_writes:
-            return PackBuilder()
-        return SpooledPackBuilder(self.backend.open_spool)
-
-    def _write_pack(self, builder: PackBuilder) -> None:
-        try:
-            header = self.seal("meta", encode_header(builder.entries))
-            pack_id = builder.finish(header)
-            if self.dry_run:
-                builder.discard()
-            else:
-                builder.store(self.put_named, data_name(pack_id))
-            with self.stats.lock:
-                self.stats.packs_written += 1
-                self.packs_written.add(pack_id)
-            checkpoint: list[IndexPack] = []
-            with self._mutex:
-                self._unindexed.append(IndexPack(pack_id, builder.length, builder.entries))
-                self._unindexed_blobs += len(builder.entries)
-                if (len(self._unindexed) >= INDEX_CHECKPOINT_PACKS
-                        or self._unindexed_blobs >= INDEX_CHECKPOINT_BLOBS
-                        or time.monotonic() - self._last_checkpoint >= INDEX_CHECKPOINT_SECONDS):
-                    checkpoint, self._unindexed = self._unindexed, []
-                    self._unindexed_blobs = 0
-                    self._last_checkpoint = time.monotonic()
-            if checkpoint:
-                self._commit_index(checkpoint)
-        finally:
-            self._upload_slots.release()
-
-    def _commit_index(self, packs: list[IndexPack]) -> None:
-        if not self.dry_run:
-            self.write_index(packs)
-        domain = self.own_domain()
-        with self._mutex:
-            for p in packs:
-                self.index.add_pack(bytes.fromhex(p.pack_id), p.size, p.entries, domain)
-                for e in p.entries:
-                    self._pending_ids.discard(e.blob_id)
-
-    def flush(self) -> None:
-        """Upload every open pack and write an index for all uploaded packs."""
-        for blob_type in (BLOB_DATA, BLOB_TREE):
-            with self._mutex:
-                builder = self._builders[blob_type]
-                self._builders[blob_type] = self.new_pack_builder()
-            if len(builder):
-                self._submit_pack(builder)
-        self._wait_uploads()
-        with self._mutex:
-            packs, self._unindexed = self._unindexed, []
-            self._unindexed_blobs = 0
-        if packs:
-            self._commit_index(packs)
-
-    def _wait_uploads(self) -> None:
-        while True:
-            with self._mutex:
-                futs, self._uploads = self._uploads, []
-            if not futs:
-                return
-            for f in futs:
-                f.result()
-
-    def abort_writes(self) -> None:
-        """Drop unfinished packs after a failure; uploaded ones stay for reuse or prune."""
-        with self._mutex:
-            dropped = self._builders
-            self._builders = {BLOB_DATA: self.new_pack_builder(), BLOB_TREE: self.new_pack_builder()}
-            # Blobs of dropped packs were never stored: forget that they were promised.
-            for builder in dropped.values():
-                for e in builder.entries:
-                    self._pending_ids.discard(e.blob_id)
-        for builder in dropped.values():
-            with contextlib.suppress(Exception):
-                builder.discard()
-        with contextlib.suppress(Exception):
-            self._wait_uploads()
 
     def lookup_blob(self, blob_id: bytes) -> BlobLocation | None:
         return self.index.lookup(blob_id)
@@ -833,7 +687,7 @@ class Repository:
         return memo.get(blob_id) if memo is not None else None
 
     def _tree_memo_put(self, blob_id: bytes, raw: bytes) -> bytes:
-        with self._mutex:
+        with self._tree_memo_lock:
             if self._tree_memo is None:
                 self._tree_memo = {}
             if len(raw) <= self.TREE_MEMO_BYTES // 4 and blob_id not in self._tree_memo:
@@ -963,7 +817,7 @@ class Repository:
                             "that claims host %s", self.slot.host, snap.host)
         else:
             snap.signer = snap.signature = None  # a stale signature would only look like tampering
-        if self.marks_at_start is not None and not self.dry_run:
+        if self.marks_at_start is not None:
             from haeedge.repo.marks import check_before_snapshot
 
             check_before_snapshot(self, snap)
@@ -1158,9 +1012,6 @@ class Repository:
 
     @contextlib.contextmanager
     def lock(self, exclusive: bool = False, command: str = "") -> Iterator[locking.Lock]:
-        if self.dry_run and not exclusive:
-            yield None  # type: ignore[misc]
-            return
         held = locking.Lock(lambda data: self.put_object("locks", self.seal("meta", data)),
                             lambda oid: self.backend.delete(f"locks/{oid}"), exclusive, command)
         try:
@@ -1257,22 +1108,6 @@ class DedupView:
 
     def __contains__(self, blob_id: bytes) -> bool:
         return self.index.has_in(blob_id, self.domains, self.excluded)
-
-
-def read_current_index(repo: Repository) -> list:
-    """Every index object, attributed (repo/provenance.py). Lock-free: a prune may delete objects it
-    superseded between our listing and our reads; then the listing is taken again."""
-    from haeedge.repo.provenance import read_index_objects
-
-    for attempt in range(5):
-        listing = list(repo.backend.list("index"))
-        try:
-            return read_index_objects(repo, listing)
-        except ObjectNotFound:
-            if attempt == 4:
-                raise
-            log.info("an index object was replaced while being read; reading the index again")
-    raise AssertionError("unreachable")
 
 
 def hex_id(h: str) -> bytes:

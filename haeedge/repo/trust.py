@@ -611,9 +611,9 @@ def migrate_legacy(repo: Repository) -> TrustManifest | None:
 
     Only a password owner slot can: its signing key is the root of a password
     repository. Returns None when this credential cannot (writers, certificate
-    slots, dry runs).
+    slots).
     """
-    if repo.trust.mode != MODE_LEGACY or repo.keys.is_writer or repo.signer() is None or repo.dry_run:
+    if repo.trust.mode != MODE_LEGACY or repo.keys.is_writer or repo.signer() is None:
         return None
     if repo.slot is None or repo.slot.kind == KIND_CERTIFICATE or repo.keys.extra.get("trust_root"):
         return None

@@ -63,3 +63,57 @@ def test_refused_connections_are_recognised_through_wrapping() -> None:
     except BackendError as outer:
         assert is_refused(outer)
     assert not is_refused(BackendError("x: timed out", transient=True))
+
+
+def test_every_wrapper_derives_from_the_one_forwarding_base(tmp_path: Path) -> None:
+    from haeedge.backends.base import BackendWrapper
+    from haeedge.backends.cold import ColdReadBackend
+    from haeedge.backends.counting import ReadCountingBackend
+    from haeedge.backends.dryrun import DryRunBackend
+    from haeedge.backends.ratelimit import RateLimitedBackend
+
+    local = LocalBackend(str(tmp_path / "repo"))
+    local.create()
+    local.put("config", b"c")
+    for wrapper in (RetryingBackend(local), FaultyBackend(local), RateLimitedBackend(local, None, None),
+                    ReadCountingBackend(local), ColdReadBackend(local), DryRunBackend(local)):
+        assert isinstance(wrapper, BackendWrapper) and wrapper.unwrap() is local
+        assert not hasattr(type(wrapper), "__getattr__")
+        assert wrapper.get("config") == b"c" and wrapper.exists("config") and wrapper.stat("config").size == 1
+        assert [i.name for i in wrapper.list("keys")] == []
+
+
+def test_dry_run_backend_takes_writes_and_deletes_and_stores_nothing(tmp_path: Path) -> None:
+    from haeedge.backends.dryrun import DryRunBackend
+
+    local = LocalBackend(str(tmp_path / "repo"))
+    local.create()
+    local.put("keys/" + "a" * 64, b"slot")
+    dry = DryRunBackend(local)
+    assert not dry.properties.spooled_writes  # packs are put whole, so nothing is spooled on disk
+    dry.put("index/" + "b" * 64, b"index")
+    dry.delete("keys/" + "a" * 64)
+    dry.create()
+    assert (dry.puts, dry.bytes_put, dry.deletes) == (1, 5, 1)
+    assert not local.exists("index/" + "b" * 64) and local.get("keys/" + "a" * 64) == b"slot"
+    assert dry.get("keys/" + "a" * 64) == b"slot" and not dry.exists("index/" + "b" * 64)
+    assert sorted(p.name for p in (tmp_path / "repo").rglob("*") if p.is_file()) == ["a" * 64]
+
+
+def test_the_stack_walk_goes_through_wrappers_and_replicas_without_probing(tmp_path: Path) -> None:
+    from haeedge.backends.base import backend_stack
+    from haeedge.backends.s3policy import _leaf_locations, s3_backends
+
+    local = LocalBackend(str(tmp_path / "local"))
+    remote = SFTPBackend.from_url(f"sftp://alice@fog-1.example{tmp_path / 'remote'}")
+    retrying = RetryingBackend(FaultyBackend(remote))
+    rep = ReplicatedBackend([retrying, local])
+    try:
+        stack = list(backend_stack(rep))
+        assert stack[0] is rep and {id(b) for b in stack} == {id(rep), id(retrying), id(retrying.inner), id(remote),
+                                                             id(local)}
+        assert sorted(_leaf_locations(rep)) == sorted([remote.location, local.location])
+        assert s3_backends(rep) == [] and rep.replica_backends() == (retrying, local)
+        assert local.replica_backends() == () and retrying.replica_backends() == ()
+    finally:
+        rep.close()

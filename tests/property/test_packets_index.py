@@ -28,6 +28,7 @@ from haeedge.repo.pack import (
     encode_header,
     split_pack_trailer,
 )
+from haeedge.repo.packer import WriteOptions
 from haeedge.repo.repository import Credentials, Repository
 from haeedge.repo.tree import TreeWriter, iter_tree, path_bytes, set_path, sort_key
 
@@ -234,7 +235,7 @@ def small_repo():
 def test_blobs_round_trip_through_packs_and_index(small_repo, blobs, level):
     repo = Repository.open(LocalBackend(str(small_repo)), Credentials([b"pw"]))
     repo.load_index()
-    repo.compression_level = level
+    repo.begin_writes(WriteOptions(compression_level=level))
     saved = [repo.save_blob(BLOB_DATA, b)[0] for b in blobs]
     repo.flush()
     repo.close()

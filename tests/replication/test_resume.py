@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from haeedge.repo.repository import INDEX_CHECKPOINT_PACKS
+from haeedge.repo.packer import INDEX_CHECKPOINT_PACKS
 from tests.servers import start_sshd
 
 from .helpers import MiB, files_under, kill, make_files, wait_for

@@ -83,12 +83,12 @@ def test_tiny_seen_sets_and_index_checkpoints_change_nothing_stored(tmp_path, mo
     """Workers forget the ids they sent (bounded memory) and the index is written every few
     blobs: the main process still stores each chunk once, and everything restores."""
     from haeedge.checker import Checker
-    from haeedge.repo import repository as repository_mod
+    from haeedge.repo import packer as packer_mod
 
     src = tmp_path / "src"
     _tree(src, random.Random(11))
     monkeypatch.setattr(workers_mod, "SEEN_LIMIT", 3)
-    monkeypatch.setattr(repository_mod, "INDEX_CHECKPOINT_BLOBS", 5)
+    monkeypatch.setattr(packer_mod, "INDEX_CHECKPOINT_BLOBS", 5)
     monkeypatch.setattr(workers_mod, "SEGMENT_BYTES", 100_000)
     repo = _repo(tmp_path / "repo", pack_size=1 << 20)
     result = Archiver(repo, BackupOptions(paths=[str(src)], workers=2)).run()
