@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 
 from haeedge.archiver.walker import Excluder, read_exclude_file
 from haeedge.errors import IntegrityError, UsageError
+from haeedge.operations.prune import ForgetResult, forget_snapshots, leftover_originals, plan_forget
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.forgotten import can_write_markers
-from haeedge.repo.prune import ForgetResult, forget_snapshots, leftover_originals, plan_forget
 from haeedge.repo.repository import Repository
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
