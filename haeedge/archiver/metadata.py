@@ -8,7 +8,7 @@ import pwd
 import stat
 from functools import lru_cache
 
-from haeedge.archiver.walker import readlink_long
+from haeedge.fs import readlink_long
 from haeedge.repo.tree import set_bytes_field, set_path
 
 TYPE_OF_FORMAT = {

@@ -8,13 +8,13 @@ path come first so that restore can recreate their metadata.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from haeedge.fs import LONG_PATH, lstat_long, open_dir_long, open_long
 from haeedge.repo.tree import sort_key
 
 
@@ -156,87 +156,6 @@ def normalize_sources(paths: list[str]) -> list[bytes]:
             continue
         kept.append(b)
     return kept
-
-
-#: Paths at least this long are reached through directory descriptors: a system
-#: call takes at most PATH_MAX (4096) bytes, but a tree may nest deeper than that.
-LONG_PATH = 3072
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-def open_dir_long(path: bytes, nofollow: bool = False) -> int:
-    """Open a directory whatever the length of its path.
-
-    The first LONG_PATH bytes resolve as in a plain open. Below them the rest is
-    opened in steps through directory descriptors: in as few steps as fit, or, with
-    ``nofollow`` (the restorer, inside a target a hostile snapshot may have planted
-    symlinks in), one component at a time with O_NOFOLLOW.
-    """
-    if len(path) < LONG_PATH and not nofollow:
-        return os.open(path, _DIR_FLAGS)
-    cut = path.rfind(b"/", 1, LONG_PATH)
-    fd = os.open(path[:cut] if cut > 0 else b"/", _DIR_FLAGS)
-    rest = path[cut + 1 :]
-    flags = _DIR_FLAGS | (os.O_NOFOLLOW if nofollow else 0)
-    try:
-        while rest:
-            if nofollow:
-                step, _, rest = rest.partition(b"/")
-                if not step:
-                    continue
-            elif len(rest) < LONG_PATH:
-                step, rest = rest, b""
-            else:
-                cut = rest.rfind(b"/", 0, LONG_PATH)
-                if cut <= 0:
-                    raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))  # one name > LONG_PATH bytes
-                step, rest = rest[:cut], rest[cut + 1 :]
-            nfd = os.open(step, flags, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _split(path: bytes) -> tuple[bytes, bytes]:
-    parent, _, name = path.rpartition(b"/")
-    return parent or b"/", name
-
-
-def lstat_long(path: bytes) -> os.stat_result:
-    if len(path) < LONG_PATH:
-        return os.lstat(path)
-    parent, name = _split(path)
-    fd = open_dir_long(parent)
-    try:
-        return os.stat(name, dir_fd=fd, follow_symlinks=False)
-    finally:
-        os.close(fd)
-
-
-def readlink_long(path: bytes) -> bytes:
-    if len(path) < LONG_PATH:
-        return os.readlink(path)
-    parent, name = _split(path)
-    fd = open_dir_long(parent)
-    try:
-        return os.readlink(name, dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def open_long(path: bytes, flags: int) -> int:
-    """``os.open`` for paths of any length (for reading file contents)."""
-    if len(path) < LONG_PATH:
-        return os.open(path, flags)
-    parent, name = _split(path)
-    fd = open_dir_long(parent)
-    try:
-        return os.open(name, flags, dir_fd=fd)
-    finally:
-        os.close(fd)
 
 
 def _list_names(path: bytes) -> list[bytes]:

@@ -111,7 +111,7 @@ class ChunkStore:
         return result
 
     def _process_file(self, job: FileJob, blobs: list[NewBlob]) -> FileOutcome:
-        from haeedge.archiver.walker import open_long
+        from haeedge.fs import open_long
 
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         noatime = getattr(os, "O_NOATIME", 0)

@@ -175,7 +175,7 @@ def cli(ctx: click.Context, repos, password_file, password_command, json_, quiet
     run.log_file, run.metrics_file = log_file, metrics_file
     ctx.obj.run = run
     if config_file or profile:
-        from haeedge.config_file import apply_profile  # YAML costs import time; only load it when used
+        from haeedge.cli.profiles import apply_profile  # YAML costs import time; only load it when used
 
         apply_profile(ctx, ctx.obj, config_file, profile)
     run.repository = redact_location(ctx.obj.repos[0]) if ctx.obj.repos else ""

@@ -8,8 +8,8 @@ import click
 
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.cli.selection import filter_snapshots, latest_options, resolve
-from haeedge.copier import SnapshotCopier
 from haeedge.errors import ExitCode
+from haeedge.operations.copy import SnapshotCopier
 from haeedge.ui.format import human_size
 
 

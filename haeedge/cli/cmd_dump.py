@@ -13,10 +13,10 @@ from typing import BinaryIO
 
 import click
 
-from haeedge import coldreads
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
 from haeedge.errors import ExitCode, IntegrityError, PathNotFound, UsageError
+from haeedge.operations import coldreads
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot

@@ -11,10 +11,9 @@ from haeedge.cli.selection import all_snapshots, filter_snapshots
 from haeedge.cli.shared import parse_max_unused, report_prune
 from haeedge.durations import parse_duration
 from haeedge.errors import UsageError
-from haeedge.repo.forgotten import can_write_markers
-from haeedge.repo.prune import forget_snapshots, leftover_originals, plan_forget
-from haeedge.repo.prune import prune as prune_repository
-from haeedge.retention import (
+from haeedge.operations.prune import forget_snapshots, leftover_originals, plan_forget
+from haeedge.operations.prune import prune as prune_repository
+from haeedge.operations.retention import (
     GROUP_FIELDS,
     UNLIMITED,
     Decision,
@@ -23,6 +22,7 @@ from haeedge.retention import (
     SnapshotFacts,
     decide,
 )
+from haeedge.repo.forgotten import can_write_markers
 
 
 class CountType(click.ParamType):

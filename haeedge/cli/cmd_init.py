@@ -60,7 +60,7 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
         check_object_lock_bucket(backend)  # before anything is written
         config.object_lock = ObjectLock(object_lock_mode.upper(), object_lock_days)
     if recipient_file:
-        from haeedge.keymgmt import init_write_only, read_certificate
+        from haeedge.operations.keys import init_write_only, read_certificate
 
         cert = read_certificate(recipient_file)
         host = host or socket.gethostname()

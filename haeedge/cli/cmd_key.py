@@ -65,7 +65,7 @@ def list_(app: AppContext) -> None:
     Example:
       haeedge key list --json
     """
-    from haeedge.keymgmt import list_keys
+    from haeedge.operations.keys import list_keys
 
     with app.open_repo(lock=None, load_index=False) as repo:
         infos, problems = list_keys(repo)
@@ -102,7 +102,7 @@ def add(app: AppContext, new_password_file, recipient_file, writer, host, label)
       haeedge key add --recipient-file owner.asc
       haeedge key add --writer --host web1 --new-password-file web1.pw
     """
-    from haeedge import keymgmt
+    from haeedge.operations import keys as keymgmt
 
     if writer and recipient_file:
         raise UsageError("--writer keys open with a password; --recipient-file adds an owner key",
@@ -143,7 +143,7 @@ def remove(app: AppContext, key_id: str) -> None:
     Example:
       haeedge key remove 1a2b3c4d
     """
-    from haeedge.keymgmt import remove_key
+    from haeedge.operations.keys import remove_key
 
     with app.open_repo(lock=None, load_index=False) as repo:
         info = remove_key(repo, key_id)
@@ -162,7 +162,7 @@ def passwd(app: AppContext, new_password_file) -> None:
     Example:
       haeedge key passwd --new-password-file ~/.new-pw
     """
-    from haeedge.keymgmt import change_passphrase
+    from haeedge.operations.keys import change_passphrase
 
     with app.open_repo(lock=None, load_index=False) as repo:
         pw = read_new_password(app, new_password_file, "new password")

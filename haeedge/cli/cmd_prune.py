@@ -6,8 +6,8 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.shared import parse_max_unused, report_prune
+from haeedge.operations.prune import can_mark, prune
 from haeedge.repo.marks import parse_grace
-from haeedge.repo.prune import can_mark, prune
 
 
 @click.command("prune")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
-from haeedge.repair import repair_index, repair_snapshots
+from haeedge.operations.repair import repair_index, repair_snapshots
 from haeedge.ui.format import warn
 
 

@@ -6,7 +6,7 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import all_snapshots, select_snapshots
-from haeedge.rewrite_paths import KEEP, REBASE, build_matcher, rewrite_paths
+from haeedge.operations.rewrite import KEEP, REBASE, build_matcher, rewrite_paths
 from haeedge.ui.format import human_size
 
 #: Removed paths printed per snapshot in the text output (--json lists up to 1000).

@@ -74,7 +74,7 @@ def approve(app: AppContext, hosts: tuple[str, ...]) -> None:
     Example:
       haeedge --identity-file owner-secret.asc -r /srv/backup trust approve
     """
-    from haeedge.keymgmt import approve_repository
+    from haeedge.operations.keys import approve_repository
 
     with app.open_repo(lock="exclusive", command="trust approve", load_index=False, allow_unapproved=True) as repo:
         result = approve_repository(repo, hosts)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from haeedge.checker import Checker
 from haeedge.cli.context import AppContext, fail_with, json_option, one_setting, pass_app
 from haeedge.errors import ExitCode
+from haeedge.operations.check import Checker
 from haeedge.repo.cache import object_cache_of
 from haeedge.ui.format import human_size
 

@@ -18,7 +18,7 @@ from haeedge.errors import HaeedgeError, UsageError
 from haeedge.monitoring import RunOutcome
 from haeedge.repo.repository import Credentials, Repository
 from haeedge.ui.format import emit_json, message_line, set_json_messages, warn
-from haeedge.ui.progress import JsonLinesProgress, TerminalProgress
+from haeedge.ui.progress_display import JsonLinesProgress, TerminalProgress
 
 
 @dataclass
@@ -97,7 +97,7 @@ class AppContext:
     def credentials(self) -> Credentials:
         """A secret key (--identity-file) or else a password: what opens a key slot."""
         if self.identity_file:
-            from haeedge.keymgmt import load_identity
+            from haeedge.operations.keys import load_identity
 
             return Credentials(pkesk_decryptors=load_identity(
                 self.identity_file, lambda purpose: self.read_password(purpose=purpose)))
@@ -200,7 +200,7 @@ class AppContext:
         repo = self.open_trusted(backend, allow_unapproved=allow_unapproved)
         try:
             if repo.keys.is_writer:  # refuse up front what a write-only key cannot do
-                from haeedge.keymgmt import check_command
+                from haeedge.operations.keys import check_command
 
                 ctx = click.get_current_context(silent=True)
                 check_command(repo, ctx.command_path.split()[1] if ctx and " " in ctx.command_path else command)

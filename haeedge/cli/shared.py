@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from haeedge.cli.context import AppContext
 from haeedge.errors import UsageError
-from haeedge.repo.prune import DEFAULT_MAX_UNUSED, PruneResult
+from haeedge.operations.prune import DEFAULT_MAX_UNUSED, PruneResult
 from haeedge.repo.tree import get_bytes_field, path_bytes
 from haeedge.ui.format import human_size, warn
 

@@ -16,7 +16,6 @@ that are all zeros are skipped, so sparse files stay sparse.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fnmatch
 import grp
@@ -30,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from haeedge import coldreads
-from haeedge.archiver.walker import LONG_PATH, open_dir_long
 from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError, UsageError
+from haeedge.fs import LAST_LONG_DIR, at_nofollow, open_nofollow
+from haeedge.operations import coldreads
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.repository import Repository, hex_id
@@ -190,7 +189,7 @@ class Restorer:
         try:
             return self._run(snap)
         finally:
-            _LAST_LONG_DIR.close()
+            LAST_LONG_DIR.close()
 
     def _run(self, snap: Snapshot) -> RestoreResult:
         if not self.opts.dry_run:
@@ -298,7 +297,7 @@ class Restorer:
 
     def _make_dir(self, rel: bytes) -> None:
         path = self._abs(rel)
-        with _at(path) as (dir_fd, name):
+        with at_nofollow(path) as (dir_fd, name):
             try:
                 os.mkdir(name, 0o700, dir_fd=dir_fd)
                 if rel.rpartition(b"/")[0] in self._fresh:
@@ -360,7 +359,7 @@ class Restorer:
                 _remove_existing(path)  # not writable in place (a read-only file): replaced whole
             if len(chunks) == 1:
                 return _FileJob(rel, path, entry, 1, simple=True)
-            fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 if size:
                     os.ftruncate(fd, size)
@@ -376,7 +375,7 @@ class Restorer:
         if kind in ("chardev", "blockdev") and not self.opts.devices:
             self._warn(f"{os.fsdecode(rel)}: device node skipped (restore with --devices, as root)", skipped=True)
             return None
-        with _at(path) as (dir_fd, name):
+        with at_nofollow(path) as (dir_fd, name):
             if kind == "fifo":
                 os.mkfifo(name, mode, dir_fd=dir_fd)
             elif kind == "socket":
@@ -488,7 +487,7 @@ class Restorer:
             return
         try:
             if not zero or job.reuse:  # in place, zeros must be written: the file holds other bytes there
-                fd = _open(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = open_nofollow(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
                     (write_at if job.reuse else _pwrite_sparse)(fd, raw, offset)
                 finally:
@@ -505,7 +504,7 @@ class Restorer:
 
     def _write_simple(self, job: _FileJob, raw: bytes, zero: bool) -> None:
         try:
-            fd = _open(job.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = open_nofollow(job.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
                 os.ftruncate(fd, len(raw))
                 if not zero:
@@ -541,7 +540,7 @@ class Restorer:
 
     def _apply_meta_path(self, path: bytes, entry: dict, follow: bool = False) -> None:
         try:
-            with _at(path) as (dir_fd, name):
+            with at_nofollow(path) as (dir_fd, name):
                 if self.owners:
                     uid, gid = _owner_ids(entry)
                     os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
@@ -562,7 +561,7 @@ class Restorer:
                 if self._keep_existing(path, entry, link_source=src):
                     continue
                 _remove_existing(path)
-                with _at(src) as (src_fd, src_name), _at(path) as (dst_fd, dst_name):
+                with at_nofollow(src) as (src_fd, src_name), at_nofollow(path) as (dst_fd, dst_name):
                     os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
             except OSError as e:
                 self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot create hardlink: {e.strerror}")
@@ -578,7 +577,7 @@ class Restorer:
                 if self._keep_existing(path, entry):
                     continue
                 _remove_existing(path)
-                with _at(path) as (dir_fd, name):
+                with at_nofollow(path) as (dir_fd, name):
                     os.symlink(target, name, dir_fd=dir_fd)
                 self._apply_meta_path(path, entry)
             except OSError as e:
@@ -605,7 +604,7 @@ class Restorer:
         source_st = _lstat(link_source) if link_source is not None else None
 
         def open_file() -> int:
-            return _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            return open_nofollow(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
 
         if entry.get("type") == "file" and link_source is None:
             decision, reuse = self._existing.decide_file(entry, st, open_file)
@@ -643,7 +642,7 @@ class Restorer:
         mtime set, the file cannot look whole to a later run, however this one ends.
         """
         try:
-            fd = _open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_nofollow(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except PermissionError:
             return None
         try:
@@ -665,7 +664,7 @@ class Restorer:
 
     def _apply_meta_existing_file(self, path: bytes, entry: dict) -> None:
         try:
-            fd = _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_nofollow(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
             return
@@ -677,7 +676,7 @@ class Restorer:
     def _verify_written(self, job: _FileJob) -> None:
         """--verify: read the file back and compare it with the snapshot's blob ids."""
         try:
-            fd = _open(job.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_nofollow(job.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
                 why = content_mismatch(fd, job.entry, self.repo.blob_id)
             finally:
@@ -712,7 +711,7 @@ class _Unsafe(Exception):
 
 
 def _remove_existing(path: bytes) -> None:
-    with _at(path) as (dir_fd, name):
+    with at_nofollow(path) as (dir_fd, name):
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -728,14 +727,14 @@ def _remove_existing(path: bytes) -> None:
 
 def _lstat(path: bytes) -> os.stat_result | None:
     try:
-        with _at(path) as (dir_fd, name):
+        with at_nofollow(path) as (dir_fd, name):
             return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
 
 
 def _readlink(path: bytes) -> bytes:
-    with _at(path) as (dir_fd, name):
+    with at_nofollow(path) as (dir_fd, name):
         return os.readlink(name, dir_fd=dir_fd)
 
 
@@ -766,82 +765,6 @@ def _pwrite_sparse(fd: int, raw: bytes | memoryview, offset: int) -> None:
             w = os.pwrite(fd, part, pos)
             part = part[w:]
             pos += w
-
-
-@contextlib.contextmanager
-def _at(path: bytes) -> Iterator[tuple[int | None, bytes]]:
-    """(dir_fd, name) for the *at() system calls, for a path of any length.
-
-    Short paths are used as they are (dir_fd None). For longer ones the parent is
-    opened from a short prefix one component at a time with O_NOFOLLOW, so no
-    symlink is followed on the way (the restorer checked every directory it made).
-    """
-    if len(path) < LONG_PATH:
-        yield None, path
-        return
-    parent, _, name = path.rpartition(b"/")
-    if _LAST_LONG_DIR.lock.acquire(blocking=False):  # when busy (another thread, or nested): afresh
-        try:
-            yield _LAST_LONG_DIR.open(parent), name
-        finally:
-            _LAST_LONG_DIR.lock.release()
-        return
-    fd = open_dir_long(parent, nofollow=True)
-    try:
-        yield fd, name
-    finally:
-        os.close(fd)
-
-
-class _LastLongDir:
-    """The directory of the last long path used, kept open: the next one in it or below it is
-    reached from there, not from the target down one component at a time. Without it, making
-    the parents of a path 6,000 directories deep cost 18 million opens (quadratic in depth)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.path: bytes | None = None
-        self.fd: int | None = None
-
-    def open(self, parent: bytes) -> int:
-        """An fd of ``parent`` (owned by the cache; the caller holds ``lock``)."""
-        if self.fd is not None and self.path is not None:
-            if parent == self.path:
-                return self.fd
-            if parent.startswith(self.path + b"/"):
-                fd = os.open(b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.fd)
-                try:
-                    for step in parent[len(self.path) + 1 :].split(b"/"):
-                        if step:
-                            nfd = os.open(step, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                          dir_fd=fd)
-                            os.close(fd)
-                            fd = nfd
-                except BaseException:
-                    os.close(fd)
-                    raise
-                self._replace(parent, fd)
-                return fd
-        self._replace(parent, open_dir_long(parent, nofollow=True))
-        assert self.fd is not None
-        return self.fd
-
-    def _replace(self, path: bytes | None, fd: int | None) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-        self.path, self.fd = path, fd
-
-    def close(self) -> None:
-        with self.lock:
-            self._replace(None, None)
-
-
-_LAST_LONG_DIR = _LastLongDir()
-
-
-def _open(path: bytes, flags: int, mode: int = 0o777) -> int:
-    with _at(path) as (dir_fd, name):
-        return os.open(name, flags, mode, dir_fd=dir_fd)
 
 
 def _owner_ids(entry: dict) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from haeedge.backends.local import LocalBackend
-from haeedge.keymgmt import load_identity
+from haeedge.operations.keys import load_identity
 from haeedge.repo.repository import Credentials, Repository
 
 TIMEOUT = 120

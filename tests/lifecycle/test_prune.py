@@ -122,7 +122,7 @@ def test_prune_keeps_a_damaged_pack_instead_of_copying_bad_data(cli, repo, trees
     plan = cli("prune", "--dry-run", "--json").ok().json()
     assert plan["packs_repacked"] >= 1
     # Damage a blob that is still used, inside a pack that prune wants to repack.
-    from haeedge.repo.prune import plan_prune
+    from haeedge.operations.prune import plan_prune
 
     with repo.open() as r:
         p = plan_prune(r)

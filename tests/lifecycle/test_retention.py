@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from haeedge.durations import parse_duration
-from haeedge.retention import UNLIMITED, KeepPolicy, SnapshotFacts, decide, decide_group
+from haeedge.operations.retention import UNLIMITED, KeepPolicy, SnapshotFacts, decide, decide_group
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "retention"
 #: 400 Gregorian years: the calendar (weekdays, leap years, ISO weeks) repeats exactly.

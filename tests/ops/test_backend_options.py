@@ -70,7 +70,8 @@ def test_good_options_are_read_with_their_types(cli, tmp_path):
       "{S3}": {{retries: 0, storage_options: {{anon: true, client_kwargs: {{region_name: x}}}}}}
 """)
     from haeedge.cli.app import cli as root
-    from haeedge.config_file import command_specs, load_config
+    from haeedge.cli.profiles import command_specs
+    from haeedge.config_file import load_config
 
     opts = load_config(str(cfg), command_specs(root)).select("p").backend_options
     assert opts[SFTP] == {"timeout": 7.5, "port": 2222, "key_file": "/k", "use_agent": False, "max_channels": 2}

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from haeedge.cli.app import cli as root_command
-from haeedge.config_file import ConfigError, command_specs, load_config
+from haeedge.cli.profiles import command_specs
+from haeedge.config_file import ConfigError, load_config
 
 from .conftest import ROOT, write_config
 

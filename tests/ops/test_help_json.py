@@ -50,7 +50,7 @@ def test_a_command_loads_only_its_own_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = json.loads(out.strip().splitlines()[-1])
     assert [m for m in loaded if m.startswith("haeedge.cli.cmd_")] == ["haeedge.cli.cmd_snapshots"], loaded
-    for heavy in ("haeedge.archiver", "haeedge.restorer", "haeedge.repo.prune", "haeedge.mount"):
+    for heavy in ("haeedge.archiver", "haeedge.restorer", "haeedge.operations.prune", "haeedge.mount"):
         assert heavy not in loaded, heavy
 
 

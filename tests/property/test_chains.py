@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from haeedge.archiver import Archiver, BackupOptions
-from haeedge.checker import Checker
+from haeedge.operations.check import Checker
 from haeedge.restorer import RestoreOptions, Restorer
 
 NAMES = [b"a", b"b", b"c.txt", b"d1/x", b"d1/y", b"d1/d2/z", b"d3/w", b"caf\xe9", b"d1/d2/\xff\xfe"]

@@ -82,7 +82,7 @@ def test_modes_agree_and_restore(tmp_path, monkeypatch, mode):
 def test_tiny_seen_sets_and_index_checkpoints_change_nothing_stored(tmp_path, monkeypatch):
     """Workers forget the ids they sent (bounded memory) and the index is written every few
     blobs: the main process still stores each chunk once, and everything restores."""
-    from haeedge.checker import Checker
+    from haeedge.operations.check import Checker
     from haeedge.repo import packer as packer_mod
 
     src = tmp_path / "src"

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from haeedge.archiver import Archiver, BackupOptions
 from haeedge.backends.faulty import FaultyBackend
 from haeedge.backends.local import LocalBackend
-from haeedge.checker import Checker, _windows, check_pack
 from haeedge.errors import IntegrityError
+from haeedge.operations.check import Checker, _windows, check_pack
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.repository import Credentials, Repository

@@ -10,11 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from haeedge.checker import parse_subset
 from haeedge.chunking import ChunkerParams
 from haeedge.cli.shared import parse_compression
 from haeedge.durations import parse_duration
 from haeedge.errors import ExitCode, FormatError, HaeedgeError, UsageError
+from haeedge.operations.check import parse_subset
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.lock import STALE_AFTER, LockInfo, decode_lock, encode_lock
 from haeedge.repo.snapshot import Snapshot

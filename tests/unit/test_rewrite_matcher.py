@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from haeedge.errors import UsageError
-from haeedge.rewrite_paths import build_matcher
+from haeedge.operations.rewrite import build_matcher
 
 
 @pytest.mark.parametrize(("patterns", "ipatterns", "path", "excluded"), [

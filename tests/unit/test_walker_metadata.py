@@ -8,15 +8,8 @@ import stat
 import pytest
 
 from haeedge.archiver.metadata import entry_from_stat, unchanged_file
-from haeedge.archiver.walker import (
-    LONG_PATH,
-    Excluder,
-    lstat_long,
-    normalize_sources,
-    open_long,
-    readlink_long,
-    walk_sources,
-)
+from haeedge.archiver.walker import Excluder, normalize_sources, walk_sources
+from haeedge.fs import LONG_PATH, lstat_long, open_long, readlink_long
 from haeedge.repo.tree import get_bytes_field, path_bytes, sort_key
 
 

@@ -29,13 +29,13 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from haeedge.checker import Checker
 from haeedge.errors import BackendError, HaeedgeError
+from haeedge.operations.check import Checker
+from haeedge.operations.prune import attributions, execute_prune, plan_prune, replaces
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import IndexPack
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, PackEntry
 from haeedge.repo.provenance import LEGACY, OWNER, has_writers, read_indexes
-from haeedge.repo.prune import attributions, execute_prune, plan_prune, replaces
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso

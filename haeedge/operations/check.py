@@ -31,9 +31,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from haeedge import coldreads
 from haeedge.backends.base import data_name
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
+from haeedge.operations import coldreads
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer

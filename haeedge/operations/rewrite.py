@@ -18,7 +18,7 @@ below a rewritten one gets a new id (re-linked), as with ``tag``.
 Order (a crash at any moment leaves a repository that verifies): the new
 file lists are stored and indexed, then the new snapshots, each signed by the
 owner key (``repo/rewrite.rewrite_snapshots``), then the originals are
-forgotten through ``forget``'s machinery (``repo/prune.plan_forget``):
+forgotten through ``forget``'s machinery (``operations/prune.plan_forget``):
 deepest first, hidden ones' markers after them. Copies name their original
 in ``"replaces"`` (so after a crash the next ``forget`` or ``rewrite`` removes
 the leftover originals) and in ``"rewritten"`` (what was done). With
@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 
 from haeedge.archiver.walker import Excluder, read_exclude_file
 from haeedge.errors import IntegrityError, UsageError
+from haeedge.operations.prune import ForgetResult, forget_snapshots, leftover_originals, plan_forget
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.forgotten import can_write_markers
-from haeedge.repo.prune import ForgetResult, forget_snapshots, leftover_originals, plan_forget
 from haeedge.repo.repository import Repository
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
