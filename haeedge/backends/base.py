@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar, runtime_checkable
 
-from haeedge.errors import BackendError
+from haeedge.errors import BackendError, ObjectNotFound
 
 #: The top-level folders of a repository; ``list`` takes one of these.
 NAMESPACES = ("keys", "data", "index", "snapshots", "locks", "forgotten", "marks")
@@ -137,6 +137,14 @@ class StorageBackend:
 
     def remove_temporaries(self, min_age: float | None = None) -> int:
         return 0  # writes are atomic objects: nothing is left behind
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is stored: one ``stat`` (a backend with a cheaper test overrides it)."""
+        try:
+            self.stat(name)  # type: ignore[attr-defined]
+            return True
+        except ObjectNotFound:
+            return False
 
     def recover_range(self, name: str, offset: int, length: int) -> bytes | None:
         return None

@@ -502,13 +502,6 @@ class FsspecBackend(StorageBackend):
             raise ObjectNotFound(f"{self.location}: {name} does not exist")
         return ObjectInfo(name, int(info.get("size") or 0), _mtime(info))
 
-    def exists(self, name: str) -> bool:
-        try:
-            self.stat(name)
-            return True
-        except ObjectNotFound:
-            return False
-
     def close(self) -> None:
         return
 

@@ -608,13 +608,6 @@ class SFTPBackend(StorageBackend):
 
         return self._run("stat", name, op)
 
-    def exists(self, name: str) -> bool:
-        try:
-            self.stat(name)
-            return True
-        except ObjectNotFound:
-            return False
-
     def close(self) -> None:
         with self._lock:
             self._reset_locked()
