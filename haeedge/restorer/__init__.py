@@ -48,9 +48,12 @@ MERGE_GAP = 1 << 20
 #: When existing files may be kept (--overwrite other than always), the gaps between needed blobs are
 #: often the data of those files: reading over them would fetch again what a resumed restore skips.
 KEEPING_MERGE_GAP = 64 << 10
-#: One ranged read covers at most this much (more if one blob is bigger): with four
-#: reader threads, what a restore holds in flight stays small next to a 16 MiB pack.
+#: One ranged read from local disk covers at most this much (more if one blob is bigger):
+#: with four reader threads, what a restore holds in flight stays small next to a 16 MiB pack.
 MAX_READ = 4 << 20
+#: From network storage one request per pack of the default size (16 MiB): each request
+#: costs a round trip and, on S3, money, so fewer and larger reads win over a smaller peak.
+MAX_NETWORK_READ = 32 << 20
 _ZERO = bytes(8 << 20)
 #: Zero runs this long, aligned in the file, are left as holes (sparse files stay sparse).
 SPARSE_BLOCK = 64 << 10
@@ -434,11 +437,12 @@ class Restorer:
         items = sorted(blobs.items(), key=lambda kv: kv[1].offset)
         groups: list[list[tuple[bytes, BlobLocation]]] = []
         merge_gap = MERGE_GAP if self._existing.replaces_all else KEEPING_MERGE_GAP
+        max_read = MAX_READ if self.repo.backend.properties.local_paths else MAX_NETWORK_READ
         for bid, loc in items:
             if groups:
                 first, last = groups[-1][0][1], groups[-1][-1][1]
                 if (loc.offset - (last.offset + last.length) <= merge_gap
-                        and loc.offset + loc.length - first.offset <= MAX_READ):
+                        and loc.offset + loc.length - first.offset <= max_read):
                     groups[-1].append((bid, loc))
                     continue
             groups.append([(bid, loc)])
