@@ -50,10 +50,6 @@ class Finding:
     snapshots: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
-        return {"severity": self.severity, "object": self.object, "message": self.message,
-                "snapshots": self.snapshots, "files": self.files}
-
 
 @dataclass
 class VerifyReport:

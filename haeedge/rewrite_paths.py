@@ -121,13 +121,6 @@ class SnapshotRewrite:
     removed_bytes: int = 0
     new_id: str | None = None
 
-    def to_json(self) -> dict:
-        return {"old_id": self.old_id, "new_id": self.new_id, "time": self.time, "host": self.host,
-                "kind": self.kind, "action": "relink" if self.action == KEEP else self.action,
-                "chosen": self.chosen, "removed_entries": self.removed_entries, "removed_bytes": self.removed_bytes,
-                "removed_paths": self.removed_paths,
-                "paths_truncated": self.removed_entries > len(self.removed_paths)}
-
 
 @dataclass
 class RewriteResult:
@@ -143,14 +136,6 @@ class RewriteResult:
     unchanged: list[str] = field(default_factory=list)
     #: The forget step (None with keep_old or a dry run).
     forget: ForgetResult | None = None
-
-    def to_json(self) -> dict:
-        f = self.forget
-        return {"dry_run": self.dry_run, "keep_old": self.keep_old, "excludes": self.excludes,
-                "iexcludes": self.iexcludes, "chosen": self.chosen,
-                "snapshots": [r.to_json() for r in self.rewritten], "unchanged": self.unchanged,
-                "forgotten": f.removed if f else [], "released": f.released if f else [],
-                "hidden": f.hidden if f else []}
 
 
 def _display(path: bytes) -> str:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from haeedge import __version__
 from haeedge.archiver.metadata import entry_from_stat, unchanged_file, user_name
 from haeedge.archiver.scanner import Scanner
+from haeedge.archiver.summary import BackupSummary
 from haeedge.archiver.walker import (
     CACHEDIR_TAG,
     Excluder,
@@ -94,31 +95,14 @@ class BackupOptions:
 @dataclass
 class BackupResult:
     snapshot: Snapshot | None
-    summary: dict
+    summary: BackupSummary
     warnings: list[str]
     #: With --skip-if-unchanged: the parent snapshot that already holds exactly this tree.
     unchanged_since: Snapshot | None = None
 
     @property
     def partial(self) -> bool:
-        return bool(self.summary.get("errors"))
-
-
-def backup_summary(repo: Repository, counts: dict, kind: str, reason: str, started: float) -> dict:
-    """A snapshot's ``summary``: what the walk counted, then what this run added to ``repo`` (docs/json.md)."""
-    st = repo.stats
-    return dict(
-        counts,
-        kind=kind,
-        kind_reason=reason,
-        data_blobs_added=st.data_blobs_added,
-        tree_blobs_added=st.tree_blobs_added,
-        blobs_added=st.blobs_added,
-        bytes_added=st.stored_bytes_added,
-        raw_bytes_added=st.raw_bytes_added,
-        packs_written=st.packs_written,
-        duration=round(time.monotonic() - started, 3),
-    )
+        return bool(self.summary.errors)
 
 
 def new_snapshot(*, host: str, paths: list[str], kind: str, tree: list[str], tags: list[str], summary: dict,
@@ -141,8 +125,7 @@ class Archiver:
         self.progress = progress or SilentProgress()
         self.chunker = Chunker(repo.config.chunker)
         self.warnings: list[str] = []
-        self.counts = dict(files_new=0, files_changed=0, files_unchanged=0, dirs=0, others=0,
-                           files_deleted=0, errors=0, entries=0, bytes_read=0, bytes_total=0)
+        self.counts = BackupSummary()
         self._hardlink_groups: set[str] = set()
         self._hardlink_results: dict[str, tuple[list, int]] = {}
         #: Entries that differ from the parent's (added, changed or removed), of any type.
@@ -243,13 +226,13 @@ class Archiver:
                 scanner.stop()
             self.progress.finish()
 
-        summary = backup_summary(self.repo, self.counts, kind, reason, started)
-        snap = new_snapshot(host=host, paths=paths, kind=kind, tree=tree_ids, tags=opts.tags, summary=summary,
+        summary = self.counts.finish(self.repo.stats, kind, reason, started)
+        snap = new_snapshot(host=host, paths=paths, kind=kind, tree=tree_ids, tags=opts.tags, summary=summary.to_doc(),
                             parent=parent if kind == KIND_INCREMENTAL else None)
-        if opts.skip_if_unchanged and parent is not None and not self._differences and not self.counts["errors"]:
+        if opts.skip_if_unchanged and parent is not None and not self._differences and not self.counts.errors:
             # The parent already restores exactly this tree; what was written is only file lists
             # (a full re-reads and dedups), left for prune.
-            summary["skipped"] = True
+            summary.skipped = True
             return BackupResult(None, summary, self.warnings, unchanged_since=parent)
         if not opts.dry_run:
             self.repo.save_snapshot(snap)
@@ -297,7 +280,7 @@ class Archiver:
         self.progress.warning(msg)
 
     def _walk_error(self, path: bytes, err: OSError) -> None:
-        self.counts["errors"] += 1
+        self.counts.errors += 1
         self._warn(f"{os.fsdecode(path)}: {err.strerror or err}")
 
     # ------------------------------------------------------------------ pipeline
@@ -351,7 +334,7 @@ class Archiver:
                     set_path(marker, path_bytes(parent_next))
                     marker["deleted"] = True
                     pending.append((marker, None, None, None))
-                self.counts["files_deleted"] += parent_next.get("type") == "file"
+                self.counts.files_deleted += parent_next.get("type") == "file"
                 self._differences += 1
                 parent_next = next(parent_iter, None)
                 parent_key = sort_key(path_bytes(parent_next)) if parent_next is not None else None
@@ -512,44 +495,44 @@ class Archiver:
         if entry.get("deleted"):
             tree.add(entry)
             return
-        self.counts["entries"] += 1
+        self.counts.entries += 1
         kind = entry["type"]
         if kind == "file":
             group = entry.pop("_hardlink_of", None)
             if slot is not None:
                 self._finish_slot(slot)
                 if slot.error is not None:
-                    self.counts["errors"] += 1
+                    self.counts.errors += 1
                     self._warn(f"{os.fsdecode(item.abspath)}: cannot read: {slot.error}")
                     return
                 entry["chunks"] = slot.chunks
                 entry["size"] = slot.size
-                self.counts["bytes_read"] += slot.size
+                self.counts.bytes_read += slot.size
                 if "hardlink" in entry:
                     self._hardlink_results[entry["hardlink"]] = (slot.chunks, slot.size)
                 if slot.changed:
-                    self.counts["errors"] += 1
+                    self.counts.errors += 1
                     self._warn(f"{os.fsdecode(item.abspath)}: file changed while it was being read; "
                                "the snapshot holds the bytes read")
             elif group is not None:
                 got = self._hardlink_results.get(group)
                 if got is None:
-                    self.counts["errors"] += 1
+                    self.counts.errors += 1
                     self._warn(f"{os.fsdecode(item.abspath)}: hardlinked file could not be read")
                     return
                 entry["chunks"], entry["size"] = got
-            self.counts["bytes_total"] += entry["size"]
+            self.counts.bytes_total += entry["size"]
             if pe is None:
-                self.counts["files_new"] += 1
+                self.counts.files_new += 1
             elif pe == entry:
-                self.counts["files_unchanged"] += 1
+                self.counts.files_unchanged += 1
             else:
-                self.counts["files_changed"] += 1
+                self.counts.files_changed += 1
             self.progress.advance(files=1, nbytes=entry["size"])
         elif kind == "dir":
-            self.counts["dirs"] += 1
+            self.counts.dirs += 1
         else:
-            self.counts["others"] += 1
+            self.counts.others += 1
         if pe is not None and pe == entry:
             if incremental:
                 return

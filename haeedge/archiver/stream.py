@@ -24,8 +24,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from haeedge.archiver import BackupResult, backup_summary, new_snapshot
+from haeedge.archiver import BackupResult, new_snapshot
 from haeedge.archiver.metadata import owner_fields
+from haeedge.archiver.summary import BackupSummary
 from haeedge.chunking import Chunker
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
 from haeedge.monitoring import child_environment
@@ -106,14 +107,13 @@ def backup_stream(repo: Repository, options: StreamOptions, fd: int | None = Non
         raise
     finally:
         progress.finish()
-    counts = dict(files_new=1, files_changed=0, files_unchanged=0, dirs=len(entries) - 1, others=0,
-                  files_deleted=0, errors=0, entries=len(entries), bytes_read=size, bytes_total=size)
-    summary = backup_summary(repo, counts, KIND_FULL, "stream", started)
+    summary = BackupSummary(files_new=1, dirs=len(entries) - 1, entries=len(entries), bytes_read=size,
+                            bytes_total=size).finish(repo.stats, KIND_FULL, "stream", started)
     # Only the program's name: the command's arguments may carry connection strings.
-    summary["stream"] = {"source": "stdin" if proc is None else "command",
+    summary.stream = {"source": "stdin" if proc is None else "command",
                          **({"program": os.path.basename(options.command[0])} if proc is not None else {})}
     snap = new_snapshot(host=options.host or socket.gethostname(), paths=["/" + os.fsdecode(rel)],
-                        kind=KIND_FULL, tree=tree_ids, tags=options.tags, summary=summary)
+                        kind=KIND_FULL, tree=tree_ids, tags=options.tags, summary=summary.to_doc())
     if not options.dry_run:
         repo.save_snapshot(snap)
     return BackupResult(snap if not options.dry_run else None, summary, [])

@@ -10,6 +10,7 @@ from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
 from haeedge.repo.tree_cache import TreeBlobCache
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 #: What a file *is*: a change here is a modification.
@@ -97,11 +98,7 @@ def command(app: AppContext, snapshot1, snapshot2, prefix, no_metadata, hosts, t
                 app.out(f"{_MARK[change]}    {path}")
     counts = {k: len(v) for k, v in lists.items()}
     if app.json:
-        app.emit({"snapshot_1": s1.id, "snapshot_2": s2.id, "added": lists["added"], "removed": lists["removed"],
-                  "modified": lists["modified"], "metadata_only": [] if no_metadata else lists["metadata"],
-                  "stats": {"added": counts["added"], "removed": counts["removed"],
-                            "modified": counts["modified"], "metadata_only": counts["metadata"],
-                            "bytes_added": bytes_added, "bytes_removed": bytes_removed}})
+        app.emit(messages.diff(s1, s2, lists, no_metadata, bytes_added, bytes_removed))
         return
     app.out(f"\n{s1.short_id} -> {s2.short_id}: {counts['added']} added, {counts['removed']} removed, "
             f"{counts['modified']} modified, {counts['metadata']} metadata only; "

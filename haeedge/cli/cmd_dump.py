@@ -21,6 +21,7 @@ from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
+from haeedge.ui import messages
 from haeedge.ui.format import warn as warn_line
 
 #: Blobs fetched ahead of the one being written (each up to 8 MiB by default).
@@ -222,9 +223,7 @@ def command(app: AppContext, snapshot, path_in_snapshot, output, hosts, tags, pa
         finally:
             if output:
                 out.close()
-    summary = {"message_type": "summary", "snapshot_id": snap.id, "path": shown, "kind": kind,
-               "entries": count, "bytes": nbytes, "damaged": damaged, "warnings": warnings,
-               "output": output}
+    summary = messages.dump(snap.id, shown, kind, count, nbytes, damaged, warnings, output)
     if app.json:
         if output:
             app.emit(summary)

@@ -9,9 +9,9 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import select_snapshots
-from haeedge.cli.shared import entry_json
 from haeedge.repo.tree import path_bytes
 from haeedge.repo.tree_cache import TreeBlobCache
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 
@@ -78,8 +78,7 @@ def command(app: AppContext, patterns, snapshots, hosts, tags, paths, ignore_cas
             total += len(found)
             hit_snapshots += 1
             if app.json:
-                results.append({"snapshot_id": snap.id, "time": snap.time, "host": snap.host,
-                                "entries": [entry_json(e) for e in found]})
+                results.append(messages.find_snapshot(snap, found))
                 continue
             app.out(f"snapshot {snap.short_id} ({snap.time[:19].replace('T', ' ')}, {snap.host}):")
             for e in found:
@@ -90,6 +89,6 @@ def command(app: AppContext, patterns, snapshots, hosts, tags, paths, ignore_cas
                 else:
                     app.out(f"  {path}")
     if app.json:
-        app.emit({"patterns": list(patterns), "matches": total, "snapshots": results})
+        app.emit(messages.find(patterns, total, results))
     else:
         app.out(f"{total} matches in {hit_snapshots} snapshots")

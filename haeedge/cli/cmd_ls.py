@@ -9,9 +9,9 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
-from haeedge.cli.shared import entry_json
 from haeedge.errors import PathNotFound
 from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
+from haeedge.ui import messages
 
 _TYPE_CHAR = {"file": "-", "dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c", "blockdev": "b"}
 
@@ -52,7 +52,7 @@ def command(app: AppContext, snapshot, path_in_snapshot, long_, recursive, hosts
                 if not recursive and rel != prefix and rel.rpartition(b"/")[0] != prefix:
                     continue
             if app.json:
-                out.append(entry_json(entry))
+                out.append(messages.entry(entry))
                 continue
             name = "/" + rel.decode("utf-8", "backslashreplace")
             if long_:
@@ -71,4 +71,4 @@ def command(app: AppContext, snapshot, path_in_snapshot, long_, recursive, hosts
         raise PathNotFound(f"{shown}: not in snapshot {snap.short_id}",
                            hint=f"list what it holds with: haeedge ls {snap.short_id}")
     if app.json:
-        app.emit({"snapshot_id": snap.id, "entries": out})
+        app.emit(messages.ls(snap.id, out))

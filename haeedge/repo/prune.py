@@ -372,9 +372,6 @@ class PruneResult:
     def bytes_freed(self) -> int:
         return self.bytes_deleted - self.bytes_written
 
-    def to_json(self) -> dict:
-        return {**self.__dict__, "bytes_freed": self.bytes_freed}
-
 
 def used_blobs(repo: Repository, snapshots: list[Snapshot]) -> set[bytes]:
     """Every blob some snapshot's own file list names (tree blobs and file chunks)."""
