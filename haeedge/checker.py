@@ -39,7 +39,6 @@ from haeedge.repo.index import BlobIndex, BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import path_bytes
 
 
 @dataclass
@@ -253,8 +252,8 @@ class Checker:
                 for tid in snap.tree:
                     outside.check(hex_id(tid))
                 for entry in repo.iter_tree(snap.tree):
-                    damaged += bool(entry.get("damaged"))
-                    for chunk_id, _length in entry.get("chunks") or ():
+                    damaged += bool(entry.damaged)
+                    for chunk_id, _length in entry.chunks or ():
                         bid = hex_id(chunk_id)
                         if repo.lookup_blob(bid) is None:
                             if bid not in self._bad_blobs:
@@ -375,12 +374,12 @@ class Checker:
         for snap in snaps:
             try:
                 for entry in repo.iter_entries(snap):
-                    for chunk_id, _l in entry.get("chunks") or ():
+                    for chunk_id, _l in entry.chunks or ():
                         bid = hex_id(chunk_id)
                         if bid in self._bad_blobs:
                             s, files = affected.setdefault(bid, (set(), []))
                             s.add(snap.id)
-                            p = "/" + path_bytes(entry).decode("utf-8", "replace")
+                            p = "/" + entry.path.decode("utf-8", "replace")
                             if p not in files:
                                 files.append(p)
             except HaeedgeError:

@@ -40,7 +40,7 @@ from haeedge.repo.prune import ForgetResult, forget_snapshots, leftover_original
 from haeedge.repo.repository import Repository
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
-from haeedge.repo.tree import path_bytes
+from haeedge.repo.tree import Node
 
 #: Paths listed per snapshot in a result (the counts are always exact).
 MAX_LISTED_PATHS = 1000
@@ -153,8 +153,8 @@ class _Planner:
         """(file entries, deletion markers) of its own file list that are excluded."""
         entries = markers = 0
         for e in self.repo.iter_tree(snap.tree):
-            if self.match(path_bytes(e)):
-                if e.get("deleted"):
+            if self.match(e.path):
+                if e.deleted:
                     markers += 1
                 else:
                     entries += 1
@@ -163,16 +163,16 @@ class _Planner:
     def effective_has(self, snap: Snapshot) -> bool:
         hit = self._effective_has.get(snap.id)
         if hit is None:
-            hit = self._effective_has[snap.id] = any(self.match(path_bytes(e)) for e in self.repo.iter_entries(snap))
+            hit = self._effective_has[snap.id] = any(self.match(e.path) for e in self.repo.iter_entries(snap))
         return hit
 
     def removed(self, snap: Snapshot, rec: SnapshotRewrite) -> None:
         for e in self.repo.iter_entries(snap):
-            p = path_bytes(e)
+            p = e.path
             if self.match(p):
                 rec.removed_entries += 1
-                if e.get("type") == "file":
-                    rec.removed_bytes += int(e.get("size") or 0)
+                if e.type == "file":
+                    rec.removed_bytes += e.size or 0
                 if len(rec.removed_paths) < MAX_LISTED_PATHS:
                     rec.removed_paths.append(_display(p))
 
@@ -228,10 +228,10 @@ def plan_rewrite(repo: Repository, chosen: list[Snapshot], everything: list[Snap
     return out, sorted(untouched, key=lambda i: (planner.by_id[i].time, i))
 
 
-def _write_tree(repo: Repository, entries: Iterator[dict], match: PathMatcher) -> list[str]:
+def _write_tree(repo: Repository, entries: Iterator[Node], match: PathMatcher) -> list[str]:
     writer = repo.tree_writer()
     for e in entries:
-        if not match(path_bytes(e)):
+        if not match(e.path):
             writer.add(e)
     return writer.finish()
 

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haeedge.archiver import BackupResult, new_snapshot
-from haeedge.archiver.metadata import owner_fields
+from haeedge.archiver.metadata import group_name, user_name
 from haeedge.archiver.summary import BackupSummary
 from haeedge.chunking import Chunker
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
@@ -34,7 +34,7 @@ from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import KIND_FULL
-from haeedge.repo.tree import set_path
+from haeedge.repo.tree import Node
 
 #: Chunks being sealed at once (each up to the chunker's max size, 8 MiB by default).
 MAX_IN_FLIGHT = 8
@@ -172,20 +172,15 @@ def _store_chunks(repo: Repository, fd: int, progress: ProgressSink, workers: in
     return chunks, size
 
 
-def _entries(rel: bytes, chunks: list, size: int) -> list[dict]:
+def _entries(rel: bytes, chunks: list, size: int) -> list[Node]:
     """The stream's file entry, preceded by its parent directories (a tree is complete)."""
     now_ns = time.time_ns()
-    owner = owner_fields(os.getuid(), os.getgid())
-    out: list[dict] = []
+    uid, gid = os.getuid(), os.getgid()
+    user, group = user_name(uid) or None, group_name(gid) or None
+    out: list[Node] = []
     parts = rel.split(b"/")
     for i in range(1, len(parts)):
-        d: dict = {}
-        set_path(d, b"/".join(parts[:i]))
-        d.update(type="dir", mode=0o700, **owner, mtime_ns=now_ns, ctime_ns=now_ns)
-        out.append(d)
-    f: dict = {}
-    set_path(f, rel)
+        out.append(Node(b"/".join(parts[:i]), "dir", 0o700, uid, gid, user, group, now_ns, now_ns))
     # 0600: a database dump holds everything the database does.
-    f.update(type="file", mode=0o600, **owner, mtime_ns=now_ns, ctime_ns=now_ns, size=size, chunks=chunks)
-    out.append(f)
+    out.append(Node(rel, "file", 0o600, uid, gid, user, group, now_ns, now_ns, size=size, chunks=chunks))
     return out

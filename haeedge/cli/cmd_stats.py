@@ -30,16 +30,16 @@ class Usage:
         for s in repo.chain_of(snap):
             self.tree_blobs.update(s.tree)
         for e in cache.entries(snap):
-            if e.get("type") != "file":
+            if e.type != "file":
                 continue
             self.files += 1
-            link = e.get("hardlink")
+            link = e.hardlink
             if link:
                 if link in seen_links:
                     continue  # one inode, restored once
                 seen_links.add(link)
-            self.raw_size += int(e.get("size", 0))
-            self.data_blobs.update(c[0] for c in e.get("chunks") or ())
+            self.raw_size += e.size or 0
+            self.data_blobs.update(c[0] for c in e.chunks or ())
 
     def merge(self, other: Usage) -> None:
         self.files += other.files

@@ -397,7 +397,7 @@ def used_blob_hosts(repo: Repository, snapshots: list[Snapshot]) -> dict[bytes, 
             used.setdefault(hex_id(tid), set()).add(snap.host)
         try:
             for entry in repo.iter_tree(snap.tree):
-                for chunk_id, _length in entry.get("chunks") or ():
+                for chunk_id, _length in entry.chunks or ():
                     used.setdefault(hex_id(chunk_id), set()).add(snap.host)
         except HaeedgeError as e:
             raise IntegrityError(f"snapshot {snap.short_id}: file list unreadable ({e}); nothing was pruned",

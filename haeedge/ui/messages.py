@@ -28,17 +28,14 @@ if TYPE_CHECKING:
     from haeedge.rewrite_paths import RewriteResult, SnapshotRewrite
 
 
-def entry(node: dict) -> dict:
-    """A file-list entry as ``ls`` and ``find`` print it: the stored fields with ``path`` made absolute,
-    ``target`` decoded and ``chunks`` replaced by their count."""
-    from haeedge.repo.tree import get_bytes_field, path_bytes
-
-    out = {k: v for k, v in node.items() if k not in ("chunks", "path", "path_b64", "target", "target_b64")}
-    out["path"] = "/" + path_bytes(node).decode("utf-8", "backslashreplace")
-    target = get_bytes_field(node, "target")
-    if target is not None:
-        out["target"] = target.decode("utf-8", "backslashreplace")
-    out["chunks"] = len(node.get("chunks") or ())
+def entry(node: Node) -> dict:
+    """A file-list entry as ``ls`` and ``find`` print it: the stored fields (``Node.to_doc``) with ``path``
+    made absolute, ``target`` decoded and ``chunks`` replaced by their count."""
+    out = {k: v for k, v in node.to_doc().items() if k not in ("chunks", "path", "path_b64", "target", "target_b64")}
+    out["path"] = "/" + node.path.decode("utf-8", "backslashreplace")
+    if node.target is not None:
+        out["target"] = node.target.decode("utf-8", "backslashreplace")
+    out["chunks"] = len(node.chunks or ())
     return out
 
 

@@ -18,7 +18,7 @@ from haeedge.errors import ExitCode, FormatError, HaeedgeError, UsageError
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.lock import STALE_AFTER, LockInfo, decode_lock, encode_lock
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import is_under, merge_chain, sort_key
+from haeedge.repo.tree import Node, is_under, merge_chain, sort_key
 
 
 @pytest.mark.parametrize("text,seconds", [("7d", 7 * 86400), ("12h", 43200), ("1w2d", 9 * 86400), ("90m", 5400),
@@ -147,15 +147,15 @@ def test_sort_key_is_component_wise():
 
 
 def test_merge_chain_overlays_newest_first():
-    def e(path, **kw):
-        return {"path": path, **kw}
+    def e(path, v=None, deleted=None):
+        return Node(path.encode(), None if deleted else "file", size=v, deleted=deleted)
 
     full = [e("a", v=0), e("a/x", v=0), e("b", v=0), e("c", v=0)]
     inc1 = [e("a/x", deleted=True), e("b", v=1), e("bb", v=1)]
     inc2 = [e("a/x", v=2), e("c", deleted=True)]
     merged = list(merge_chain([iter(full), iter(inc1), iter(inc2)]))
-    assert [(m["path"], m.get("v")) for m in merged] == [("a", 0), ("a/x", 2), ("b", 1), ("bb", 1)]
-    assert [m["path"] for m in merge_chain([iter(full), iter(inc1)])] == ["a", "b", "bb", "c"]
+    assert [(m.path, m.size) for m in merged] == [(b"a", 0), (b"a/x", 2), (b"b", 1), (b"bb", 1)]
+    assert [m.path for m in merge_chain([iter(full), iter(inc1)])] == [b"a", b"b", b"bb", b"c"]
 
 
 def test_signing_and_repository_do_not_import_each_other():
