@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from operator import attrgetter
 
 import click
 
@@ -18,17 +19,19 @@ CONTENT_FIELDS = ("type", "size", "rdev", "damaged")
 #: What restore sets besides the content: a change only here is "metadata only".
 #: ctime, inode and the hardlink key change whenever a file is copied or restored, so they are not compared.
 METADATA_FIELDS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "nlink")
+_content = attrgetter(*CONTENT_FIELDS)
+_metadata = attrgetter(*METADATA_FIELDS)
 
 
 def classify(a: Node, b: Node) -> str | None:
     """``modified``, ``metadata`` or None (same) for two entries at one path."""
-    if any(a.get(f) != b.get(f) for f in CONTENT_FIELDS):
+    if _content(a) != _content(b):
         return "modified"
     if [c[0] for c in a.chunks or ()] != [c[0] for c in b.chunks or ()]:
         return "modified"
     if a.target != b.target:
         return "modified"
-    if any(a.get(f) != b.get(f) for f in METADATA_FIELDS):
+    if _metadata(a) != _metadata(b):
         return "metadata"
     return None
 

@@ -45,6 +45,10 @@ _INT_FIELDS = tuple(_INT_RANGES)
 _TEXT_FIELDS = ("hardlink", "user", "group")
 _BYTES_FIELDS = ("target",)
 _FLAG_FIELDS = ("deleted", "damaged")
+_STR_FIELDS = frozenset(_TEXT_FIELDS + _BYTES_FIELDS)
+#: ``Node``'s fields between ``path`` and ``target``, in declaration order: stored as read.
+_PLAIN_FIELDS = ("type", "mode", "uid", "gid", "user", "group", "mtime_ns", "ctime_ns", "inode", "size", "chunks",
+                 "nlink", "hardlink", "rdev", "damaged", "deleted")
 #: Fields ``Node`` has attributes for; others (``atime_ns``, ``dev``, a later version's) go to ``Node.extra``.
 _KNOWN_KEYS = frozenset({"path", "path_b64", "type", "mode", "uid", "gid", "user", "group", "mtime_ns", "ctime_ns",
                          "inode", "size", "chunks", "nlink", "hardlink", "target", "target_b64", "rdev", "damaged",
@@ -76,11 +80,12 @@ class Node:
     chunks: list | None = None
     nlink: int | None = None
     hardlink: str | None = None
-    target: bytes | None = None
     rdev: int | None = None
     #: Flags are ``None`` when absent (an explicit ``false`` read from a tree is written back as such).
     damaged: bool | None = None
     deleted: bool | None = None
+    #: Symlinks: the raw target (``target`` or, when not UTF-8, ``target_b64`` in the tree).
+    target: bytes | None = None
     extra: dict | None = None
 
     def to_doc(self) -> dict:
@@ -184,21 +189,22 @@ def validate_entry(entry: object) -> Node:
     for f in _FLAG_FIELDS:
         if not isinstance(g(f, False), bool):
             raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f} flag")
-    unknown = entry.keys() - _KNOWN_KEYS
-    extra = {k: v for k, v in entry.items() if k in unknown} if unknown else None
+    # (issuperset: no set built per entry when, as almost always, every field is known)
+    extra = None if _KNOWN_KEYS.issuperset(entry) else {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
     if g("deleted"):
         return Node(p, deleted=True, extra={k: v for k, v in entry.items() if k not in ("path", "path_b64", "deleted")}
                     or None)
     kind = g("type")
     if not isinstance(kind, str) or kind not in TYPES:
         raise BadTreeEntry(f"tree entry {p[:200]!r} has an unknown type")
-    for f, (lo, hi) in _INT_RANGES.items():
-        v = g(f)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi):
-            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
-    for f in _TEXT_FIELDS + _BYTES_FIELDS:
-        v = g(f)
-        if v is not None and (not isinstance(v, str) or len(v) > MAX_NAME_FIELD * 4):
+    for f, v in entry.items():  # one pass over the fields present (a million entries: no lookups of absent ones)
+        if v is None:
+            continue
+        rng = _INT_RANGES.get(f)
+        if rng is not None:
+            if type(v) is not int or not rng[0] <= v <= rng[1]:  # JSON ints only: never bool, never float
+                raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
+        elif f in _STR_FIELDS and (type(v) is not str or len(v) > MAX_NAME_FIELD * 4):
             raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
     try:
         target = _text_bytes(entry, "target")
@@ -212,9 +218,7 @@ def validate_entry(entry: object) -> Node:
             if (not isinstance(c, list) or len(c) != 2 or not is_hex_id(c[0])
                     or not isinstance(c[1], int) or isinstance(c[1], bool) or not 0 <= c[1] <= (256 << 20)):
                 raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
-    return Node(p, kind, g("mode"), g("uid"), g("gid"), g("user"), g("group"), g("mtime_ns"), g("ctime_ns"),
-                g("inode"), g("size"), chunks, g("nlink"), g("hardlink"), target, g("rdev"), g("damaged"),
-                g("deleted"), extra)
+    return Node(p, *map(g, _PLAIN_FIELDS), target, extra)
 
 
 def is_hex_id(v: object) -> bool:
