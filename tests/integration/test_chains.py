@@ -116,8 +116,8 @@ def test_incremental_stores_only_changes_and_every_snapshot_restores(cli, fast_r
     changed = set(own) - deleted
     assert changed == {b"", b"sub", b"f03", b"new.txt", b"sub/f07-moved", b"f09", b"f11"}, sorted(changed)
     assert set(effective) == set(states[1][1])
-    assert own[b"f09"]["mode"] == 0o600 and own[b"f11"]["mtime_ns"] == 1_000_000_007
-    assert own[b"f09"]["chunks"] == whole[b"f09"]["chunks"]  # metadata change: same data, not re-stored
+    assert own[b"f09"].mode == 0o600 and own[b"f11"].mtime_ns == 1_000_000_007
+    assert own[b"f09"].chunks == whole[b"f09"].chunks  # metadata change: same data, not re-stored
 
     # Every snapshot restores exactly the tree it captured.
     for i, (sid, captured) in enumerate(states):
