@@ -25,8 +25,12 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from haeedge.ui.format import message_line
+
+if TYPE_CHECKING:
+    from haeedge.archiver.summary import BackupSummary
 
 #: Commands that run hooks unless the profile lists others: what one schedules.
 DEFAULT_HOOK_COMMANDS = ("backup", "forget", "prune", "verify", "copy", "sync")
@@ -82,11 +86,11 @@ class RunOutcome:
         if value and len(value) >= 4 and value not in self.secrets:
             self.secrets.append(value)
 
-    def record_backup(self, snapshot_id: str | None, summary: dict) -> None:
+    def record_backup(self, snapshot_id: str | None, summary: BackupSummary) -> None:
         self.snapshot_id = snapshot_id
-        self.bytes_added = summary.get("bytes_added")
-        self.bytes_total = summary.get("bytes_total")
-        self.files = sum(int(summary.get(k) or 0) for k in ("files_new", "files_changed", "files_unchanged"))
+        self.bytes_added = summary.bytes_added
+        self.bytes_total = summary.bytes_total
+        self.files = summary.files_new + summary.files_changed + summary.files_unchanged
 
     def record_forget(self, kept: list[str], removed: list[str], hidden: list[str]) -> None:
         self.kept, self.forgotten, self.hidden = list(kept), list(removed), list(hidden)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from haeedge import __version__
 from haeedge.archiver.metadata import entry_from_stat, unchanged_file, user_name
 from haeedge.archiver.scanner import Scanner
+from haeedge.archiver.summary import BackupSummary
 from haeedge.archiver.walker import (
     CACHEDIR_TAG,
     Excluder,
@@ -51,7 +52,7 @@ from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.packer import WriteOptions
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import KIND_FULL, KIND_INCREMENTAL, Snapshot, now_iso
-from haeedge.repo.tree import path_bytes, set_path, sort_key
+from haeedge.repo.tree import Node, deletion_marker, sort_key
 
 DEFAULT_FULL_IF_OLDER_THAN = timedelta(days=7)
 MAX_IN_FLIGHT = 4096
@@ -95,31 +96,14 @@ class BackupOptions:
 @dataclass
 class BackupResult:
     snapshot: Snapshot | None
-    summary: dict
+    summary: BackupSummary
     warnings: list[str]
     #: With --skip-if-unchanged: the parent snapshot that already holds exactly this tree.
     unchanged_since: Snapshot | None = None
 
     @property
     def partial(self) -> bool:
-        return bool(self.summary.get("errors"))
-
-
-def backup_summary(repo: Repository, counts: dict, kind: str, reason: str, started: float) -> dict:
-    """A snapshot's ``summary``: what the walk counted, then what this run added to ``repo`` (docs/json.md)."""
-    st = repo.stats
-    return dict(
-        counts,
-        kind=kind,
-        kind_reason=reason,
-        data_blobs_added=st.data_blobs_added,
-        tree_blobs_added=st.tree_blobs_added,
-        blobs_added=st.blobs_added,
-        bytes_added=st.stored_bytes_added,
-        raw_bytes_added=st.raw_bytes_added,
-        packs_written=st.packs_written,
-        duration=round(time.monotonic() - started, 3),
-    )
+        return bool(self.summary.errors)
 
 
 def new_snapshot(*, host: str, paths: list[str], kind: str, tree: list[str], tags: list[str], summary: dict,
@@ -142,8 +126,7 @@ class Archiver:
         self.progress = progress or SilentProgress()
         self.chunker = Chunker(repo.config.chunker)
         self.warnings: list[str] = []
-        self.counts = dict(files_new=0, files_changed=0, files_unchanged=0, dirs=0, others=0,
-                           files_deleted=0, errors=0, entries=0, bytes_read=0, bytes_total=0)
+        self.counts = BackupSummary()
         self._hardlink_groups: set[str] = set()
         self._hardlink_results: dict[str, tuple[list, int]] = {}
         #: Entries that differ from the parent's (added, changed or removed), of any type.
@@ -213,7 +196,7 @@ class Archiver:
         parent = self.choose_parent(host, paths)
         kind, reason = self.choose_kind(parent)
         self.progress.info(f"{kind} backup ({reason})")
-        parent_entries: Iterator[dict] = iter(())
+        parent_entries: Iterator[Node] = iter(())
         if parent is not None:
             # A full backup reads the parent's list only for its statistics.
             if kind == KIND_FULL:
@@ -242,13 +225,13 @@ class Archiver:
                 scanner.stop()
             self.progress.finish()
 
-        summary = backup_summary(self.repo, self.counts, kind, reason, started)
-        snap = new_snapshot(host=host, paths=paths, kind=kind, tree=tree_ids, tags=opts.tags, summary=summary,
+        summary = self.counts.finish(self.repo.stats, kind, reason, started)
+        snap = new_snapshot(host=host, paths=paths, kind=kind, tree=tree_ids, tags=opts.tags, summary=summary.to_doc(),
                             parent=parent if kind == KIND_INCREMENTAL else None)
-        if opts.skip_if_unchanged and parent is not None and not self._differences and not self.counts["errors"]:
+        if opts.skip_if_unchanged and parent is not None and not self._differences and not self.counts.errors:
             # The parent already restores exactly this tree; what was written is only file lists
             # (a full re-reads and dedups), left for prune.
-            summary["skipped"] = True
+            summary.skipped = True
             return BackupResult(None, summary, self.warnings, unchanged_since=parent)
         if not opts.dry_run:
             self.repo.save_snapshot(snap)
@@ -285,7 +268,7 @@ class Archiver:
         return Excluder(patterns(opts.excludes, opts.exclude_files), patterns(opts.iexcludes, opts.iexclude_files),
                         larger_than=opts.exclude_larger_than, if_present=tags)
 
-    def _tolerant(self, entries: Callable[[], Iterator[dict]]) -> Iterator[dict]:
+    def _tolerant(self, entries: Callable[[], Iterator[Node]]) -> Iterator[Node]:
         try:
             yield from entries()
         except HaeedgeError as e:
@@ -296,7 +279,7 @@ class Archiver:
         self.progress.warning(msg)
 
     def _walk_error(self, path: bytes, err: OSError) -> None:
-        self.counts["errors"] += 1
+        self.counts.errors += 1
         self._warn(f"{os.fsdecode(path)}: {err.strerror or err}")
 
     # ------------------------------------------------------------------ pipeline
@@ -319,7 +302,7 @@ class Archiver:
             return fork_pool(workers)
         return ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="read")
 
-    def _run_pipeline(self, walk: Iterator[WalkItem], parent_entries: Iterator[dict], incremental: bool,
+    def _run_pipeline(self, walk: Iterator[WalkItem], parent_entries: Iterator[Node], incremental: bool,
                       tree, pool: Executor) -> None:
         self._pool = pool
         self._inflight: deque[_Batch] = deque()
@@ -329,10 +312,11 @@ class Archiver:
         self._early: deque[_Batch] = deque()
         self._by_token: dict[int, _Slot] = {}
         self._next_token = 0
-        pending: deque[tuple[dict, dict | None, _Slot | None, WalkItem | None]] = deque()
+        #: (entry, its parent's entry, its read slot, its walk item, the hardlink group whose data it shares)
+        pending: deque[tuple[Node, Node | None, _Slot | None, WalkItem | None, str | None]] = deque()
         parent_iter = iter(parent_entries)
         parent_next = next(parent_iter, None)
-        parent_key = sort_key(path_bytes(parent_next)) if parent_next is not None else None
+        parent_key = sort_key(parent_next.path) if parent_next is not None else None
         current = _Batch()
         current_bytes = 0
 
@@ -346,14 +330,11 @@ class Archiver:
             nonlocal parent_next, parent_key
             while parent_next is not None and (key is None or parent_key < key):
                 if incremental:
-                    marker: dict = {}
-                    set_path(marker, path_bytes(parent_next))
-                    marker["deleted"] = True
-                    pending.append((marker, None, None, None))
-                self.counts["files_deleted"] += parent_next.get("type") == "file"
+                    pending.append((deletion_marker(parent_next.path), None, None, None, None))
+                self.counts.files_deleted += parent_next.type == "file"
                 self._differences += 1
                 parent_next = next(parent_iter, None)
-                parent_key = sort_key(path_bytes(parent_next)) if parent_next is not None else None
+                parent_key = sort_key(parent_next.path) if parent_next is not None else None
 
         def drain(force: bool) -> None:
             self._poll()
@@ -373,29 +354,30 @@ class Archiver:
             if parent_next is not None and parent_key == key:
                 pe = parent_next
                 parent_next = next(parent_iter, None)
-                parent_key = sort_key(path_bytes(parent_next)) if parent_next is not None else None
+                parent_key = sort_key(parent_next.path) if parent_next is not None else None
             try:
                 entry = entry_from_stat(item.relpath, item.st, item.abspath)
             except OSError as e:
                 self._walk_error(item.abspath, e)
                 continue
             slot: _Slot | None = None
-            if entry["type"] == "file":
+            group: str | None = None
+            if entry.type == "file":
                 if pe is not None and incremental and unchanged_file(pe, item.st):
-                    entry["chunks"] = pe["chunks"]
-                    entry["size"] = pe["size"]
-                elif "hardlink" in entry and entry["hardlink"] in self._hardlink_groups:
-                    entry["_hardlink_of"] = entry["hardlink"]
+                    entry.chunks = pe.chunks
+                    entry.size = pe.size
+                elif entry.hardlink is not None and entry.hardlink in self._hardlink_groups:
+                    group = entry.hardlink
                 else:
-                    if "hardlink" in entry:
-                        self._hardlink_groups.add(entry["hardlink"])
+                    if entry.hardlink is not None:
+                        self._hardlink_groups.add(entry.hardlink)
                     slot = _Slot(current, len(current.jobs))
                     current.jobs.append(self._job(FileJob(item.abspath, item.st.st_ino, item.st.st_mtime_ns), slot))
                     current.slots.append(slot)
                     current_bytes += min(item.st.st_size, SEGMENT_BYTES)
                     if len(current.jobs) >= BATCH_FILES or current_bytes >= BATCH_BYTES:
                         dispatch()
-            pending.append((entry, pe, slot, item))
+            pending.append((entry, pe, slot, item, group))
             drain(force=False)
         emit_deleted_before(None)
         dispatch()
@@ -507,48 +489,47 @@ class Archiver:
         return slot
 
     def _complete(self, job: tuple, incremental: bool, tree) -> None:
-        entry, pe, slot, item = job
-        if entry.get("deleted"):
+        entry, pe, slot, item, group = job
+        if entry.deleted:
             tree.add(entry)
             return
-        self.counts["entries"] += 1
-        kind = entry["type"]
+        self.counts.entries += 1
+        kind = entry.type
         if kind == "file":
-            group = entry.pop("_hardlink_of", None)
             if slot is not None:
                 self._finish_slot(slot)
                 if slot.error is not None:
-                    self.counts["errors"] += 1
+                    self.counts.errors += 1
                     self._warn(f"{os.fsdecode(item.abspath)}: cannot read: {slot.error}")
                     return
-                entry["chunks"] = slot.chunks
-                entry["size"] = slot.size
-                self.counts["bytes_read"] += slot.size
-                if "hardlink" in entry:
-                    self._hardlink_results[entry["hardlink"]] = (slot.chunks, slot.size)
+                entry.chunks = slot.chunks
+                entry.size = slot.size
+                self.counts.bytes_read += slot.size
+                if entry.hardlink is not None:
+                    self._hardlink_results[entry.hardlink] = (slot.chunks, slot.size)
                 if slot.changed:
-                    self.counts["errors"] += 1
+                    self.counts.errors += 1
                     self._warn(f"{os.fsdecode(item.abspath)}: file changed while it was being read; "
                                "the snapshot holds the bytes read")
             elif group is not None:
                 got = self._hardlink_results.get(group)
                 if got is None:
-                    self.counts["errors"] += 1
+                    self.counts.errors += 1
                     self._warn(f"{os.fsdecode(item.abspath)}: hardlinked file could not be read")
                     return
-                entry["chunks"], entry["size"] = got
-            self.counts["bytes_total"] += entry["size"]
+                entry.chunks, entry.size = got
+            self.counts.bytes_total += entry.size
             if pe is None:
-                self.counts["files_new"] += 1
+                self.counts.files_new += 1
             elif pe == entry:
-                self.counts["files_unchanged"] += 1
+                self.counts.files_unchanged += 1
             else:
-                self.counts["files_changed"] += 1
-            self.progress.advance(files=1, nbytes=entry["size"])
+                self.counts.files_changed += 1
+            self.progress.advance(files=1, nbytes=entry.size)
         elif kind == "dir":
-            self.counts["dirs"] += 1
+            self.counts.dirs += 1
         else:
-            self.counts["others"] += 1
+            self.counts.others += 1
         if pe is not None and pe == entry:
             if incremental:
                 return

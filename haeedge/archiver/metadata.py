@@ -9,7 +9,7 @@ import stat
 from functools import lru_cache
 
 from haeedge.fs import readlink_long
-from haeedge.repo.tree import set_bytes_field, set_path
+from haeedge.repo.tree import Node
 
 TYPE_OF_FORMAT = {
     stat.S_IFREG: "file",
@@ -40,49 +40,33 @@ def group_name(gid: int) -> str:
         return ""
 
 
-def owner_fields(uid: int, gid: int) -> dict:
-    """``uid`` and ``gid`` of an entry, with ``user`` and ``group`` when they have names."""
-    out: dict = {"uid": uid, "gid": gid}
-    if u := user_name(uid):
-        out["user"] = u
-    if g := group_name(gid):
-        out["group"] = g
-    return out
-
-
-def entry_from_stat(relpath: bytes, st: os.stat_result, abspath: bytes) -> dict:
+def entry_from_stat(relpath: bytes, st: os.stat_result, abspath: bytes) -> Node:
     """Everything but file contents. Raises OSError when a symlink cannot be read."""
     kind = TYPE_OF_FORMAT.get(stat.S_IFMT(st.st_mode))
     if kind is None:
         raise OSError(0, "unsupported file type")
-    e: dict = {}
-    set_path(e, relpath)
-    e["type"] = kind
-    e["mode"] = stat.S_IMODE(st.st_mode)
-    e.update(owner_fields(st.st_uid, st.st_gid))
-    e["mtime_ns"] = st.st_mtime_ns
-    e["ctime_ns"] = st.st_ctime_ns
-    e["inode"] = st.st_ino
+    e = Node(relpath, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, user_name(st.st_uid) or None,
+             group_name(st.st_gid) or None, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if kind == "file":
-        e["size"] = st.st_size
+        e.size = st.st_size
         if st.st_nlink > 1:
-            e["nlink"] = st.st_nlink
-            e["hardlink"] = f"{st.st_dev}:{st.st_ino}"
+            e.nlink = st.st_nlink
+            e.hardlink = f"{st.st_dev}:{st.st_ino}"
     elif kind == "symlink":
-        set_bytes_field(e, "target", readlink_long(abspath))
+        e.target = readlink_long(abspath)
     elif kind in ("chardev", "blockdev"):
-        e["rdev"] = st.st_rdev
+        e.rdev = st.st_rdev
     return e
 
 
-def unchanged_file(parent: dict, st: os.stat_result) -> bool:
+def unchanged_file(parent: Node, st: os.stat_result) -> bool:
     """The incremental rule: same size, mtime, ctime and inode means same content."""
     return (
-        parent.get("type") == "file"
-        and parent.get("size") == st.st_size
-        and parent.get("mtime_ns") == st.st_mtime_ns
-        and parent.get("ctime_ns") == st.st_ctime_ns
-        and parent.get("inode") == st.st_ino
-        and "chunks" in parent
-        and not parent.get("damaged")
+        parent.type == "file"
+        and parent.size == st.st_size
+        and parent.mtime_ns == st.st_mtime_ns
+        and parent.ctime_ns == st.st_ctime_ns
+        and parent.inode == st.st_ino
+        and parent.chunks is not None
+        and not parent.damaged
     )

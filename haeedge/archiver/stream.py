@@ -24,8 +24,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from haeedge.archiver import BackupResult, backup_summary, new_snapshot
-from haeedge.archiver.metadata import owner_fields
+from haeedge.archiver import BackupResult, new_snapshot
+from haeedge.archiver.metadata import group_name, user_name
+from haeedge.archiver.summary import BackupSummary
 from haeedge.chunking import Chunker
 from haeedge.errors import ExitCode, HaeedgeError, UsageError
 from haeedge.monitoring import child_environment
@@ -34,7 +35,7 @@ from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.packer import WriteOptions
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import KIND_FULL
-from haeedge.repo.tree import set_path
+from haeedge.repo.tree import Node
 
 #: Chunks being sealed at once (each up to the chunker's max size, 8 MiB by default).
 MAX_IN_FLIGHT = 8
@@ -105,14 +106,13 @@ def backup_stream(repo: Repository, options: StreamOptions, fd: int | None = Non
         raise
     finally:
         progress.finish()
-    counts = dict(files_new=1, files_changed=0, files_unchanged=0, dirs=len(entries) - 1, others=0,
-                  files_deleted=0, errors=0, entries=len(entries), bytes_read=size, bytes_total=size)
-    summary = backup_summary(repo, counts, KIND_FULL, "stream", started)
+    summary = BackupSummary(files_new=1, dirs=len(entries) - 1, entries=len(entries), bytes_read=size,
+                            bytes_total=size).finish(repo.stats, KIND_FULL, "stream", started)
     # Only the program's name: the command's arguments may carry connection strings.
-    summary["stream"] = {"source": "stdin" if proc is None else "command",
+    summary.stream = {"source": "stdin" if proc is None else "command",
                          **({"program": os.path.basename(options.command[0])} if proc is not None else {})}
     snap = new_snapshot(host=options.host or socket.gethostname(), paths=["/" + os.fsdecode(rel)],
-                        kind=KIND_FULL, tree=tree_ids, tags=options.tags, summary=summary)
+                        kind=KIND_FULL, tree=tree_ids, tags=options.tags, summary=summary.to_doc())
     if not options.dry_run:
         repo.save_snapshot(snap)
     return BackupResult(snap if not options.dry_run else None, summary, [])
@@ -171,20 +171,15 @@ def _store_chunks(repo: Repository, fd: int, progress: ProgressSink, workers: in
     return chunks, size
 
 
-def _entries(rel: bytes, chunks: list, size: int) -> list[dict]:
+def _entries(rel: bytes, chunks: list, size: int) -> list[Node]:
     """The stream's file entry, preceded by its parent directories (a tree is complete)."""
     now_ns = time.time_ns()
-    owner = owner_fields(os.getuid(), os.getgid())
-    out: list[dict] = []
+    uid, gid = os.getuid(), os.getgid()
+    user, group = user_name(uid) or None, group_name(gid) or None
+    out: list[Node] = []
     parts = rel.split(b"/")
     for i in range(1, len(parts)):
-        d: dict = {}
-        set_path(d, b"/".join(parts[:i]))
-        d.update(type="dir", mode=0o700, **owner, mtime_ns=now_ns, ctime_ns=now_ns)
-        out.append(d)
-    f: dict = {}
-    set_path(f, rel)
+        out.append(Node(b"/".join(parts[:i]), "dir", 0o700, uid, gid, user, group, now_ns, now_ns))
     # 0600: a database dump holds everything the database does.
-    f.update(type="file", mode=0o600, **owner, mtime_ns=now_ns, ctime_ns=now_ns, size=size, chunks=chunks)
-    out.append(f)
+    out.append(Node(rel, "file", 0o600, uid, gid, user, group, now_ns, now_ns, size=size, chunks=chunks))
     return out

@@ -12,6 +12,7 @@ from haeedge.cli.shared import parse_compression
 from haeedge.durations import parse_duration
 from haeedge.errors import BackendError, ExitCode, UsageError
 from haeedge.sizes import parse_size
+from haeedge.ui import messages
 from haeedge.ui.format import human_size, warn
 
 
@@ -116,32 +117,29 @@ def command(app: AppContext, paths, excludes, exclude_files, iexcludes, iexclude
     snap = result.snapshot
     unchanged = result.unchanged_since
     if app.json:
-        app.emit({"message_type": "summary", "snapshot_id": snap.id if snap else None, "dry_run": dry_run,
-                  "parent": snap.parent if snap else None, **s,
-                  **({"unchanged_since": unchanged.id} if unchanged is not None else {}), "warnings": result.warnings,
-                  **({"lagging_replicas": lagging} if replicated is not None else {})})
+        app.emit(messages.backup(result, dry_run, lagging if replicated is not None else None))
     else:
         if snap:
             parent_txt = f", parent {snap.parent[:8]}" if snap.parent else ""
-            app.out(f"snapshot {snap.short_id} saved ({s['kind']}{parent_txt})")
+            app.out(f"snapshot {snap.short_id} saved ({s.kind}{parent_txt})")
         elif unchanged is not None:
             app.out(f"nothing changed since snapshot {unchanged.short_id}: no snapshot saved (--skip-if-unchanged)")
         else:
-            app.out(f"dry run: nothing saved ({s['kind']} backup)")
-        app.out(f"Files:   {s['files_new']} new, {s['files_changed']} changed, {s['files_unchanged']} unchanged, "
-                f"{s['files_deleted']} removed")
-        app.out(f"Dirs:    {s['dirs']}; other entries: {s['others']}")
-        app.out(f"Read:    {human_size(s['bytes_read'])} of {human_size(s['bytes_total'])} in the snapshot")
-        app.out(f"Added:   {human_size(s['bytes_added'])} stored ({s['data_blobs_added']} data blobs, "
-                f"{s['tree_blobs_added']} tree blobs) after dedup and compression")
-        app.out(f"Time:    {s['duration']:.1f} s")
-        if s["errors"]:
-            app.out(f"Errors:  {s['errors']} (see warnings above)")
+            app.out(f"dry run: nothing saved ({s.kind} backup)")
+        app.out(f"Files:   {s.files_new} new, {s.files_changed} changed, {s.files_unchanged} unchanged, "
+                f"{s.files_deleted} removed")
+        app.out(f"Dirs:    {s.dirs}; other entries: {s.others}")
+        app.out(f"Read:    {human_size(s.bytes_read)} of {human_size(s.bytes_total)} in the snapshot")
+        app.out(f"Added:   {human_size(s.bytes_added)} stored ({s.data_blobs_added} data blobs, "
+                f"{s.tree_blobs_added} tree blobs) after dedup and compression")
+        app.out(f"Time:    {s.duration:.1f} s")
+        if s.errors:
+            app.out(f"Errors:  {s.errors} (see warnings above)")
     for lag in lagging:  # never silent, even with --quiet or --json
         warn(f"replica {lag['location']} is lagging: it missed {lag['objects_missed']} "
                    f"objects ({lag['error']}); run 'haeedge sync' when it is reachable")
     if result.partial:
-        app.run.error = f"{result.summary.get('errors')} files could not be read or changed while being read"
+        app.run.error = f"{result.summary.errors} files could not be read or changed while being read"
         fail_with(ExitCode.PARTIAL)
     if lagging:
         app.run.error = f"replica(s) lagging: {', '.join(lag['location'] for lag in lagging)}"

@@ -6,6 +6,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.ui import messages
 
 SHELLS = ("bash", "zsh", "fish")
 #: The variable click's completion scripts set when they call haeedge back.
@@ -35,6 +36,6 @@ def command(app: AppContext, shell: str) -> None:
     root = click.get_current_context().find_root().command
     script = get_completion_class(shell)(root, {}, "haeedge", COMPLETE_VAR).source()
     if app.json:
-        app.emit({"shell": shell, "script": script, "install": _INSTALL[shell]})
+        app.emit(messages.completion(shell, script, _INSTALL[shell]))
     else:
         click.echo(script)

@@ -10,6 +10,7 @@ from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.cli.selection import filter_snapshots, latest_options, resolve
 from haeedge.errors import ExitCode
 from haeedge.operations.copy import SnapshotCopier
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 
@@ -51,13 +52,7 @@ def command(app: AppContext, snapshots, to, to_password_file, hosts, tags, paths
             target.begin_backup()  # a prune may run on the target: as a backup (docs/lifecycle.md)
             result = SnapshotCopier(source, target, progress).run(selected)
     if app.json:
-        app.emit({"message_type": "summary",
-                  "copied": [{"source": s, "target": t} for s, t in result.copied],
-                  "skipped": [{"source": s, "target": t} for s, t in result.skipped],
-                  "failed": [{"source": s, "error": e} for s, e in result.failed],
-                  "chunks_read": result.chunks_read, "chunks_deduplicated": result.chunks_deduplicated,
-                  "raw_bytes_read": result.raw_bytes_read, "data_blobs_added": result.data_blobs_added,
-                  "tree_blobs_added": result.tree_blobs_added, "bytes_added": result.bytes_added})
+        app.emit(messages.copy(result))
     else:
         for s, t in result.copied:
             app.out(f"copied {s[:8]} -> {t[:8]}")

@@ -20,7 +20,8 @@ from haeedge.operations import coldreads
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import get_bytes_field, is_under, path_bytes, sort_key
+from haeedge.repo.tree import Node, is_under, sort_key
+from haeedge.ui import messages
 from haeedge.ui.format import warn as warn_line
 
 #: Blobs fetched ahead of the one being written (each up to 8 MiB by default).
@@ -30,13 +31,13 @@ _TAR_TYPES = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "fifo": tarfil
               "chardev": tarfile.CHRTYPE, "blockdev": tarfile.BLKTYPE}
 
 
-def file_data(repo: Repository, entry: dict, pool: ThreadPoolExecutor) -> Iterator[bytes]:
+def file_data(repo: Repository, entry: Node, pool: ThreadPoolExecutor) -> Iterator[bytes]:
     """A file's bytes, blob by blob, fetched a few blobs ahead (each checked against its keyed id)."""
-    if entry.get("damaged"):
-        raise IntegrityError(f"/{path_bytes(entry).decode('utf-8', 'replace')} is marked damaged in this snapshot")
-    chunks = entry.get("chunks") or []
-    if sum(length for _bid, length in chunks) != entry.get("size", 0):
-        raise IntegrityError(f"/{path_bytes(entry).decode('utf-8', 'replace')}: chunk list does not add up "
+    if entry.damaged:
+        raise IntegrityError(f"/{entry.path.decode('utf-8', 'replace')} is marked damaged in this snapshot")
+    chunks = entry.chunks or []
+    if sum(length for _bid, length in chunks) != (entry.size or 0):
+        raise IntegrityError(f"/{entry.path.decode('utf-8', 'replace')}: chunk list does not add up "
                              "to the file size")
     ahead: deque[tuple[Future, int]] = deque()
     todo = iter(chunks)
@@ -51,7 +52,7 @@ def file_data(repo: Repository, entry: dict, pool: ThreadPoolExecutor) -> Iterat
             ahead.append((pool.submit(repo.load_blob, hex_id(nxt[0]), BLOB_DATA), nxt[1]))
         data = fut.result()
         if len(data) != length:
-            raise IntegrityError(f"/{path_bytes(entry).decode('utf-8', 'replace')}: a blob has the wrong length")
+            raise IntegrityError(f"/{entry.path.decode('utf-8', 'replace')}: a blob has the wrong length")
         yield data
 
 
@@ -80,30 +81,30 @@ class _BlobReader:
         return b"".join(parts)
 
 
-def tar_info(entry: dict, name: str) -> tarfile.TarInfo | None:
+def tar_info(entry: Node, name: str) -> tarfile.TarInfo | None:
     """A tar header for an entry (sockets cannot be archived: None)."""
     ti = tarfile.TarInfo(name)
-    kind = entry.get("type")
+    kind = entry.type
     if kind == "file":
         ti.type = tarfile.REGTYPE
-        ti.size = int(entry.get("size", 0))
+        ti.size = entry.size or 0
     elif kind in _TAR_TYPES:
         ti.type = _TAR_TYPES[kind]
     else:
         return None
-    ti.mode = int(entry.get("mode", 0o644)) & 0o7777
-    ti.uid, ti.gid = int(entry.get("uid", 0)), int(entry.get("gid", 0))
-    ti.uname, ti.gname = entry.get("user", ""), entry.get("group", "")
-    ti.mtime = entry.get("mtime_ns", 0) / 1e9
+    ti.mode = (entry.mode if entry.mode is not None else 0o644) & 0o7777
+    ti.uid, ti.gid = entry.uid or 0, entry.gid or 0
+    ti.uname, ti.gname = entry.user or "", entry.group or ""
+    ti.mtime = (entry.mtime_ns or 0) / 1e9
     if kind == "symlink":
-        ti.linkname = os.fsdecode(get_bytes_field(entry, "target") or b"")
+        ti.linkname = os.fsdecode(entry.target or b"")
     if kind in ("chardev", "blockdev"):
-        rdev = int(entry.get("rdev", 0))
+        rdev = entry.rdev or 0
         ti.devmajor, ti.devminor = os.major(rdev), os.minor(rdev)
     return ti
 
 
-def write_tar(repo: Repository, entries: Iterator[dict], out: BinaryIO,
+def write_tar(repo: Repository, entries: Iterator[Node], out: BinaryIO,
               warn: Callable[[str], None]) -> tuple[int, int, list[str]]:
     """Stream entries as a POSIX (pax) tar. Returns (entries written, file bytes, damaged paths)."""
     count = nbytes = 0
@@ -113,12 +114,12 @@ def write_tar(repo: Repository, entries: Iterator[dict], out: BinaryIO,
             tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8",
                          errors="surrogateescape") as tar:
         for entry in entries:
-            name = os.fsdecode(path_bytes(entry))
+            name = os.fsdecode(entry.path)
             ti = tar_info(entry, name)
             if ti is None:
-                warn(f"/{name}: a {entry.get('type')} cannot be stored in a tar archive; skipped")
+                warn(f"/{name}: a {entry.type} cannot be stored in a tar archive; skipped")
                 continue
-            group = entry.get("hardlink")
+            group = entry.hardlink
             if ti.type == tarfile.REGTYPE and group:
                 if group in first_of_group:
                     ti.type, ti.size, ti.linkname = tarfile.LNKTYPE, 0, first_of_group[group]
@@ -127,7 +128,7 @@ def write_tar(repo: Repository, entries: Iterator[dict], out: BinaryIO,
                     continue
                 first_of_group[group] = name
             if ti.type == tarfile.REGTYPE:
-                if entry.get("damaged"):
+                if entry.damaged:
                     damaged.append("/" + name)
                     warn(f"/{name}: damaged in this snapshot; not in the archive")
                     continue
@@ -139,7 +140,7 @@ def write_tar(repo: Repository, entries: Iterator[dict], out: BinaryIO,
     return count, nbytes, damaged
 
 
-def find_entries(repo: Repository, snap: Snapshot, path: str) -> tuple[dict | None, Iterator[dict]]:
+def find_entries(repo: Repository, snap: Snapshot, path: str) -> tuple[Node | None, Iterator[Node]]:
     """The entry at ``path`` (None for the snapshot root or when absent) and a stream of what is below it.
 
     File lists are sorted component by component, so everything below a
@@ -151,9 +152,9 @@ def find_entries(repo: Repository, snap: Snapshot, path: str) -> tuple[dict | No
         return None, entries
     key = sort_key(rel)
     for entry in entries:
-        p = path_bytes(entry)
+        p = entry.path
         if p == rel:
-            return entry, itertools.takewhile(lambda e: is_under(path_bytes(e), [rel]), entries)
+            return entry, itertools.takewhile(lambda e: is_under(e.path, [rel]), entries)
         if sort_key(p) > key:
             break
     return None, iter(())
@@ -206,25 +207,23 @@ def command(app: AppContext, snapshot, path_in_snapshot, output, hosts, tags, pa
         out: BinaryIO = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115 - closed below
         try:
             damaged: list[str] = []
-            if target is not None and target.get("type") == "file":
+            if target is not None and target.type == "file":
                 kind, count, nbytes = "file", 1, 0
                 with ThreadPoolExecutor(max_workers=4, thread_name_prefix="dump") as pool:
                     for data in file_data(repo, target, pool):
                         out.write(data)
                         nbytes += len(data)
-            elif target is None or target.get("type") == "dir":
+            elif target is None or target.type == "dir":
                 kind = "tar"
                 entries = itertools.chain([target] if target is not None else [], below)
                 count, nbytes, damaged = write_tar(repo, entries, out, warn)
             else:
-                raise UsageError(f"{shown} is a {target.get('type')}; only files and directories can be dumped")
+                raise UsageError(f"{shown} is a {target.type}; only files and directories can be dumped")
             out.flush()
         finally:
             if output:
                 out.close()
-    summary = {"message_type": "summary", "snapshot_id": snap.id, "path": shown, "kind": kind,
-               "entries": count, "bytes": nbytes, "damaged": damaged, "warnings": warnings,
-               "output": output}
+    summary = messages.dump(snap.id, shown, kind, count, nbytes, damaged, warnings, output)
     if app.json:
         if output:
             app.emit(summary)

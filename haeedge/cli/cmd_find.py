@@ -9,9 +9,8 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import select_snapshots
-from haeedge.cli.shared import entry_json
-from haeedge.repo.tree import path_bytes
 from haeedge.repo.tree_cache import TreeBlobCache
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 
@@ -68,9 +67,9 @@ def command(app: AppContext, patterns, snapshots, hosts, tags, paths, ignore_cas
         for snap in select_snapshots(repo, snapshots, hosts, tags, paths):
             found = []
             for entry in cache.entries(snap):
-                if types and entry.get("type") not in types:
+                if types and entry.type not in types:
                     continue
-                path = "/" + path_bytes(entry).decode("utf-8", "backslashreplace")
+                path = "/" + entry.path.decode("utf-8", "backslashreplace")
                 if match(path):
                     found.append(entry)
             if not found:
@@ -78,18 +77,17 @@ def command(app: AppContext, patterns, snapshots, hosts, tags, paths, ignore_cas
             total += len(found)
             hit_snapshots += 1
             if app.json:
-                results.append({"snapshot_id": snap.id, "time": snap.time, "host": snap.host,
-                                "entries": [entry_json(e) for e in found]})
+                results.append(messages.find_snapshot(snap, found))
                 continue
             app.out(f"snapshot {snap.short_id} ({snap.time[:19].replace('T', ' ')}, {snap.host}):")
             for e in found:
-                path = "/" + path_bytes(e).decode("utf-8", "backslashreplace")
+                path = "/" + e.path.decode("utf-8", "backslashreplace")
                 if long_:
-                    mtime = datetime.fromtimestamp(e.get("mtime_ns", 0) / 1e9, UTC)
-                    app.out(f"  {e['type']:<8} {human_size(e.get('size', 0)):>10}  {mtime:%Y-%m-%d %H:%M:%S}  {path}")
+                    mtime = datetime.fromtimestamp((e.mtime_ns or 0) / 1e9, UTC)
+                    app.out(f"  {e.type:<8} {human_size(e.size or 0):>10}  {mtime:%Y-%m-%d %H:%M:%S}  {path}")
                 else:
                     app.out(f"  {path}")
     if app.json:
-        app.emit({"patterns": list(patterns), "matches": total, "snapshots": results})
+        app.emit(messages.find(patterns, total, results))
     else:
         app.out(f"{total} matches in {hit_snapshots} snapshots")

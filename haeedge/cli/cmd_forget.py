@@ -23,6 +23,7 @@ from haeedge.operations.retention import (
     decide,
 )
 from haeedge.repo.forgotten import can_write_markers
+from haeedge.ui import messages
 
 
 class CountType(click.ParamType):
@@ -157,18 +158,13 @@ def command(app: AppContext, snapshot_ids, keep_last, keep_hourly, keep_daily, k
     forgotten = result.removed if result else []
     app.run.record_forget(kept=kept, removed=forgotten, hidden=result.hidden if result else [])
     if app.json:
-        app.emit({"dry_run": dry_run, "policy": policy.describe(),
-                  "groups": [{"key": g.key, "snapshots": [
-                      {"id": d.id, "time": by_id[d.id].time, "kind": by_id[d.id].kind, "keep": d.keep,
-                       "reasons": list(d.reasons), "hidden": d.id in hide, "rebase": d.id in rebased}
-                      for d in g.decisions]} for g in groups],
-                  "remove": sorted(removed), "leftovers": sorted(leftovers), "kept": kept,
-                  "hide": sorted(hide), "release": sorted(s.id for s in plan.release),
-                  "removed": forgotten, "hidden": result.hidden if result else [],
-                  "released": result.released if result else [],
-                  "retained": result.retained if result else [],
-                  "rebase": sorted(rebased), "rewritten": result.rewritten if result else {},
-                  "prune": pruned.to_json() if pruned else None})
+        groups_json = [{"key": g.key, "snapshots": [
+            messages.forget_snapshot(by_id[d.id], d.keep, d.reasons, d.id in hide, d.id in rebased)
+            for d in g.decisions]} for g in groups]
+        app.emit(messages.forget(dry_run=dry_run, policy=policy.describe(), groups=groups_json,
+                                 remove=sorted(removed), leftovers=sorted(leftovers), kept=kept, hide=sorted(hide),
+                                 release=sorted(s.id for s in plan.release), result=result,
+                                 rebase=sorted(rebased), pruned=pruned))
         return
     for g in groups:
         key = "  ".join(f"{k} {' '.join(v) if isinstance(v, tuple) else v}" for k, v in g.key.items())

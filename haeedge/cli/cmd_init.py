@@ -9,6 +9,7 @@ from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.shared import parse_compression
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.repository import Repository
+from haeedge.ui import messages
 
 
 @click.command("init")
@@ -70,9 +71,8 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
         app.out(f"file contents can be read only with the secret key of {cert.fingerprint_hex}")
         app.out(f"this password opens a write-only key for host {host}: it can back up, not restore")
         app.out("restore with: haeedge --identity-file OWNER-SECRET.asc restore ...")
-        app.emit({"repository_id": config.repository_id, "location": backend.location,
-                  "key_slot": repo.slot.slot_id, "writer_key_slot": writer_slot, "host": host,
-                  "recipient_fingerprint": cert.fingerprint_hex, **_lock_json(config)})
+        app.emit(messages.init_certificate(config, backend.location, repo.slot.slot_id, writer_slot, host,
+                                           cert.fingerprint_hex))
         return
     if host:
         raise click.BadParameter("--host goes with --recipient-file", param_hint="--host")
@@ -86,9 +86,4 @@ def command(app: AppContext, compression: str, chunk_min: int, chunk_avg: int, c
         app.out(f"objects are retained for {config.object_lock.days} days "
                 f"({config.object_lock.mode.lower()} mode Object Lock)")
     app.out("keep the password safe: without it the data cannot be recovered")
-    app.emit({"repository_id": config.repository_id, "location": backend.location, "key_slot": repo.slot.slot_id,
-              **_lock_json(config)})
-
-
-def _lock_json(config: RepositoryConfig) -> dict:
-    return {"object_lock": config.object_lock.to_json()} if config.object_lock is not None else {}
+    app.emit(messages.init(config, backend.location, repo.slot.slot_id))

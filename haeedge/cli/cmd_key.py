@@ -9,6 +9,7 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.errors import UsageError
+from haeedge.ui import messages
 from haeedge.ui.format import table, warn
 
 
@@ -72,8 +73,7 @@ def list_(app: AppContext) -> None:
     for oid, why in problems:
         warn(f"keys/{oid[:12]}: {why}")
     if app.json:
-        app.emit({"keys": [i.to_json() for i in infos],
-                  "problems": [{"object": f"keys/{o}", "message": m} for o, m in problems]})
+        app.emit(messages.key_list(infos, problems))
         return
     rows = [["*" if i.in_use else "", i.id[:12], i.kind, i.role, i.host or "-", i.label or "-",
              (i.created or "?").replace("T", " ").rstrip("Z"), (i.signing_fingerprint or "-")[-16:]]
@@ -128,8 +128,7 @@ def add(app: AppContext, new_password_file, recipient_file, writer, host, label)
     app.out(f"added {kind} key {slot_id[:12]}"
             + (f" (write-only, for host {host})" if writer else "")
             + (f" for certificate {cert.fingerprint_hex}" if cert is not None else ""))
-    app.emit({"id": slot_id, "kind": kind, "host": host, "label": label,
-              "recipient_fingerprint": cert.fingerprint_hex if cert is not None else None})
+    app.emit(messages.key_add(slot_id, kind, host, label, cert.fingerprint_hex if cert is not None else None))
 
 
 @command.command("remove")
@@ -148,7 +147,7 @@ def remove(app: AppContext, key_id: str) -> None:
     with app.open_repo(lock=None, load_index=False) as repo:
         info = remove_key(repo, key_id)
     app.out(f"removed {info.kind} key {info.id[:12]}")
-    app.emit({"removed": info.id, "kind": info.kind, "role": info.role})
+    app.emit(messages.key_remove(info))
 
 
 @command.command("passwd")
@@ -168,7 +167,7 @@ def passwd(app: AppContext, new_password_file) -> None:
         pw = read_new_password(app, new_password_file, "new password")
         old, new = change_passphrase(repo, pw)
     app.out(f"password changed: key {old[:12]} replaced by {new[:12]}")
-    app.emit({"old": old, "new": new})
+    app.emit(messages.key_passwd(old, new))
 
 
 @command.command("signers")
@@ -191,8 +190,7 @@ def signers(app: AppContext, export_file) -> None:
     for fpr, t in sorted(registry.signers.items(), key=lambda kv: (kv[1].role != "owner", kv[1].host, kv[0])):
         state = "removed" if t.removed is not None else "active"
         rows.append([fpr, t.role, t.host or "(any)", state])
-        out.append({"fingerprint": fpr, "role": t.role, "host": t.host or None, "state": state,
-                    "cert": armor(t.cert.raw, "PUBLIC KEY BLOCK")})
+        out.append(messages.key_signer(fpr, t.role, t.host or None, state, armor(t.cert.raw, "PUBLIC KEY BLOCK")))
         certs.append(armor(t.cert.raw, "PUBLIC KEY BLOCK"))
     for oid, why in registry.problems:
         warn(f"keys/{oid[:12]}: {why}")
@@ -200,7 +198,7 @@ def signers(app: AppContext, export_file) -> None:
         with open(export_file, "w", encoding="ascii") as f:
             f.write("".join(certs))
     if app.json:
-        app.emit({"signers": out, "problems": [{"object": f"keys/{o}", "message": m} for o, m in registry.problems]})
+        app.emit(messages.key_signers(out, registry.problems))
         return
     app.out(table(["Fingerprint", "Role", "Host", "State"], rows))
     if export_file:

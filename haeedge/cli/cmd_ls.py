@@ -9,9 +9,9 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import latest_options, resolve
-from haeedge.cli.shared import entry_json
 from haeedge.errors import PathNotFound
-from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
+from haeedge.repo.tree import is_under
+from haeedge.ui import messages
 
 _TYPE_CHAR = {"file": "-", "dir": "d", "symlink": "l", "fifo": "p", "socket": "s", "chardev": "c", "blockdev": "b"}
 
@@ -44,7 +44,7 @@ def command(app: AppContext, snapshot, path_in_snapshot, long_, recursive, hosts
         out = []
         found = False
         for entry in repo.iter_entries(snap):
-            rel = path_bytes(entry)
+            rel = entry.path
             if prefix:
                 if not is_under(rel, [prefix]):
                     continue
@@ -52,17 +52,17 @@ def command(app: AppContext, snapshot, path_in_snapshot, long_, recursive, hosts
                 if not recursive and rel != prefix and rel.rpartition(b"/")[0] != prefix:
                     continue
             if app.json:
-                out.append(entry_json(entry))
+                out.append(messages.entry(entry))
                 continue
             name = "/" + rel.decode("utf-8", "backslashreplace")
             if long_:
-                mode = _TYPE_CHAR.get(entry["type"], "?") + stat.filemode(entry.get("mode", 0))[1:]
-                owner = entry.get("user") or str(entry.get("uid", ""))
-                group = entry.get("group") or str(entry.get("gid", ""))
-                mtime = datetime.fromtimestamp(entry.get("mtime_ns", 0) / 1e9, UTC)
-                target = get_bytes_field(entry, "target")
+                mode = _TYPE_CHAR.get(entry.type, "?") + stat.filemode(entry.mode or 0)[1:]
+                owner = entry.user or str(entry.uid if entry.uid is not None else "")
+                group = entry.group or str(entry.gid if entry.gid is not None else "")
+                mtime = datetime.fromtimestamp((entry.mtime_ns or 0) / 1e9, UTC)
+                target = entry.target
                 suffix = f" -> {target.decode('utf-8', 'backslashreplace')}" if target is not None else ""
-                app.out(f"{mode} {owner:>8} {group:>8} {entry.get('size', 0):>12} "
+                app.out(f"{mode} {owner:>8} {group:>8} {entry.size or 0:>12} "
                         f"{mtime:%Y-%m-%d %H:%M:%S} {name}{suffix}")
             else:
                 app.out(name)
@@ -71,4 +71,4 @@ def command(app: AppContext, snapshot, path_in_snapshot, long_, recursive, hosts
         raise PathNotFound(f"{shown}: not in snapshot {snap.short_id}",
                            hint=f"list what it holds with: haeedge ls {snap.short_id}")
     if app.json:
-        app.emit({"snapshot_id": snap.id, "entries": out})
+        app.emit(messages.ls(snap.id, out))

@@ -12,6 +12,7 @@ import click
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import all_snapshots, filter_snapshots
 from haeedge.errors import UsageError
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -96,7 +97,7 @@ def command(app: AppContext, mountpoint, cache_size, hosts, tags, no_lock, debug
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     stats = view.stats()
     if app.json:
-        app.emit({"message_type": "summary", "mountpoint": target, "snapshots": len(snaps), **stats})
+        app.emit(messages.mount(target, len(snaps), stats))
     else:
         app.out(f"unmounted {target}: fetched {stats['blobs_fetched']} blobs "
                 f"({human_size(stats['bytes_fetched'])}), {stats['cache_hits']} cache hits")

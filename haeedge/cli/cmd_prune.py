@@ -8,6 +8,7 @@ from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.shared import parse_max_unused, report_prune
 from haeedge.operations.prune import can_mark, prune
 from haeedge.repo.marks import parse_grace
+from haeedge.ui import messages
 
 
 @click.command("prune")
@@ -43,6 +44,6 @@ def command(app: AppContext, max_unused, grace, dry_run) -> None:
             with repo.lock(exclusive=not dry_run, command="prune"):
                 result = prune(repo, share, dry_run=dry_run, progress=app.progress())
     if app.json:
-        app.emit(result.to_json())
+        app.emit(messages.prune(result))
     else:
         report_prune(app, result)

@@ -6,6 +6,7 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.operations.repair import repair_index, repair_snapshots
+from haeedge.ui import messages
 from haeedge.ui.format import warn
 
 
@@ -35,7 +36,7 @@ def index_command(app: AppContext, read_all_packs, dry_run) -> None:
     with app.open_repo(lock="shared" if dry_run else "exclusive", command="repair index", load_index=False) as repo:
         r = repair_index(repo, read_all_packs=read_all_packs, dry_run=dry_run, progress=app.progress())
     if app.json:
-        app.emit(r.__dict__)
+        app.emit(messages.repair_index(r))
         return
     app.out(f"{'would index' if dry_run else 'indexed'} {r.blobs} blobs in {r.packs} packs "
             f"({r.headers_read} pack headers read)")
@@ -69,12 +70,7 @@ def snapshots_command(app: AppContext, dry_run) -> None:
     with app.open_repo(lock="shared" if dry_run else "exclusive", command="repair snapshots") as repo:
         r = repair_snapshots(repo, dry_run=dry_run, progress=app.progress())
     if app.json:
-        app.emit({"dry_run": dry_run, "snapshots": r.snapshots, "bad_blobs": r.bad_blobs,
-                  "unreadable": r.unreadable, "rewritten": r.rewritten,
-                  "packs_replaced": r.packs_replaced, "warnings": r.warnings,
-                  "repaired": [{"old_id": x.old_id, "new_id": x.new_id, "damaged_files": x.damaged_files,
-                                "lost_ranges": x.lost_ranges_text(), "dropped_entries": x.dropped_entries,
-                                "broken_chain": x.broken_chain} for x in r.repaired]})
+        app.emit(messages.repair_snapshots(r))
         return
     for x in r.repaired:
         arrow = f" -> {x.new_id[:8]}" if x.new_id else ""

@@ -10,6 +10,7 @@ from haeedge.cli.selection import latest_options, resolve
 from haeedge.errors import ExitCode, HaeedgeError, PathNotFound
 from haeedge.restorer import RestoreOptions, Restorer, RestoreResult
 from haeedge.restorer.existing import OVERWRITE_MODES
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 
@@ -67,11 +68,7 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
                 _report_stopped(restorer.result)
             raise
     if app.json:
-        app.emit({"message_type": "summary", "snapshot_id": snap.id, "files": result.files, "dirs": result.dirs,
-                  "others": result.others, "bytes": result.bytes, "damaged": result.damaged,
-                  "skipped": result.skipped, "warnings": result.warnings,
-                  **existing_summary(result, overwrite, counter.bytes_read),
-                  **({"planned": result.planned} if dry_run else {})})
+        app.emit(messages.restore(snap, result, overwrite, counter.bytes_read, dry_run))
     else:
         if dry_run:
             for p in result.planned:
@@ -105,13 +102,6 @@ def _list_damaged(result: RestoreResult) -> None:
                    err=True)
         for p in result.mismatched:
             click.echo(f"  /{p}", err=True)
-
-
-def existing_summary(result: RestoreResult, overwrite: str, bytes_read: int) -> dict:
-    """The --json summary fields of --overwrite, --delete and --verify (docs/json.md)."""
-    return {"overwrite": overwrite, "unchanged": result.unchanged, "kept": result.kept,
-            "bytes_skipped": result.bytes_skipped, "deleted": result.deleted, "verified": result.verified,
-            "mismatched": result.mismatched, "bytes_read": bytes_read}
 
 
 def _report_existing(app: AppContext, result: RestoreResult, delete: bool, verify: bool) -> None:

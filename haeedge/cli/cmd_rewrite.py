@@ -7,6 +7,7 @@ import click
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import all_snapshots, select_snapshots
 from haeedge.operations.rewrite import KEEP, REBASE, build_matcher, rewrite_paths
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 #: Removed paths printed per snapshot in the text output (--json lists up to 1000).
@@ -56,7 +57,7 @@ def command(app: AppContext, snapshots, excludes, exclude_files, iexcludes, iexc
         r = rewrite_paths(repo, chosen, everything, match, excludes=pats, iexcludes=ipats, keep_old=keep_old,
                           dry_run=dry_run, progress=app.progress())
     if app.json:
-        app.emit(r.to_json())
+        app.emit(messages.rewrite(r, {KEEP: "relink"}))
         return
     for x in r.rewritten:
         arrow = f" -> {x.new_id[:8]}" if x.new_id else ""

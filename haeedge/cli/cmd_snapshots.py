@@ -6,13 +6,8 @@ import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
 from haeedge.cli.selection import select_snapshots
+from haeedge.ui import messages
 from haeedge.ui.format import human_size, table, warn
-
-
-def snapshot_json(s) -> dict:
-    return {"id": s.id, "short_id": s.short_id, "time": s.time, "host": s.host, "username": s.username,
-            "paths": s.paths, "tags": s.tags, "kind": s.kind, "parent": s.parent, "chain": s.chain_root,
-            "depth": s.depth, "program": s.program, "summary": s.summary}
 
 
 @click.command("snapshots")
@@ -33,7 +28,7 @@ def command(app: AppContext, hosts, tags, paths) -> None:
         registry = repo.registry()  # who signed each snapshot (repo/signing.py)
         signed = {s.id: registry.check_snapshot(s) for s in snaps}
     if app.json:
-        app.emit([{**snapshot_json(s), "signature": signed[s.id].to_json()} for s in snaps])
+        app.emit(messages.snapshots(snaps, signed))
         return
     rows = []
     for s in snaps:

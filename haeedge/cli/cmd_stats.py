@@ -12,6 +12,7 @@ from haeedge.cli.selection import select_snapshots
 from haeedge.repo.repository import Repository
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree_cache import TreeBlobCache
+from haeedge.ui import messages
 from haeedge.ui.format import human_size, table
 
 
@@ -29,16 +30,16 @@ class Usage:
         for s in repo.chain_of(snap):
             self.tree_blobs.update(s.tree)
         for e in cache.entries(snap):
-            if e.get("type") != "file":
+            if e.type != "file":
                 continue
             self.files += 1
-            link = e.get("hardlink")
+            link = e.hardlink
             if link:
                 if link in seen_links:
                     continue  # one inode, restored once
                 seen_links.add(link)
-            self.raw_size += int(e.get("size", 0))
-            self.data_blobs.update(c[0] for c in e.get("chunks") or ())
+            self.raw_size += e.size or 0
+            self.data_blobs.update(c[0] for c in e.chunks or ())
 
     def merge(self, other: Usage) -> None:
         self.files += other.files
@@ -115,14 +116,13 @@ def command(app: AppContext, snapshots, hosts, tags, paths) -> None:
         for snap in select_snapshots(repo, snapshots, hosts, tags, paths):
             u = Usage()
             u.add_snapshot(repo, cache, snap)
-            rows.append({"snapshot_id": snap.id, "time": snap.time, "host": snap.host, "kind": snap.kind,
-                         "bytes_added": snap.summary.get("bytes_added"), **u.sizes(repo)})
+            rows.append(messages.stats_snapshot(snap, u.sizes(repo)))
             total.merge(u)
         totals = {"snapshots": len(rows), **total.sizes(repo)}
         if not snapshots and not hosts and not tags and not paths:
             totals["repository_size"] = sum(i.size for ns in NAMESPACES for i in repo.backend.list(ns))
     if app.json:
-        app.emit({"snapshots": rows, "total": totals})
+        app.emit(messages.stats(rows, totals))
         return
     table_rows = [[r["snapshot_id"][:8], r["time"][:19].replace("T", " "), r["host"], r["kind"], r["files"],
                    human_size(r["raw_size"]), human_size(r["unique_size"]), human_size(r["stored_size"]),

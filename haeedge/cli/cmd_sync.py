@@ -7,6 +7,7 @@ import click
 from haeedge.backends.replicated import audit_replicas, sync_replicas
 from haeedge.cli.context import AppContext, fail_with, json_option, pass_app
 from haeedge.errors import BackendError, ExitCode, UsageError
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 
@@ -60,17 +61,10 @@ def command(app: AppContext, deep: bool, dry_run: bool) -> None:
         needs = [n for n in [*a.missing, *a.size_mismatch, *a.corrupt] if not n.startswith("locks/")]
         copied = report.copied.get(a.location, []) if report else []
         unwritable = report.unwritable.get(a.location) if report else None
-        replicas.append({"location": a.location, "objects": a.objects, "lacking": len(set(needs)),
-                         "damaged": len(a.corrupt), "copied": len(copied),
-                         "error": a.error or (f"cannot write: {unwritable}" if unwritable else None)})
+        replicas.append(messages.sync_replica(a.location, a.objects, len(set(needs)), len(a.corrupt), len(copied),
+                                              a.error or (f"cannot write: {unwritable}" if unwritable else None)))
     if app.json:
-        out: dict = {"message_type": "summary", "dry_run": dry_run, "deep": deep, "replicas": replicas}
-        if report is not None:
-            out.update(objects_copied=report.objects_copied, bytes_copied=report.bytes_copied,
-                       failed=[{"object": n, "replica": loc, "error": e} for n, loc, e in report.failed],
-                       unrecoverable=report.unrecoverable, conflicts=report.conflicts,
-                       unreachable=report.unreachable, unwritable=report.unwritable)
-        app.emit(out)
+        app.emit(messages.sync(dry_run, deep, replicas, report))
     else:
         for r in replicas:
             if report is not None and r["location"] in report.unwritable:

@@ -11,6 +11,7 @@ from haeedge.cli.selection import select_snapshots
 from haeedge.errors import UsageError
 from haeedge.repo.rewrite import rewrite_snapshots
 from haeedge.repo.snapshot import Snapshot
+from haeedge.ui import messages
 
 
 def new_tags(current: list[str], set_: tuple[str, ...] | None, add: tuple[str, ...],
@@ -66,10 +67,10 @@ def command(app: AppContext, snapshots, add, remove, set_, all_, hosts, tags) ->
         mapping = rewrite_snapshots(repo, changes, snapshots=everything) if changes else {}
     by_id = {s.id: s for s in everything}
     order = sorted(mapping.items(), key=lambda kv: (by_id[kv[0]].time, kv[0]))
-    changed = [{"old_id": old, "new_id": new, "tags": wanted.get(old, sorted(by_id[old].tags)),
-                "relinked": old not in wanted} for old, new in order]
+    changed = [messages.tag_change(old, new, wanted.get(old, sorted(by_id[old].tags)), old not in wanted)
+               for old, new in order]
     if app.json:
-        app.emit({"changed": changed, "unchanged": len(chosen) - len(wanted)})
+        app.emit(messages.tag(changed, len(chosen) - len(wanted)))
         return
     for c in changed:
         why = " (re-linked to its new parent)" if c["relinked"] else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.ui import messages
 
 
 @click.group("trust")
@@ -35,13 +36,8 @@ def show(app: AppContext) -> None:
       haeedge -r /srv/backup trust show --json
     """
     with app.open_repo(lock=None, load_index=False) as repo:
-        t = repo.trust
-        m = t.manifest
-        doc = {"repository_id": repo.config.repository_id, "mode": t.mode, "root_fingerprint": t.root_fingerprint,
-               "root_kind": m.root_kind if m else None, "sequence": m.sequence if m else 0,
-               "owner_keys": sorted(m.owner_keys) if m else [],
-               "writers": {f: w.host for f, w in sorted(m.writers.items())} if m else {},
-               "removed": {f: w.host for f, w in sorted(m.removed.items())} if m else {}}
+        doc = messages.trust_show(repo.config.repository_id, repo.trust)
+        m = repo.trust.manifest
     if app.json:
         app.emit(doc)
         return
@@ -79,7 +75,7 @@ def approve(app: AppContext, hosts: tuple[str, ...]) -> None:
     with app.open_repo(lock="exclusive", command="trust approve", load_index=False, allow_unapproved=True) as repo:
         result = approve_repository(repo, hosts)
     if app.json:
-        app.emit(result.to_json())
+        app.emit(messages.trust_approve(result))
         return
     app.out(f"approved with owner key {result.root_fingerprint} (manifest sequence {result.sequence})")
     for fpr, host in sorted(result.writers.items(), key=lambda kv: kv[1]):

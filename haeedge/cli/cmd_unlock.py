@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from haeedge.cli.context import AppContext, json_option, pass_app
+from haeedge.ui import messages
 
 
 @click.command("unlock")
@@ -21,4 +22,4 @@ def command(app: AppContext, remove_all) -> None:
     with app.open_repo(lock=None, load_index=False) as repo:
         n = repo.remove_stale_locks(all_locks=remove_all)
     app.out(f"removed {n} locks")
-    app.emit({"removed": n})
+    app.emit(messages.unlock(n))

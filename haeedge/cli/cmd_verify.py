@@ -8,6 +8,7 @@ from haeedge.cli.context import AppContext, fail_with, json_option, one_setting,
 from haeedge.errors import ExitCode
 from haeedge.operations.check import Checker
 from haeedge.repo.cache import object_cache_of
+from haeedge.ui import messages
 from haeedge.ui.format import human_size
 
 
@@ -42,11 +43,7 @@ def command(app: AppContext, read_data, read_data_subset) -> None:
     with app.open_repo(lock="shared", command="verify", load_index=False, backend=backend) as repo:
         report = Checker(repo, progress).run(read_data=read_data, subset=read_data_subset)
     if app.json:
-        app.emit({"message_type": "summary", "ok": report.ok, "snapshots": report.snapshots,
-                  "hidden_snapshots": report.hidden, "packs": report.packs,
-                  "packs_read": report.packs_read, "blobs_checked": report.blobs_checked,
-                  "bytes_read": report.bytes_read, "findings": [f.to_json() for f in report.findings],
-                  **({"replicas": report.replicas} if report.replicas else {})})
+        app.emit(messages.verify(report))
     else:
         for f in report.findings:
             if f.severity == "warning" and not app.verbose:

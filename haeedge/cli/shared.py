@@ -11,7 +11,6 @@ from __future__ import annotations
 from haeedge.cli.context import AppContext
 from haeedge.errors import UsageError
 from haeedge.operations.prune import DEFAULT_MAX_UNUSED, PruneResult
-from haeedge.repo.tree import get_bytes_field, path_bytes
 from haeedge.ui.format import human_size, warn
 
 
@@ -52,7 +51,7 @@ def parse_max_unused(value: str | None) -> float:
 
 
 def report_prune(app: AppContext, r: PruneResult) -> None:
-    """The text report of a prune (its JSON form is ``PruneResult.to_json``)."""
+    """The text report of a prune (its JSON form is ``ui.messages.prune``)."""
     delete, repack = ("would delete", "would repack") if r.dry_run else ("deleted", "repacked")
     app.out(f"snapshots use {human_size(r.used_bytes)}; {human_size(r.unused_bytes)} in indexed packs is unused")
     app.out(f"{delete} {r.packs_deleted} packs ({r.unindexed_deleted} left by interrupted runs); "
@@ -76,14 +75,3 @@ def _duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
-
-
-def entry_json(entry: dict) -> dict:
-    """A file-list entry as ``ls --json`` and ``find --json`` print it (docs/json.md)."""
-    out = {k: v for k, v in entry.items() if k not in ("chunks", "path", "path_b64", "target", "target_b64")}
-    out["path"] = "/" + path_bytes(entry).decode("utf-8", "backslashreplace")
-    t = get_bytes_field(entry, "target")
-    if t is not None:
-        out["target"] = t.decode("utf-8", "backslashreplace")
-    out["chunks"] = len(entry.get("chunks") or ())
-    return out

@@ -40,7 +40,7 @@ from haeedge.mount.blobcache import BlobCache
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import get_bytes_field, path_bytes
+from haeedge.repo.tree import Node as TreeEntry
 
 log = logging.getLogger("haeedge.mount")
 
@@ -57,6 +57,10 @@ _FORMAT = {"file": stat.S_IFREG, "dir": stat.S_IFDIR, "symlink": stat.S_IFLNK, "
            "socket": stat.S_IFSOCK, "chardev": stat.S_IFCHR, "blockdev": stat.S_IFBLK}
 
 
+#: What a virtual node (no tree entry) reads as: an empty file.
+_NO_ENTRY = TreeEntry(b"")
+
+
 def _error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
@@ -67,7 +71,7 @@ class Node:
 
     ino: int
     kind: str
-    entry: dict | None = None
+    entry: TreeEntry | None = None
     #: Directories: name -> node. None for a snapshot's root until its tree is loaded (see ``snapshot``).
     children: dict[bytes, Node] | None = None
     target: bytes | None = None
@@ -246,25 +250,25 @@ class RepositoryView:
             return self._virtual_attrs(node, 0o755, nlink, node.mtime_ns)
         if entry is None:
             return self._virtual_attrs(node, 0o777 if node.kind == "symlink" else 0o555, node.nlink, node.mtime_ns)
-        mtime = int(entry.get("mtime_ns", 0))
+        mtime = entry.mtime_ns or 0
         size = 0
         if node.kind == "file":
-            size = int(entry.get("size", 0))
+            size = entry.size or 0
         elif node.kind == "symlink":
             size = len(node.target or b"")
         return {
-            "st_mode": _FORMAT[node.kind] | (int(entry.get("mode", 0)) & 0o7777),
+            "st_mode": _FORMAT[node.kind] | ((entry.mode or 0) & 0o7777),
             "st_ino": node.ino,
             "st_nlink": node.nlink,
-            "st_uid": int(entry.get("uid", 0)),
-            "st_gid": int(entry.get("gid", 0)),
+            "st_uid": entry.uid or 0,
+            "st_gid": entry.gid or 0,
             "st_size": size,
             "st_blocks": (size + 511) // 512,
             "st_blksize": 4096,
-            "st_rdev": int(entry.get("rdev", 0)),
+            "st_rdev": entry.rdev or 0,
             "st_mtime": mtime,
-            "st_ctime": int(entry.get("ctime_ns", mtime)),
-            "st_atime": int(entry.get("atime_ns", mtime)),
+            "st_ctime": (entry.ctime_ns if entry.ctime_ns is not None else mtime),
+            "st_atime": entry.extra.get("atime_ns", mtime) if entry.extra else mtime,
         }
 
     def _virtual_attrs(self, node: Node, mode: int, nlink: int, mtime_ns: int) -> dict:
@@ -289,17 +293,17 @@ class RepositoryView:
     def read(self, state: ReadState, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` (fewer at the end of the file)."""
         node = state.node
-        entry = node.entry or {}
-        if entry.get("damaged"):
+        entry = node.entry or _NO_ENTRY
+        if entry.damaged:
             raise _error(errno.EIO)
         starts = self._starts(node)
-        total = int(entry.get("size", 0))
+        total = entry.size or 0
         if offset < 0 or size < 0:
             raise _error(errno.EINVAL)
         end = min(offset + size, total)
         if offset >= end:
             return b""
-        chunks = entry["chunks"]
+        chunks = entry.chunks
         first = bisect.bisect_right(starts, offset) - 1
         last = bisect.bisect_left(starts, end) - 1
         ids = [self._blob_id(chunks[i][0]) for i in range(first, last + 1)]
@@ -326,13 +330,13 @@ class RepositoryView:
     def _starts(self, node: Node) -> list[int]:
         starts = node.starts
         if starts is None:
-            entry = node.entry or {}
-            chunks = entry.get("chunks") or []
+            entry = node.entry or _NO_ENTRY
+            chunks = entry.chunks or []
             starts, pos = [], 0
             for _bid, length in chunks:
                 starts.append(pos)
                 pos += length
-            if pos != int(entry.get("size", 0)):
+            if pos != (entry.size or 0):
                 log.warning("%s: chunk list does not add up to the file size", _shown(entry))
                 raise _error(errno.EIO)
             node.starts = starts
@@ -434,14 +438,14 @@ def build_tree(entries, snap_root: Node) -> Node:
         return parent
 
     for i, entry in enumerate(entries, 1):
-        rel = path_bytes(entry)
+        rel = entry.path
         up, _, name = rel.rpartition(b"/")
         parent = parent_of(up)
         if parent is None or name in parent.children:  # type: ignore[operator]
             log.debug("skipping %r: its parent is not a directory", rel)
             continue
-        kind = entry["type"]
-        group = entry.get("hardlink") if kind == "file" else None
+        kind = entry.type
+        group = entry.hardlink if kind == "file" else None
         if group is not None and group in groups:
             node = groups[group]
             node.nlink += 1
@@ -452,15 +456,15 @@ def build_tree(entries, snap_root: Node) -> Node:
                 dirs[rel] = node
                 parent.nlink += 1
             elif kind == "symlink":
-                node.target = get_bytes_field(entry, "target")
+                node.target = entry.target
             if group is not None:
                 groups[group] = node
         parent.children[name] = node  # type: ignore[index]
     return root
 
 
-def _shown(entry: dict) -> str:
+def _shown(entry: TreeEntry) -> str:
     try:
-        return "/" + path_bytes(entry).decode("utf-8", "replace")
+        return "/" + entry.path.decode("utf-8", "replace")
     except (ValueError, KeyError):
         return "a file"

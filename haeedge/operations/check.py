@@ -39,7 +39,6 @@ from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import path_bytes
 
 
 @dataclass
@@ -49,10 +48,6 @@ class Finding:
     message: str
     snapshots: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {"severity": self.severity, "object": self.object, "message": self.message,
-                "snapshots": self.snapshots, "files": self.files}
 
 
 @dataclass
@@ -251,8 +246,8 @@ class Checker:
                 for tid in snap.tree:
                     outside.check(hex_id(tid))
                 for entry in repo.iter_tree(snap.tree):
-                    damaged += bool(entry.get("damaged"))
-                    for chunk_id, _length in entry.get("chunks") or ():
+                    damaged += bool(entry.damaged)
+                    for chunk_id, _length in entry.chunks or ():
                         bid = hex_id(chunk_id)
                         if repo.lookup_blob(bid) is None:
                             if bid not in self._bad_blobs:
@@ -373,12 +368,12 @@ class Checker:
         for snap in snaps:
             try:
                 for entry in repo.iter_entries(snap):
-                    for chunk_id, _l in entry.get("chunks") or ():
+                    for chunk_id, _l in entry.chunks or ():
                         bid = hex_id(chunk_id)
                         if bid in self._bad_blobs:
                             s, files = affected.setdefault(bid, (set(), []))
                             s.add(snap.id)
-                            p = "/" + path_bytes(entry).decode("utf-8", "replace")
+                            p = "/" + entry.path.decode("utf-8", "replace")
                             if p not in files:
                                 files.append(p)
             except HaeedgeError:

@@ -14,6 +14,7 @@ from haeedge.backends.base import data_name
 from haeedge.backends.cold import cold_storage_in, prepare_reads
 from haeedge.errors import HaeedgeError
 from haeedge.repo.repository import Repository, hex_id
+from haeedge.repo.tree import Node
 
 
 def wanted(repo: Repository) -> bool:
@@ -26,11 +27,11 @@ def prepare_packs(repo: Repository, pack_ids: Iterable[str]) -> int:
     return prepare_reads(repo.backend, [data_name(p) for p in pack_ids])
 
 
-def prepare_entries(repo: Repository, entries: Iterable[dict]) -> int:
+def prepare_entries(repo: Repository, entries: Iterable[Node]) -> int:
     """Restore the archived packs holding the file contents of ``entries`` and wait for them."""
     packs: set[str] = set()
     for entry in entries:
-        for chunk in entry.get("chunks") or ():
+        for chunk in entry.chunks or ():
             try:
                 loc = repo.lookup_blob(hex_id(chunk[0]))
             except (HaeedgeError, IndexError, TypeError):

@@ -29,6 +29,7 @@ right after it is stored.
 from __future__ import annotations
 
 import copy as copy_module
+import dataclasses
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import KIND_FULL, Snapshot
+from haeedge.repo.tree import Node
 
 COPIED_FROM = "copied_from"
 #: Raw bytes of new chunks gathered before they are read from the source in one parallel batch.
@@ -157,11 +159,11 @@ class SnapshotCopier:
 
     def _copy_one(self, snap: Snapshot, done: dict[str, str]) -> Snapshot:
         writer = self.target.tree_writer()
-        batch: list[dict] = []
+        batch: list[Node] = []
         pending: dict[bytes, BlobLocation] = {}
         pending_bytes = 0
         for entry in self.source.iter_tree(snap.tree):
-            for chunk_id, _length in entry.get("chunks") or ():
+            for chunk_id, _length in entry.chunks or ():
                 bid = hex_id(chunk_id)
                 if bid in self._map or bid in pending:
                     continue
@@ -192,12 +194,11 @@ class SnapshotCopier:
         self.target.save_snapshot(new)
         return new
 
-    def _write_entries(self, writer, entries: list[dict]) -> None:
+    def _write_entries(self, writer, entries: list[Node]) -> None:
         for entry in entries:
-            chunks = entry.get("chunks")
+            chunks = entry.chunks
             if chunks:
-                entry = dict(entry)
-                entry["chunks"] = [[self._map[hex_id(c)].hex(), n] for c, n in chunks]
+                entry = dataclasses.replace(entry, chunks=[[self._map[hex_id(c)].hex(), n] for c, n in chunks])
             writer.add(entry)
 
     # ------------------------------------------------------------------ data

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from haeedge.backends.base import Backend
@@ -211,9 +211,6 @@ class KeyInfo:
     signing_fingerprint: str | None = None
     recipient_fingerprint: str | None = None
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 def list_keys(repo: Repository) -> tuple[list[KeyInfo], list[tuple[str, str]]]:
     """Every key slot (joined with its owner-signed record), and problems met reading records."""
@@ -333,9 +330,6 @@ class Approval:
     writers: dict[str, str]  # signing fingerprint -> host
     certificates: list[str]  # owner certificates the new slots are sealed to
     replaced_slots: list[str]
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approval:

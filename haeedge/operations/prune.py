@@ -373,9 +373,6 @@ class PruneResult:
     def bytes_freed(self) -> int:
         return self.bytes_deleted - self.bytes_written
 
-    def to_json(self) -> dict:
-        return {**self.__dict__, "bytes_freed": self.bytes_freed}
-
 
 def used_blobs(repo: Repository, snapshots: list[Snapshot]) -> set[bytes]:
     """Every blob some snapshot's own file list names (tree blobs and file chunks)."""
@@ -401,7 +398,7 @@ def used_blob_hosts(repo: Repository, snapshots: list[Snapshot]) -> dict[bytes, 
             used.setdefault(hex_id(tid), set()).add(snap.host)
         try:
             for entry in repo.iter_tree(snap.tree):
-                for chunk_id, _length in entry.get("chunks") or ():
+                for chunk_id, _length in entry.chunks or ():
                     used.setdefault(hex_id(chunk_id), set()).add(snap.host)
         except HaeedgeError as e:
             raise IntegrityError(f"snapshot {snap.short_id}: file list unreadable ({e}); nothing was pruned",

@@ -25,7 +25,7 @@ Dependants are re-linked, originals deleted after all new objects exist.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -39,7 +39,7 @@ from haeedge.repo.provenance import LEGACY, OWNER, has_writers, read_indexes
 from haeedge.repo.repository import Repository, hex_id, object_id_of
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
-from haeedge.repo.tree import merge_chain, path_bytes, sort_key, validate_entry
+from haeedge.repo.tree import Node, decode_entry, merge_chain, sort_key
 
 # ---------------------------------------------------------------------- index
 
@@ -159,7 +159,7 @@ def _display(path: bytes) -> str:
     return "/" + path.decode("utf-8", "backslashreplace")
 
 
-def salvage_tree(repo: Repository, tree: list[str]) -> tuple[list[dict], list[tuple[bytes | None, bytes | None]], int]:
+def salvage_tree(repo: Repository, tree: list[str]) -> tuple[list[Node], list[tuple[bytes | None, bytes | None]], int]:
     """Every entry that can still be read: (entries, lost ranges, unparsable entries dropped).
 
     Tree blobs cut one JSON-lines stream anywhere, so a line that touches an
@@ -176,7 +176,7 @@ def salvage_tree(repo: Repository, tree: list[str]) -> tuple[list[dict], list[tu
                 segments.append((bytes(cur), gap_before, True))
             cur, gap_before = bytearray(), True
     segments.append((bytes(cur), gap_before, False))
-    entries: list[dict] = []
+    entries: list[Node] = []
     lost: list[tuple[bytes | None, bytes | None]] = []
     dropped = 0
     last_key: bytes | None = None
@@ -186,19 +186,19 @@ def salvage_tree(repo: Repository, tree: list[str]) -> tuple[list[dict], list[tu
         dropped += bool(tail.strip()) and not after  # a stream that ends mid-entry
         for i, line in enumerate(lines):
             try:
-                e = validate_entry(json.loads(line.decode("utf-8", "surrogateescape")))
-                key = sort_key(path_bytes(e))
+                e = decode_entry(line)
+                key = sort_key(e.path)
                 if last_key is not None and key <= last_key:
                     raise ValueError("out of order")
             except (ValueError, HaeedgeError, RecursionError):
                 dropped += not (before and i == 0)
                 continue
             if lost and lost[-1][1] is None and before:
-                lost[-1] = (lost[-1][0], path_bytes(e))
+                lost[-1] = (lost[-1][0], e.path)
             entries.append(e)
             last_key = key
         if after:
-            lost.append((path_bytes(entries[-1]) if entries else None, None))
+            lost.append((entries[-1].path if entries else None, None))
     return entries, lost, dropped
 
 
@@ -234,7 +234,7 @@ class _SnapshotRepairer:
             return True
         return bid in self.bad or self.repo.lookup_blob(bid) is None
 
-    def effective(self, sid: str) -> Iterator[dict]:
+    def effective(self, sid: str) -> Iterator[Node]:
         """A snapshot's file list as repaired so far (parents are repaired before children)."""
         chain = []
         s = self.by_id[sid]
@@ -251,14 +251,14 @@ class _SnapshotRepairer:
         rep.broken_chain = s.kind != KIND_FULL and not self.link_ok(s)
         if rep.broken_chain:
             self.made_full.add(s.id)
-            entries = [e for e in entries if not e.get("deleted")]
+            entries = [e for e in entries if not e.deleted]
         for e in entries:
-            chunks = e.get("chunks")
+            chunks = e.chunks
             if not chunks or not any(self._chunk_bad(c[0]) for c in chunks):
                 continue
-            e["chunks"] = [[self._zero_chunk(n), n] if self._chunk_bad(cid) else [cid, n] for cid, n in chunks]
-            e["damaged"] = True
-            rep.damaged_files.append(_display(path_bytes(e)))
+            e.chunks = [[self._zero_chunk(n), n] if self._chunk_bad(cid) else [cid, n] for cid, n in chunks]
+            e.damaged = True
+            rep.damaged_files.append(_display(e.path))
         if rep.lost_ranges and s.kind != KIND_FULL and not rep.broken_chain:
             try:
                 entries = self._fill_lost(entries, rep, str(s.parent))
@@ -275,17 +275,17 @@ class _SnapshotRepairer:
             self.repo.flush()  # so that dependants can read this list through ``effective``
         return rep
 
-    def _fill_lost(self, entries: list[dict], rep: SnapshotRepair, parent: str) -> list[dict]:
+    def _fill_lost(self, entries: list[Node], rep: SnapshotRepair, parent: str) -> list[Node]:
         """An incremental's unknown range: the parent's entries there, marked damaged."""
-        own = {sort_key(path_bytes(e)) for e in entries}
+        own = {sort_key(e.path) for e in entries}
         extra = []
         for pe in self.effective(parent):
-            key = sort_key(path_bytes(pe))
+            key = sort_key(pe.path)
             if key not in own and any(_in_range(key, lo, hi) for lo, hi in rep.lost_ranges):
-                pe = dict(pe, damaged=True)
+                pe = dataclasses.replace(pe, damaged=True)
                 extra.append(pe)
-                rep.damaged_files.append(_display(path_bytes(pe)))
-        return sorted(entries + extra, key=lambda e: sort_key(path_bytes(e)))
+                rep.damaged_files.append(_display(pe.path))
+        return sorted(entries + extra, key=lambda e: sort_key(e.path))
 
 
 def repair_snapshots(repo: Repository, dry_run: bool = False,

@@ -40,7 +40,7 @@ from haeedge.repo.forgotten import can_write_markers
 from haeedge.repo.repository import Repository
 from haeedge.repo.rewrite import dependants, rewrite_snapshots
 from haeedge.repo.snapshot import KIND_FULL, Snapshot, now_iso
-from haeedge.repo.tree import path_bytes
+from haeedge.repo.tree import Node
 
 #: Paths listed per snapshot in a result (the counts are always exact).
 MAX_LISTED_PATHS = 1000
@@ -121,13 +121,6 @@ class SnapshotRewrite:
     removed_bytes: int = 0
     new_id: str | None = None
 
-    def to_json(self) -> dict:
-        return {"old_id": self.old_id, "new_id": self.new_id, "time": self.time, "host": self.host,
-                "kind": self.kind, "action": "relink" if self.action == KEEP else self.action,
-                "chosen": self.chosen, "removed_entries": self.removed_entries, "removed_bytes": self.removed_bytes,
-                "removed_paths": self.removed_paths,
-                "paths_truncated": self.removed_entries > len(self.removed_paths)}
-
 
 @dataclass
 class RewriteResult:
@@ -143,14 +136,6 @@ class RewriteResult:
     unchanged: list[str] = field(default_factory=list)
     #: The forget step (None with keep_old or a dry run).
     forget: ForgetResult | None = None
-
-    def to_json(self) -> dict:
-        f = self.forget
-        return {"dry_run": self.dry_run, "keep_old": self.keep_old, "excludes": self.excludes,
-                "iexcludes": self.iexcludes, "chosen": self.chosen,
-                "snapshots": [r.to_json() for r in self.rewritten], "unchanged": self.unchanged,
-                "forgotten": f.removed if f else [], "released": f.released if f else [],
-                "hidden": f.hidden if f else []}
 
 
 def _display(path: bytes) -> str:
@@ -168,8 +153,8 @@ class _Planner:
         """(file entries, deletion markers) of its own file list that are excluded."""
         entries = markers = 0
         for e in self.repo.iter_tree(snap.tree):
-            if self.match(path_bytes(e)):
-                if e.get("deleted"):
+            if self.match(e.path):
+                if e.deleted:
                     markers += 1
                 else:
                     entries += 1
@@ -178,16 +163,16 @@ class _Planner:
     def effective_has(self, snap: Snapshot) -> bool:
         hit = self._effective_has.get(snap.id)
         if hit is None:
-            hit = self._effective_has[snap.id] = any(self.match(path_bytes(e)) for e in self.repo.iter_entries(snap))
+            hit = self._effective_has[snap.id] = any(self.match(e.path) for e in self.repo.iter_entries(snap))
         return hit
 
     def removed(self, snap: Snapshot, rec: SnapshotRewrite) -> None:
         for e in self.repo.iter_entries(snap):
-            p = path_bytes(e)
+            p = e.path
             if self.match(p):
                 rec.removed_entries += 1
-                if e.get("type") == "file":
-                    rec.removed_bytes += int(e.get("size") or 0)
+                if e.type == "file":
+                    rec.removed_bytes += e.size or 0
                 if len(rec.removed_paths) < MAX_LISTED_PATHS:
                     rec.removed_paths.append(_display(p))
 
@@ -243,10 +228,10 @@ def plan_rewrite(repo: Repository, chosen: list[Snapshot], everything: list[Snap
     return out, sorted(untouched, key=lambda i: (planner.by_id[i].time, i))
 
 
-def _write_tree(repo: Repository, entries: Iterator[dict], match: PathMatcher) -> list[str]:
+def _write_tree(repo: Repository, entries: Iterator[Node], match: PathMatcher) -> list[str]:
     writer = repo.tree_writer()
     for e in entries:
-        if not match(path_bytes(e)):
+        if not match(e.path):
             writer.add(e)
     return writer.finish()
 

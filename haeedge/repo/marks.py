@@ -325,7 +325,7 @@ def _references_any(repo: Repository, snap: Snapshot, blobs: set[bytes]) -> bool
         if hex_id(tid) in blobs:
             return True
     for entry in repo.iter_tree(snap.tree):
-        for chunk_id, _length in entry.get("chunks") or ():
+        for chunk_id, _length in entry.chunks or ():
             if hex_id(chunk_id) in blobs:
                 return True
     return False

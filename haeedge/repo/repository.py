@@ -81,7 +81,7 @@ from haeedge.repo.signing import (
     write_record,
 )
 from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot, now_iso
-from haeedge.repo.tree import TreeWriter, iter_tree, merge_chain
+from haeedge.repo.tree import Node, TreeWriter, iter_tree, merge_chain
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
@@ -802,7 +802,7 @@ class Repository:
 
         return TreeWriter(save)
 
-    def iter_tree(self, blob_ids: list[str]) -> Iterator[dict]:
+    def iter_tree(self, blob_ids: list[str]) -> Iterator[Node]:
         return iter_tree(blob_ids, lambda h: self.load_blob(hex_id(h), BLOB_TREE))
 
     # ------------------------------------------------------------------ snapshots
@@ -1003,7 +1003,7 @@ class Repository:
         chain.reverse()
         return chain
 
-    def iter_entries(self, snap: Snapshot) -> Iterator[dict]:
+    def iter_entries(self, snap: Snapshot) -> Iterator[Node]:
         """The effective file list of a snapshot: its chain's deltas applied in order."""
         chain = self.chain_of(snap)
         return merge_chain([self.iter_tree(s.tree) for s in chain])

@@ -175,10 +175,6 @@ class SignatureStatus:
         return {UNSIGNED: "UNSIGNED", BAD: "BAD SIGNATURE", UNKNOWN_SIGNER: "UNKNOWN KEY",
                 WRONG_HOST: f"WRONG HOST (writer:{self.host})", REVOKED: "REVOKED KEY"}.get(self.state, self.state)
 
-    def to_json(self) -> dict:
-        return {"state": self.state, "signer": self.signer, "role": self.role, "signer_host": self.host,
-                "message": self.message}
-
 
 @dataclass
 class _Trusted:

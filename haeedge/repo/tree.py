@@ -16,6 +16,7 @@ import base64
 import heapq
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from haeedge.chunking import TREE_PARAMS, chunk_boundaries
 from haeedge.errors import FormatError
@@ -44,34 +45,102 @@ _INT_FIELDS = tuple(_INT_RANGES)
 _TEXT_FIELDS = ("hardlink", "user", "group")
 _BYTES_FIELDS = ("target",)
 _FLAG_FIELDS = ("deleted", "damaged")
+_STR_FIELDS = frozenset(_TEXT_FIELDS + _BYTES_FIELDS)
+#: ``Node``'s fields between ``path`` and ``target``, in declaration order: stored as read.
+_PLAIN_FIELDS = ("type", "mode", "uid", "gid", "user", "group", "mtime_ns", "ctime_ns", "inode", "size", "chunks",
+                 "nlink", "hardlink", "rdev", "damaged", "deleted")
+#: Fields ``Node`` has attributes for; others (``atime_ns``, ``dev``, a later version's) go to ``Node.extra``.
+_KNOWN_KEYS = frozenset({"path", "path_b64", "type", "mode", "uid", "gid", "user", "group", "mtime_ns", "ctime_ns",
+                         "inode", "size", "chunks", "nlink", "hardlink", "target", "target_b64", "rdev", "damaged",
+                         "deleted"})
 
-def path_bytes(entry: dict) -> bytes:
-    p = entry.get("path")
-    if p is not None:
-        return p.encode("utf-8", "surrogateescape")
-    return base64.b64decode(entry["path_b64"], validate=True)
+@dataclass(slots=True)
+class Node:
+    """One file-list entry (docs/format.md section 9), or a deletion marker (``deleted``).
+
+    Absent fields are ``None``; ``encode_entry`` writes the present ones in the
+    one order every haeedge has written them, so a node read from a tree and
+    written again gives the same bytes. Fields this version does not know are
+    kept in ``extra`` and written after the known ones. Slots: a million-file
+    snapshot's list is held as a million of these.
+    """
+
+    path: bytes
+    type: str | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    user: str | None = None
+    group: str | None = None
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
+    size: int | None = None
+    #: Files only: ``[[blob id hex, plaintext length], ...]``, the file being their concatenation.
+    chunks: list | None = None
+    nlink: int | None = None
+    hardlink: str | None = None
+    rdev: int | None = None
+    #: Flags are ``None`` when absent (an explicit ``false`` read from a tree is written back as such).
+    damaged: bool | None = None
+    deleted: bool | None = None
+    #: Symlinks: the raw target (``target`` or, when not UTF-8, ``target_b64`` in the tree).
+    target: bytes | None = None
+    extra: dict | None = None
+
+    def to_doc(self) -> dict:
+        """The entry's JSON object, fields in the format's order (see ``encode_entry``)."""
+        d: dict = {}
+        try:
+            d["path"] = self.path.decode("utf-8")
+        except UnicodeDecodeError:
+            d["path_b64"] = base64.b64encode(self.path).decode()
+        if self.type is not None:
+            d["type"] = self.type
+        if self.mode is not None:
+            d["mode"] = self.mode
+        if self.uid is not None:
+            d["uid"] = self.uid
+        if self.gid is not None:
+            d["gid"] = self.gid
+        if self.user is not None:
+            d["user"] = self.user
+        if self.group is not None:
+            d["group"] = self.group
+        if self.mtime_ns is not None:
+            d["mtime_ns"] = self.mtime_ns
+        if self.ctime_ns is not None:
+            d["ctime_ns"] = self.ctime_ns
+        if self.inode is not None:
+            d["inode"] = self.inode
+        if self.size is not None:
+            d["size"] = self.size
+        if self.nlink is not None:
+            d["nlink"] = self.nlink
+        if self.hardlink is not None:
+            d["hardlink"] = self.hardlink
+        if self.target is not None:
+            try:
+                d["target"] = self.target.decode("utf-8")
+            except UnicodeDecodeError:
+                d["target_b64"] = base64.b64encode(self.target).decode()
+        if self.rdev is not None:
+            d["rdev"] = self.rdev
+        if self.chunks is not None:
+            d["chunks"] = self.chunks
+        if self.damaged is not None:
+            d["damaged"] = self.damaged
+        if self.deleted is not None:
+            d["deleted"] = self.deleted
+        if self.extra:
+            for k, v in self.extra.items():
+                d.setdefault(k, v)
+        return d
 
 
-def set_path(entry: dict, path: bytes) -> None:
-    try:
-        entry["path"] = path.decode("utf-8")
-    except UnicodeDecodeError:
-        entry["path_b64"] = base64.b64encode(path).decode()
-
-
-def set_bytes_field(entry: dict, name: str, value: bytes) -> None:
-    try:
-        entry[name] = value.decode("utf-8")
-    except UnicodeDecodeError:
-        entry[name + "_b64"] = base64.b64encode(value).decode()
-
-
-def get_bytes_field(entry: dict, name: str) -> bytes | None:
-    v = entry.get(name)
-    if v is not None:
-        return v.encode("utf-8", "surrogateescape")
-    b = entry.get(name + "_b64")
-    return base64.b64decode(b, validate=True) if b is not None else None
+def deletion_marker(path: bytes) -> Node:
+    """What an incremental's list holds for a path its parent had and the source no longer has."""
+    return Node(path, deleted=True)
 
 
 def sort_key(path: bytes) -> bytes:
@@ -79,15 +148,25 @@ def sort_key(path: bytes) -> bytes:
     return path.replace(b"/", b"\0")
 
 
-def encode_entry(entry: dict) -> bytes:
-    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape") + b"\n"
+def encode_entry(node: Node) -> bytes:
+    """One line of the tree stream (format v1: compact JSON, UTF-8, this field order)."""
+    text = json.dumps(node.to_doc(), separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogateescape") + b"\n"
 
 
 class BadTreeEntry(FormatError):
     """A file-list entry whose fields do not have the documented types and ranges (docs/format.md)."""
 
 
-def validate_entry(entry: object) -> dict:
+def _text_bytes(entry: dict, name: str) -> bytes | None:
+    v = entry.get(name)
+    if v is not None:
+        return v.encode("utf-8", "surrogateescape")
+    b = entry.get(name + "_b64")
+    return base64.b64decode(b, validate=True) if b is not None else None
+
+
+def validate_entry(entry: object) -> Node:
     """Check an entry read from a repository: every field's type and range, and a relative, clean path.
 
     Whatever a hostile file list holds, what passes here can be used without
@@ -96,7 +175,9 @@ def validate_entry(entry: object) -> dict:
     if not isinstance(entry, dict):
         raise BadTreeEntry("tree entry is not an object")
     try:
-        p = path_bytes(entry)
+        p = _text_bytes(entry, "path")
+        if p is None:
+            raise KeyError("path")
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise BadTreeEntry("tree entry has a bad path") from e
     if not p or len(p) > MAX_PATH or p.startswith(b"/") or b"\0" in p:
@@ -104,28 +185,32 @@ def validate_entry(entry: object) -> dict:
     for comp in p.split(b"/"):
         if comp in (b"", b".", b".."):
             raise FormatError(f"tree entry has an unsafe path {p[:200]!r}")
+    g = entry.get
     for f in _FLAG_FIELDS:
-        if not isinstance(entry.get(f, False), bool):
+        if not isinstance(g(f, False), bool):
             raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f} flag")
-    if entry.get("deleted"):
-        return entry
-    kind = entry.get("type")
+    # (issuperset: no set built per entry when, as almost always, every field is known)
+    extra = None if _KNOWN_KEYS.issuperset(entry) else {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
+    if g("deleted"):
+        return Node(p, deleted=True, extra={k: v for k, v in entry.items() if k not in ("path", "path_b64", "deleted")}
+                    or None)
+    kind = g("type")
     if not isinstance(kind, str) or kind not in TYPES:
         raise BadTreeEntry(f"tree entry {p[:200]!r} has an unknown type")
-    for f, (lo, hi) in _INT_RANGES.items():
-        v = entry.get(f)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi):
+    for f, v in entry.items():  # one pass over the fields present (a million entries: no lookups of absent ones)
+        if v is None:
+            continue
+        rng = _INT_RANGES.get(f)
+        if rng is not None:
+            if type(v) is not int or not rng[0] <= v <= rng[1]:  # JSON ints only: never bool, never float
+                raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
+        elif f in _STR_FIELDS and (type(v) is not str or len(v) > MAX_NAME_FIELD * 4):
             raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
-    for f in _TEXT_FIELDS + _BYTES_FIELDS:
-        v = entry.get(f)
-        if v is not None and (not isinstance(v, str) or len(v) > MAX_NAME_FIELD * 4):
-            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
-    for f in _BYTES_FIELDS:
-        try:
-            get_bytes_field(entry, f)
-        except (ValueError, TypeError, AttributeError) as e:
-            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}") from e
-    chunks = entry.get("chunks")
+    try:
+        target = _text_bytes(entry, "target")
+    except (ValueError, TypeError, AttributeError) as e:
+        raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad target") from e
+    chunks = g("chunks")
     if chunks is not None:
         if not isinstance(chunks, list):
             raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
@@ -133,7 +218,7 @@ def validate_entry(entry: object) -> dict:
             if (not isinstance(c, list) or len(c) != 2 or not is_hex_id(c[0])
                     or not isinstance(c[1], int) or isinstance(c[1], bool) or not 0 <= c[1] <= (256 << 20)):
                 raise FormatError(f"tree entry {p[:200]!r} has a bad chunk list")
-    return entry
+    return Node(p, *map(g, _PLAIN_FIELDS), target, extra)
 
 
 def is_hex_id(v: object) -> bool:
@@ -157,12 +242,12 @@ class TreeWriter:
         self.count = 0
         self._last_key: bytes | None = None
 
-    def add(self, entry: dict) -> None:
-        key = sort_key(path_bytes(entry))
+    def add(self, node: Node) -> None:
+        key = sort_key(node.path)
         if self._last_key is not None and key <= self._last_key:
-            raise ValueError(f"tree entries out of order at {path_bytes(entry)!r}")
+            raise ValueError(f"tree entries out of order at {node.path!r}")
         self._last_key = key
-        self._buf += encode_entry(entry)
+        self._buf += encode_entry(node)
         self.count += 1
         if len(self._buf) >= 4 * TREE_PARAMS.max_size:
             self._flush(final=False)
@@ -184,7 +269,7 @@ class TreeWriter:
         return self.blob_ids
 
 
-def iter_tree(blob_ids: Iterable[str], load_blob: Callable[[str], bytes]) -> Iterator[dict]:
+def iter_tree(blob_ids: Iterable[str], load_blob: Callable[[str], bytes]) -> Iterator[Node]:
     """Entries of a stored tree, validated and checked to be in order."""
     pending = b""
     last: bytes | None = None
@@ -199,8 +284,8 @@ def iter_tree(blob_ids: Iterable[str], load_blob: Callable[[str], bytes]) -> Ite
             continue
         pending = buf[end + 1 :]
         for line in buf[: end + 1].splitlines():
-            entry = _parse(line)
-            key = sort_key(path_bytes(entry))
+            entry = decode_entry(line)
+            key = sort_key(entry.path)
             if last is not None and key <= last:
                 raise FormatError("tree entries are not in order")
             last = key
@@ -209,24 +294,25 @@ def iter_tree(blob_ids: Iterable[str], load_blob: Callable[[str], bytes]) -> Ite
         raise FormatError("tree stream ends in the middle of an entry")
 
 
-def _parse(line: bytes) -> dict:
+def decode_entry(line: bytes) -> Node:
+    """One line of the tree stream, validated (``validate_entry``); the reverse of ``encode_entry``."""
     try:
         return validate_entry(json.loads(line.decode("utf-8", "surrogateescape")))
     except (ValueError, RecursionError) as e:
         raise FormatError(f"tree entry is not valid JSON: {e}") from e
 
 
-def merge_chain(streams: list[Iterator[dict]]) -> Iterator[dict]:
+def merge_chain(streams: list[Iterator[Node]]) -> Iterator[Node]:
     """Overlay sorted streams, oldest first; the newest entry for a path wins, deletions remove."""
     if len(streams) == 1:
         for e in streams[0]:
-            if not e.get("deleted"):
+            if not e.deleted:
                 yield e
         return
 
-    def keyed(level: int, it: Iterator[dict]) -> Iterator[tuple[bytes, int, dict]]:
+    def keyed(level: int, it: Iterator[Node]) -> Iterator[tuple[bytes, int, Node]]:
         for e in it:
-            yield sort_key(path_bytes(e)), -level, e
+            yield sort_key(e.path), -level, e
 
     merged = heapq.merge(*(keyed(i, s) for i, s in enumerate(streams)), key=lambda t: (t[0], t[1]))
     current: bytes | None = None
@@ -234,7 +320,7 @@ def merge_chain(streams: list[Iterator[dict]]) -> Iterator[dict]:
         if key == current:
             continue
         current = key
-        if not entry.get("deleted"):
+        if not entry.deleted:
             yield entry
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from haeedge.repo.pack import BLOB_TREE
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import iter_tree, merge_chain
+from haeedge.repo.tree import Node, iter_tree, merge_chain
 
 
 class TreeBlobCache:
@@ -33,7 +33,7 @@ class TreeBlobCache:
             self._size -= len(old)
         return data
 
-    def entries(self, snap: Snapshot) -> Iterator[dict]:
+    def entries(self, snap: Snapshot) -> Iterator[Node]:
         """The effective file list of ``snap`` (as ``Repository.iter_entries``), through the cache."""
         chain = self.repo.chain_of(snap)
         return merge_chain([iter_tree(s.tree, self.load) for s in chain])

@@ -37,7 +37,7 @@ from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import get_bytes_field, is_under, path_bytes
+from haeedge.repo.tree import Node, is_under
 from haeedge.restorer.delete import delete_extraneous
 from haeedge.restorer.existing import Decision, ExistingEntries, write_at
 from haeedge.restorer.verify import content_mismatch
@@ -108,7 +108,7 @@ class RestoreResult:
 class _FileJob:
     rel: bytes
     path: bytes
-    entry: dict
+    entry: Node
     remaining: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     failed: bool = False
@@ -129,8 +129,8 @@ class Restorer:
         self._dirs_ok: set[bytes] = set()
         #: Directories this run created: nothing can be in the way inside them.
         self._fresh: set[bytes] = set()
-        self._dir_meta: list[tuple[bytes, dict]] = []
-        self._symlinks: list[tuple[bytes, dict]] = []
+        self._dir_meta: list[tuple[bytes, Node]] = []
+        self._symlinks: list[tuple[bytes, Node]] = []
         self._hardlinks: list[tuple[bytes, str]] = []
         self._link_sources: dict[str, bytes] = {}
         self._result_lock = threading.Lock()
@@ -148,7 +148,7 @@ class Restorer:
         inc = [p for p in inc if p] if inc else []
         exc = [os.fsencode(p) for p in self.opts.excludes]
 
-        def wanted(rel: bytes, entry: dict) -> bool:
+        def wanted(rel: bytes, entry: Node) -> bool:
             if inc:
                 if not is_under(rel, inc) and not any(p.startswith(rel + b"/") for p in inc):
                     return False
@@ -166,19 +166,19 @@ class Restorer:
 
         return wanted, exc
 
-    def _entries(self, snap: Snapshot) -> Iterator[tuple[bytes, dict]]:
+    def _entries(self, snap: Snapshot) -> Iterator[tuple[bytes, Node]]:
         wanted, exc = self._selector()
         excluded_dirs: list[bytes] = []
         # An include that matches nothing is a mistyped path, not an empty success (see ``unmatched``).
         unmatched = {p for p in (os.fsencode(i).strip(b"/") for i in self.opts.includes) if p}
         for entry in self.repo.iter_entries(snap):
-            rel = path_bytes(entry)
+            rel = entry.path
             if unmatched:
                 unmatched -= {p for p in unmatched if is_under(rel, [p])}
             if excluded_dirs and is_under(rel, excluded_dirs):
                 continue
             if not wanted(rel, entry):
-                if exc and entry.get("type") == "dir":
+                if exc and entry.type == "dir":
                     excluded_dirs.append(rel)
                 continue
             if self._selected is not None:
@@ -246,7 +246,7 @@ class Restorer:
                     continue
                 if job is not None:
                     batch.append(job)
-                    batch_bytes += int(entry.get("size", 0))
+                    batch_bytes += entry.size or 0
                     if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
                         self._restore_batch(batch)
                         batch, batch_bytes = [], 0
@@ -266,11 +266,11 @@ class Restorer:
             raise stopped
         return self.result
 
-    def _count(self, entry: dict) -> None:
-        t = entry.get("type")
+    def _count(self, entry: Node) -> None:
+        t = entry.type
         if t == "file":
             self.result.files += 1
-            self.result.bytes += int(entry.get("size", 0))
+            self.result.bytes += entry.size or 0
         elif t == "dir":
             self.result.dirs += 1
         else:
@@ -316,12 +316,12 @@ class Restorer:
             raise _Unsafe("exists and is not a directory")
         self._dirs_ok.add(rel)
 
-    def _create(self, rel: bytes, entry: dict) -> _FileJob | None:
-        if entry.get("damaged"):
+    def _create(self, rel: bytes, entry: Node) -> _FileJob | None:
+        if entry.damaged:
             self.result.damaged.append(os.fsdecode(rel))
         self._ensure_parent(rel)
         path = self._abs(rel)
-        kind = entry["type"]
+        kind = entry.type
         if kind == "dir":
             untouched = self._keep_existing_dir(rel, path)
             self._make_dir(rel)
@@ -335,7 +335,7 @@ class Restorer:
             self._symlinks.append((path, entry))
             self.result.others += 1
             return None
-        group = entry.get("hardlink") if kind == "file" else None
+        group = entry.hardlink if kind == "file" else None
         if group is None or group not in self._link_sources:  # later names of a group: _finish_links
             if self._keep_existing(path, entry):
                 self._count(entry)
@@ -349,11 +349,11 @@ class Restorer:
                 return None
             if group is not None:
                 self._link_sources[group] = path
-            chunks = entry.get("chunks") or []
-            size = int(entry.get("size", 0))
+            chunks = entry.chunks or []
+            size = entry.size or 0
             self.result.files += 1
             self.result.bytes += size
-            if entry.get("damaged") and not chunks:
+            if entry.damaged and not chunks:
                 return None
             if path in self._reuse:
                 job = self._complete_in_place(rel, path, entry, self._reuse.pop(path))
@@ -374,7 +374,7 @@ class Restorer:
                 return None
             return _FileJob(rel, path, entry, len(chunks))
         self.result.others += 1
-        mode = int(entry.get("mode", 0o600)) & 0o7777
+        mode = (entry.mode if entry.mode is not None else 0o600) & 0o7777
         if kind in ("chardev", "blockdev") and not self.opts.devices:
             self._warn(f"{os.fsdecode(rel)}: device node skipped (restore with --devices, as root)", skipped=True)
             return None
@@ -385,7 +385,7 @@ class Restorer:
                 os.mknod(name, stat.S_IFSOCK | mode, dir_fd=dir_fd)
             elif kind in ("chardev", "blockdev"):
                 fmt = stat.S_IFCHR if kind == "chardev" else stat.S_IFBLK
-                os.mknod(name, fmt | mode, int(entry.get("rdev", 0)), dir_fd=dir_fd)
+                os.mknod(name, fmt | mode, entry.rdev or 0, dir_fd=dir_fd)
         self._apply_meta_path(path, entry)
         return None
 
@@ -396,7 +396,7 @@ class Restorer:
         by_pack: dict[str, dict[bytes, BlobLocation]] = defaultdict(dict)
         for job in batch:
             offset = 0
-            for i, (chunk_id, length) in enumerate(job.entry["chunks"]):
+            for i, (chunk_id, length) in enumerate(job.entry.chunks):
                 if i in job.reuse:
                     offset += length
                     continue
@@ -414,7 +414,7 @@ class Restorer:
                 targets[bid].append((job, offset))
                 by_pack[loc.pack_id][bid] = loc
                 offset += length
-            if offset != int(job.entry.get("size", 0)):
+            if offset != (job.entry.size or 0):
                 self._fail(job, "chunk lengths do not add up to the file size")
         futures = [self._pool.submit(self._restore_pack, pack_id, blobs, targets) for pack_id, blobs in by_pack.items()]
         # Plan the next batch while this one is written; at most two are in flight.
@@ -532,26 +532,26 @@ class Restorer:
 
     # ------------------------------------------------------------------ metadata
 
-    def _apply_meta_fd(self, fd: int, path: bytes, entry: dict) -> None:
+    def _apply_meta_fd(self, fd: int, path: bytes, entry: Node) -> None:
         try:
             if self.owners:
                 os.fchown(fd, *_owner_ids(entry))
-            os.fchmod(fd, int(entry.get("mode", 0o600)) & 0o7777)
-            mtime = int(entry.get("mtime_ns", 0))
+            os.fchmod(fd, (entry.mode if entry.mode is not None else 0o600) & 0o7777)
+            mtime = entry.mtime_ns or 0
             os.utime(fd, ns=(mtime, mtime))
         except OSError as e:
             self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
 
-    def _apply_meta_path(self, path: bytes, entry: dict, follow: bool = False) -> None:
+    def _apply_meta_path(self, path: bytes, entry: Node, follow: bool = False) -> None:
         try:
             with at_nofollow(path) as (dir_fd, name):
                 if self.owners:
                     uid, gid = _owner_ids(entry)
                     os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-                if entry["type"] != "symlink":
+                if entry.type != "symlink":
                     # Never a symlink here: those are created last and skip this branch.
-                    os.chmod(name, int(entry.get("mode", 0o600)) & 0o7777, dir_fd=dir_fd)
-                mtime = int(entry.get("mtime_ns", 0))
+                    os.chmod(name, (entry.mode if entry.mode is not None else 0o600) & 0o7777, dir_fd=dir_fd)
+                mtime = entry.mtime_ns or 0
                 os.utime(name, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
         except OSError as e:
             self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
@@ -573,7 +573,7 @@ class Restorer:
                 self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: hardlink not created: {e}", skipped=True)
         # Symlinks come last: nothing is written after them, so nothing can pass through one.
         for path, entry in self._symlinks:
-            target = get_bytes_field(entry, "target")
+            target = entry.target
             if target is None:
                 self._warn(f"{os.fsdecode(path)}: symlink without target", skipped=True)
                 continue
@@ -595,7 +595,7 @@ class Restorer:
 
     # ------------------------------------------------------------------ existing target (--overwrite, --delete)
 
-    def _keep_existing(self, path: bytes, entry: dict, link_source: bytes | None = None) -> bool:
+    def _keep_existing(self, path: bytes, entry: Node, link_source: bytes | None = None) -> bool:
         """Whether the entry already at ``path`` stays instead of being replaced (existing.py).
 
         A kept file is counted as such and, when unchanged, gets the snapshot's metadata; a
@@ -610,7 +610,7 @@ class Restorer:
         def open_file() -> int:
             return open_nofollow(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
 
-        if entry.get("type") == "file" and link_source is None:
+        if entry.type == "file" and link_source is None:
             decision, reuse = self._existing.decide_file(entry, st, open_file)
             if reuse:
                 self._reuse[path] = reuse
@@ -619,8 +619,8 @@ class Restorer:
                                              read_target=lambda: _readlink(path))
         if decision is Decision.WRITE:
             return False
-        kind = entry.get("type")
-        size = int(entry.get("size", 0)) if kind == "file" and link_source is None else 0
+        kind = entry.type
+        size = (entry.size or 0) if kind == "file" and link_source is None else 0
         with self._result_lock:
             if decision is Decision.UNCHANGED:
                 self.result.unchanged += 1
@@ -629,8 +629,8 @@ class Restorer:
             else:
                 self.result.kept += 1
             self.result.bytes_skipped += size
-        if kind == "file" and link_source is None and entry.get("hardlink") is not None and stat.S_ISREG(st.st_mode):
-            self._link_sources[entry["hardlink"]] = path
+        if kind == "file" and link_source is None and entry.hardlink is not None and stat.S_ISREG(st.st_mode):
+            self._link_sources[entry.hardlink] = path
         if decision is Decision.UNCHANGED:
             if kind == "file":
                 self._apply_meta_existing_file(path, entry)
@@ -639,7 +639,7 @@ class Restorer:
         self.progress.advance(files=1, nbytes=size)
         return True
 
-    def _complete_in_place(self, rel: bytes, path: bytes, entry: dict, reuse: frozenset[int]) -> _FileJob | None:
+    def _complete_in_place(self, rel: bytes, path: bytes, entry: Node, reuse: frozenset[int]) -> _FileJob | None:
         """if-changed: fetch only the chunks an existing file of the right size lacks (existing.py).
 
         Its mtime becomes "now" first, so that until every chunk is written and the snapshot's
@@ -655,18 +655,18 @@ class Restorer:
             os.utime(fd)
         finally:
             os.close(fd)
-        reused = sum(int(entry["chunks"][i][1]) for i in reuse)
+        reused = sum(int(entry.chunks[i][1]) for i in reuse)
         with self._result_lock:
             self.result.bytes_skipped += reused
         self.progress.advance(nbytes=reused)
-        return _FileJob(rel, path, entry, len(entry["chunks"]) - len(reuse), reuse=reuse)
+        return _FileJob(rel, path, entry, len(entry.chunks) - len(reuse), reuse=reuse)
 
     def _keep_existing_dir(self, rel: bytes, path: bytes) -> bool:
         """--overwrite never: a directory that was already there keeps its own metadata."""
         return self._existing.mode == "never" and rel.rpartition(b"/")[0] not in self._fresh \
             and _lstat(path) is not None
 
-    def _apply_meta_existing_file(self, path: bytes, entry: dict) -> None:
+    def _apply_meta_existing_file(self, path: bytes, entry: Node) -> None:
         try:
             fd = open_nofollow(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
@@ -771,11 +771,11 @@ def _pwrite_sparse(fd: int, raw: bytes | memoryview, offset: int) -> None:
             pos += w
 
 
-def _owner_ids(entry: dict) -> tuple[int, int]:
+def _owner_ids(entry: Node) -> tuple[int, int]:
     """Names win over numbers when this machine knows them (like tar)."""
-    uid = int(entry.get("uid", -1))
-    gid = int(entry.get("gid", -1))
-    user, group = entry.get("user"), entry.get("group")
+    uid = entry.uid if entry.uid is not None else -1
+    gid = entry.gid if entry.gid is not None else -1
+    user, group = entry.user, entry.group
     if user:
         uid = _uid_of(user, uid)
     if group:

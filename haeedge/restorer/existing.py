@@ -32,7 +32,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from haeedge.repo.tree import get_bytes_field
+from haeedge.repo.tree import Node
 from haeedge.restorer.verify import matching_chunks
 
 OVERWRITE_MODES = ("always", "if-changed", "if-newer", "never")
@@ -66,7 +66,7 @@ class ExistingEntries:
         """Nothing needs to be looked at: every existing entry is replaced."""
         return self.mode == "always"
 
-    def decide(self, entry: dict, st: os.stat_result | None, *, read_target: Callable[[], bytes] | None = None,
+    def decide(self, entry: Node, st: os.stat_result | None, *, read_target: Callable[[], bytes] | None = None,
                open_file: Callable[[], int] | None = None, link_source: os.stat_result | None = None) -> Decision:
         """``st``: ``lstat`` of what is at the entry's place (``None``: nothing).
 
@@ -79,20 +79,20 @@ class ExistingEntries:
         if self.mode == "never":
             return Decision.KEEP
         if self.mode == "if-newer":
-            return Decision.KEEP if st.st_mtime_ns >= int(entry.get("mtime_ns", 0)) else Decision.WRITE
-        if entry.get("type") == "file" and link_source is None:
+            return Decision.KEEP if st.st_mtime_ns >= (entry.mtime_ns or 0) else Decision.WRITE
+        if entry.type == "file" and link_source is None:
             return self.decide_file(entry, st, open_file)[0]
         return Decision.UNCHANGED if self._same(entry, st, read_target, link_source) else Decision.WRITE
 
-    def decide_file(self, entry: dict, st: os.stat_result | None,
+    def decide_file(self, entry: Node, st: os.stat_result | None,
                     open_file: Callable[[], int] | None) -> tuple[Decision, frozenset[int]]:
         """A file entry's decision, and with WRITE the indexes of the chunks the existing file
         already holds intact at their offsets (if-changed only): only the others need fetching."""
         if self.mode != "if-changed" or st is None:
             return self.decide(entry, st, open_file=open_file), frozenset()
-        if kind_of(st) != "file" or st.st_size != int(entry.get("size", 0)):
+        if kind_of(st) != "file" or st.st_size != (entry.size or 0):
             return Decision.WRITE, frozenset()
-        if not self.verify and st.st_mtime_ns == int(entry.get("mtime_ns", 0)):
+        if not self.verify and st.st_mtime_ns == (entry.mtime_ns or 0):
             return Decision.UNCHANGED, frozenset()
         if open_file is None:
             return Decision.WRITE, frozenset()
@@ -114,8 +114,8 @@ class ExistingEntries:
         reuse = frozenset(i for i, ok in enumerate(matches) if ok) if st.st_nlink == 1 else frozenset()
         return Decision.WRITE, reuse
 
-    def _same(self, entry: dict, st: os.stat_result, read_target, link_source) -> bool:
-        kind = entry.get("type")
+    def _same(self, entry: Node, st: os.stat_result, read_target, link_source) -> bool:
+        kind = entry.type
         if kind_of(st) != kind:
             return False
         if link_source is not None:
@@ -124,11 +124,11 @@ class ExistingEntries:
             if read_target is None:
                 return False
             try:
-                return read_target() == get_bytes_field(entry, "target")
+                return read_target() == entry.target
             except OSError:
                 return False
         if kind in ("chardev", "blockdev"):
-            return st.st_rdev == int(entry.get("rdev", -1))
+            return st.st_rdev == (entry.rdev if entry.rdev is not None else -1)
         return kind in ("fifo", "socket")
 
 

@@ -15,21 +15,22 @@ from collections.abc import Callable
 
 from haeedge.errors import HaeedgeError
 from haeedge.repo.repository import hex_id
+from haeedge.repo.tree import Node
 
 #: Pieces longer than this are read in parts (a hostile entry may claim any length).
 _READ = 4 << 20
 
 
-def content_mismatch(fd: int, entry: dict, blob_id: Callable[[bytes], bytes]) -> str | None:
+def content_mismatch(fd: int, entry: Node, blob_id: Callable[[bytes], bytes]) -> str | None:
     """Why the open regular file ``fd`` does not hold ``entry``'s content, or ``None`` when it does."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    size = int(entry.get("size", 0))
+    size = entry.size or 0
     if st.st_size != size:
         return f"size {st.st_size} instead of {size}"
     offset = 0
-    for chunk_id, length in entry.get("chunks") or []:
+    for chunk_id, length in entry.chunks or []:
         try:
             want = hex_id(chunk_id)
         except HaeedgeError:
@@ -48,15 +49,15 @@ def content_mismatch(fd: int, entry: dict, blob_id: Callable[[bytes], bytes]) ->
     return None
 
 
-def matching_chunks(fd: int, entry: dict, blob_id: Callable[[bytes], bytes]) -> list[bool] | None:
+def matching_chunks(fd: int, entry: Node, blob_id: Callable[[bytes], bytes]) -> list[bool] | None:
     """For each of ``entry``'s chunks, whether the open file ``fd`` holds it intact at its offset.
 
     ``None`` when the file cannot hold the entry at all (not a regular file, another size,
     chunk lengths that do not add up to the entry's size).
     """
     st = os.fstat(fd)
-    size = int(entry.get("size", 0))
-    chunks = entry.get("chunks") or []
+    size = entry.size or 0
+    chunks = entry.chunks or []
     if not stat.S_ISREG(st.st_mode) or st.st_size != size:
         return None
     try:

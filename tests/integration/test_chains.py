@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from haeedge.repo.tree import path_bytes
+from haeedge.repo.tree import Node
 
 DROP_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all", "--"]
 
@@ -21,12 +21,12 @@ def _make_src(root):
     return root
 
 
-def _rel_entries(entries, src) -> dict[bytes, dict]:
+def _rel_entries(entries, src) -> dict[bytes, Node]:
     """Tree entries below ``src``, keyed by path relative to it (b"" for src itself)."""
     prefix = os.fsencode(os.path.abspath(src)).lstrip(b"/")
     out = {}
     for e in entries:
-        p = path_bytes(e)
+        p = e.path
         if p == prefix:
             out[b""] = e
         elif p.startswith(prefix + b"/"):
@@ -111,13 +111,13 @@ def test_incremental_stores_only_changes_and_every_snapshot_restores(cli, fast_r
         whole = _rel_entries(repo.iter_tree(full_snap.tree), src)
         effective = _rel_entries(repo.iter_entries(inc_snap), src)
     assert len(whole) == 23  # the full lists everything
-    deleted = {p for p, e in own.items() if e.get("deleted")}
+    deleted = {p for p, e in own.items() if e.deleted}
     assert deleted == {b"f05", b"f07"}
     changed = set(own) - deleted
     assert changed == {b"", b"sub", b"f03", b"new.txt", b"sub/f07-moved", b"f09", b"f11"}, sorted(changed)
     assert set(effective) == set(states[1][1])
-    assert own[b"f09"]["mode"] == 0o600 and own[b"f11"]["mtime_ns"] == 1_000_000_007
-    assert own[b"f09"]["chunks"] == whole[b"f09"]["chunks"]  # metadata change: same data, not re-stored
+    assert own[b"f09"].mode == 0o600 and own[b"f11"].mtime_ns == 1_000_000_007
+    assert own[b"f09"].chunks == whole[b"f09"].chunks  # metadata change: same data, not re-stored
 
     # Every snapshot restores exactly the tree it captured.
     for i, (sid, captured) in enumerate(states):

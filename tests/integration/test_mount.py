@@ -182,8 +182,8 @@ def test_random_read_fetches_only_the_chunks_it_needs(cli, tmp_path, chain, tree
     src, first, _second = chain
     with cli.repo_handle().open() as repo:
         entry = next(e for e in repo.iter_entries(repo.list_snapshots()[0])
-                     if e.get("path", "").endswith("/big.bin"))
-    chunks = entry["chunks"]
+                     if e.path.endswith(b"/big.bin"))
+    chunks = entry.chunks
     assert len(chunks) > 100, "the big file should have many chunks"
     original = random.Random(14).randbytes(BIG)  # as build_tree made it, before the change
     mnt = tmp_path / "mnt"

@@ -321,7 +321,7 @@ def test_one_pkesk_per_backup_run(wo, tmp_path):
         for snap in repo.list_snapshots():
             esks = set()
             for entry in repo.iter_tree(snap.tree):
-                for cid, _n in entry.get("chunks") or ():
+                for cid, _n in entry.chunks or ():
                     loc = repo.lookup_blob(hex_id(cid))
                     sealed = repo.backend.get_range(f"data/{loc.pack_id[:2]}/{loc.pack_id}", loc.offset, loc.length)
                     esks.add(tuple(esk_summary(sealed)))

@@ -8,7 +8,6 @@ import random
 import pytest
 
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
-from haeedge.repo.tree import path_bytes
 
 from .helpers import flip_byte, pack_path, random_tree, restore_diffs, snapshot_list, write_files
 
@@ -23,8 +22,8 @@ def _blobs_of(handle, snapshot_id: str) -> dict[str, list]:
     out = {}
     with handle.open() as repo:
         for entry in repo.iter_entries(repo.load_snapshot(snapshot_id)):
-            locs = [repo.lookup_blob(bytes.fromhex(c)) for c, _n in entry.get("chunks") or ()]
-            out["/" + path_bytes(entry).decode()] = [(loc.pack_id, loc.offset, loc.length, loc.blob_type)
+            locs = [repo.lookup_blob(bytes.fromhex(c)) for c, _n in entry.chunks or ()]
+            out["/" + entry.path.decode()] = [(loc.pack_id, loc.offset, loc.length, loc.blob_type)
                                                      for loc in locs]
     return out
 

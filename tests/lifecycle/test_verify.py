@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from haeedge.repo.pack import BLOB_DATA
-from haeedge.repo.tree import path_bytes
 
 from .helpers import flip_byte, pack_path, random_tree
 
@@ -29,10 +28,10 @@ def _data_pack_with_file(handle, snapshot_id: str) -> tuple[str, int, int, str]:
     with handle.open() as repo:
         snap = repo.load_snapshot(snapshot_id)
         for entry in repo.iter_entries(snap):
-            for chunk_id, _n in entry.get("chunks") or ():
+            for chunk_id, _n in entry.chunks or ():
                 loc = repo.lookup_blob(bytes.fromhex(chunk_id))
-                if loc.blob_type == BLOB_DATA and "big/" in path_bytes(entry).decode():
-                    return loc.pack_id, loc.offset, loc.length, "/" + path_bytes(entry).decode()
+                if loc.blob_type == BLOB_DATA and "big/" in entry.path.decode():
+                    return loc.pack_id, loc.offset, loc.length, "/" + entry.path.decode()
     raise AssertionError("no data blob")
 
 

@@ -30,7 +30,7 @@ from haeedge.repo.pack import (
 )
 from haeedge.repo.packer import WriteOptions
 from haeedge.repo.repository import Credentials, Repository
-from haeedge.repo.tree import TreeWriter, iter_tree, path_bytes, set_path, sort_key
+from haeedge.repo.tree import Node, TreeWriter, iter_tree, sort_key
 
 PROPS = settings(max_examples=60, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -183,12 +183,10 @@ def test_tree_stream_round_trip(paths, seed):
     rng = random.Random(seed)
     entries = []
     for p in sorted(paths, key=sort_key):
-        e: dict = {}
-        set_path(e, p)
         # mtime_ns over the whole int64 range the entry schema allows
-        e.update(type="file", mode=0o644, size=rng.randrange(10**12), mtime_ns=rng.randrange(-(2**63), 2**63))
-        e["chunks"] = [[rng.randbytes(32).hex(), rng.randrange(1 << 20)]]
-        e["pad"] = "x" * rng.randrange(3000)  # so that big lists span several tree blobs
+        e = Node(p, "file", 0o644, size=rng.randrange(10**12), mtime_ns=rng.randrange(-(2**63), 2**63),
+                 chunks=[[rng.randbytes(32).hex(), rng.randrange(1 << 20)]],
+                 extra={"pad": "x" * rng.randrange(3000)})  # so that big lists span several tree blobs
         entries.append(e)
     store: dict[str, bytes] = {}
 
@@ -202,15 +200,15 @@ def test_tree_stream_round_trip(paths, seed):
         w.add(e)
     blob_ids = w.finish()
     back = list(iter_tree(blob_ids, store.__getitem__))
-    assert [path_bytes(e) for e in back] == [path_bytes(e) for e in entries]
+    assert [e.path for e in back] == [e.path for e in entries]
     assert back == entries
 
 
 def test_tree_writer_refuses_disorder_and_reader_refuses_disorder():
     w = TreeWriter(lambda mv: "00" * 32)
-    w.add({"path": "b", "type": "dir"})
+    w.add(Node(b"b", "dir"))
     with pytest.raises(ValueError):
-        w.add({"path": "a", "type": "dir"})
+        w.add(Node(b"a", "dir"))
     stream = b'{"path":"b","type":"dir"}\n{"path":"a","type":"dir"}\n'
     with pytest.raises(FormatError):
         list(iter_tree(["x"], lambda _h: stream))

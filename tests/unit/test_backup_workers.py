@@ -52,14 +52,14 @@ def test_modes_agree_and_restore(tmp_path, monkeypatch, mode):
     whole = Chunker(SMALL)
     expected = {bytes(c) for f in ("big1", "big2", "d/same1") for c in whole.chunks_of_bytes((src / f).read_bytes())}
     expected |= {bytes(c) for i in range(40) for c in whole.chunks_of_bytes((src / "d" / f"f{i}").read_bytes())}
-    assert first.summary["data_blobs_added"] == len(expected)
+    assert first.summary.data_blobs_added == len(expected)
     # Segments finish in any order (the next one starts as soon as its offset is announced);
     # each file's chunk list must still be the one pass over it, in file order.
-    entries = {e["path"].rsplit("/", 1)[-1]: e for e in repo.iter_entries(first.snapshot) if "path" in e}
+    entries = {e.path.rsplit(b"/", 1)[-1].decode(): e for e in repo.iter_entries(first.snapshot)}
     for name in ("big1", "big2"):
         data = (src / name).read_bytes()
         one_pass = [(repo.blob_id(bytes(c)).hex(), len(c)) for c in whole.chunks_of_bytes(data)]
-        assert [tuple(c) for c in entries[name]["chunks"]] == one_pass, name
+        assert [tuple(c) for c in entries[name].chunks] == one_pass, name
 
     # The other mode, forced full: every chunk must already be known.
     if mode == "threads":
@@ -69,7 +69,7 @@ def test_modes_agree_and_restore(tmp_path, monkeypatch, mode):
     repo2 = Repository.open(LocalBackend(str(tmp_path / "repo")), Credentials([b"pw"]))
     repo2.load_index()
     second = Archiver(repo2, BackupOptions(paths=[str(src)], full=True, workers=2)).run()
-    assert second.summary["data_blobs_added"] == 0
+    assert second.summary.data_blobs_added == 0
 
     snap = repo2.resolve_snapshot("latest")
     Restorer(repo2, RestoreOptions(target=str(tmp_path / "out"))).run(snap)
@@ -94,10 +94,10 @@ def test_tiny_seen_sets_and_index_checkpoints_change_nothing_stored(tmp_path, mo
     result = Archiver(repo, BackupOptions(paths=[str(src)], workers=2)).run()
     whole = Chunker(SMALL)
     expected = {bytes(c) for p in src.rglob("*") if p.is_file() for c in whole.chunks_of_bytes(p.read_bytes())}
-    assert result.summary["data_blobs_added"] == len(expected)
+    assert result.summary.data_blobs_added == len(expected)
     # Fewer than 32 packs, each over 5 blobs: without the blob count there would be one index
     # object (or one a minute); with it, every pack is indexed as soon as it is stored.
-    assert 3 <= result.summary["packs_written"] < 32
+    assert 3 <= result.summary.packs_written < 32
     assert len(os.listdir(tmp_path / "repo" / "index")) >= 3
     repo.close()
     repo2 = Repository.open(LocalBackend(str(tmp_path / "repo")), Credentials([b"pw"]))

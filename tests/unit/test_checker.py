@@ -16,7 +16,6 @@ from haeedge.operations.check import Checker, _windows, check_pack
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.repository import Credentials, Repository
-from haeedge.repo.tree import path_bytes
 from haeedge.restorer import RestoreOptions, Restorer
 
 
@@ -71,10 +70,10 @@ def test_missing_data_pack_names_snapshots_and_files(populated):
 def test_flipped_bit_in_a_data_blob_is_found_by_read_data_only(populated):
     handle, src, first, second = populated
     with handle.open() as repo:
-        entries = {path_bytes(e): e for e in repo.iter_entries(first)}
+        entries = {e.path: e for e in repo.iter_entries(first)}
         victim = entries[os.fsencode(src).lstrip(b"/") + b"/two"]
-        loc = repo.lookup_blob(bytes.fromhex(victim["chunks"][0][0]))
-        same_pack = {e_path for e_path, e in entries.items() for cid, _l in e.get("chunks") or ()
+        loc = repo.lookup_blob(bytes.fromhex(victim.chunks[0][0]))
+        same_pack = {e_path for e_path, e in entries.items() for cid, _l in e.chunks or ()
                      if repo.lookup_blob(bytes.fromhex(cid)).pack_id == loc.pack_id}
     assert len(same_pack) > 1, "the test needs an innocent file in the damaged pack"
     pack = handle.path / "data" / loc.pack_id[:2] / loc.pack_id
@@ -132,10 +131,10 @@ def test_a_damaged_read_is_read_again_but_damage_on_storage_stays_an_error(popul
     repo = Repository.open(faulty, Credentials(passphrases=[handle.password]))
     try:
         repo.load_index()
-        entries = {path_bytes(e): e for e in repo.iter_entries(first)}
+        entries = {e.path: e for e in repo.iter_entries(first)}
         victim = entries[os.fsencode(src).lstrip(b"/") + b"/two"]
-        chunk = bytes.fromhex(victim["chunks"][0][0])
-        assert repo.load_blob(chunk) == (src / "two").read_bytes()[: victim["chunks"][0][1]]
+        chunk = bytes.fromhex(victim.chunks[0][0])
+        assert repo.load_blob(chunk) == (src / "two").read_bytes()[: victim.chunks[0][1]]
         assert faulty.injected["get_range"] >= 1
         loc = repo.lookup_blob(chunk)
     finally:

@@ -13,6 +13,7 @@ from conftest import SMALL_CHUNKS, init_library_repo  # tests/conftest.py, the s
 
 from haeedge.mount.blobcache import BlobCache
 from haeedge.mount.view import RepositoryView, build_tree, safe_name, snapshot_dir_name
+from haeedge.repo.tree import Node
 
 
 @pytest.fixture
@@ -90,7 +91,7 @@ def test_range_reads_fetch_only_the_chunks_they_need(backed_up):
         view = RepositoryView(repo, snaps, read_ahead=0)
         path = f"/latest/{rel(src)}/big.bin".replace("/latest", "/snapshots/" + snapshot_dir_name(snaps[1]))
         state = view.open(path)
-        chunks = state.node.entry["chunks"]
+        chunks = state.node.entry.chunks
         assert len(chunks) > 40, "the test needs a file of many chunks"
         starts = [0]
         for _bid, length in chunks:
@@ -170,10 +171,10 @@ def test_made_up_parents_hardlinks_and_hostile_names():
         ino, mtime_ns = 7 << 32, 5
 
     entries = [
-        {"path": "a/b/f", "type": "file", "mode": 0o644, "size": 0, "hardlink": "1:2"},
-        {"path": "a/b/g", "type": "file", "mode": 0o600, "size": 0, "hardlink": "1:2"},
-        {"path": "a/c", "type": "file", "mode": 0o644, "size": 0},
-        {"path": "a/c/x", "type": "file", "mode": 0o644, "size": 0},  # below a file: skipped
+        Node(b"a/b/f", "file", 0o644, size=0, hardlink="1:2"),
+        Node(b"a/b/g", "file", 0o600, size=0, hardlink="1:2"),
+        Node(b"a/c", "file", 0o644, size=0),
+        Node(b"a/c/x", "file", 0o644, size=0),  # below a file: skipped
     ]
     root = build_tree(iter(entries), Root)
     a = root.children[b"a"]

@@ -56,8 +56,8 @@ def test_a_dry_run_backup_counts_what_the_real_one_stores_and_stores_nothing(tmp
     assert real.snapshot is not None
     counted = ("data_blobs_added", "tree_blobs_added", "blobs_added", "bytes_added", "raw_bytes_added",
                "packs_written")
-    assert {k: dry.summary[k] for k in counted} == {k: real.summary[k] for k in counted}
-    assert real.summary["packs_written"] >= 2 and real.summary["data_blobs_added"] >= 12
+    assert {k: getattr(dry.summary, k) for k in counted} == {k: getattr(real.summary, k) for k in counted}
+    assert real.summary.packs_written >= 2 and real.summary.data_blobs_added >= 12
 
 
 def test_the_compression_level_is_given_when_the_run_starts(tmp_path: Path) -> None:

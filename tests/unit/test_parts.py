@@ -18,7 +18,7 @@ from haeedge.operations.check import parse_subset
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.lock import STALE_AFTER, LockInfo, decode_lock, encode_lock
 from haeedge.repo.snapshot import Snapshot
-from haeedge.repo.tree import is_under, merge_chain, sort_key
+from haeedge.repo.tree import Node, decode_entry, encode_entry, is_under, merge_chain, sort_key
 
 
 @pytest.mark.parametrize("text,seconds", [("7d", 7 * 86400), ("12h", 43200), ("1w2d", 9 * 86400), ("90m", 5400),
@@ -147,15 +147,15 @@ def test_sort_key_is_component_wise():
 
 
 def test_merge_chain_overlays_newest_first():
-    def e(path, **kw):
-        return {"path": path, **kw}
+    def e(path, v=None, deleted=None):
+        return Node(path.encode(), None if deleted else "file", size=v, deleted=deleted)
 
     full = [e("a", v=0), e("a/x", v=0), e("b", v=0), e("c", v=0)]
     inc1 = [e("a/x", deleted=True), e("b", v=1), e("bb", v=1)]
     inc2 = [e("a/x", v=2), e("c", deleted=True)]
     merged = list(merge_chain([iter(full), iter(inc1), iter(inc2)]))
-    assert [(m["path"], m.get("v")) for m in merged] == [("a", 0), ("a/x", 2), ("b", 1), ("bb", 1)]
-    assert [m["path"] for m in merge_chain([iter(full), iter(inc1)])] == ["a", "b", "bb", "c"]
+    assert [(m.path, m.size) for m in merged] == [(b"a", 0), (b"a/x", 2), (b"b", 1), (b"bb", 1)]
+    assert [m.path for m in merge_chain([iter(full), iter(inc1)])] == [b"a", b"b", b"bb", b"c"]
 
 
 def test_signing_and_repository_do_not_import_each_other():
@@ -185,3 +185,26 @@ def test_signing_and_repository_do_not_import_each_other():
     assert attributes == {"backend", "config", "keys", "trust"}
     init = inspect.getsource(repository.Repository.__init__)
     assert all(f"self.{a}: " in init or f"self.{a} = " in init for a in attributes)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"path":"a/f","type":"file","mode":420,"uid":0,"gid":0,"user":"root","group":"root","mtime_ns":-5,'
+    b'"ctime_ns":7,"inode":9,"size":3,"nlink":2,"hardlink":"1:9","chunks":[["' + b"ab" * 32 + b'",3]],'
+    b'"damaged":true}',
+    b'{"path_b64":"/25hbWU=","type":"symlink","mode":511,"uid":1,"gid":2,"mtime_ns":0,"ctime_ns":0,"inode":1,'
+    b'"target_b64":"/w=="}',
+    b'{"path":"caf\xc3\xa9","type":"chardev","mode":0,"rdev":1025,"damaged":false}',
+    b'{"path":"x","deleted":true}',
+    b'{"path":"y","type":"file","size":0,"chunks":[],"atime_ns":5,"later_field":{"k":[1,2]}}',
+])
+def test_tree_entries_decode_and_encode_to_the_same_bytes(line):
+    """Format v1 lines, including non-UTF-8 names, explicit false flags and fields of a later version."""
+    node = decode_entry(line)
+    assert encode_entry(node) == line + b"\n"
+
+
+def test_node_fields_hold_raw_bytes_and_keep_unknown_fields():
+    node = decode_entry(b'{"path_b64":"/25hbWU=","type":"symlink","target_b64":"/w==","future":1}')
+    assert node.path == b"\xffname" and node.target == b"\xff" and node.extra == {"future": 1}
+    assert node.size is None and node.damaged is None
+    assert encode_entry(Node(b"d", "dir", 0o755)) == b'{"path":"d","type":"dir","mode":493}\n'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -13,7 +12,7 @@ from haeedge.archiver import Archiver, BackupOptions
 from haeedge.errors import HaeedgeError
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.snapshot import Snapshot, now_iso
-from haeedge.repo.tree import set_bytes_field, set_path
+from haeedge.repo.tree import Node, encode_entry
 from haeedge.restorer import SPARSE_BLOCK, RestoreOptions, Restorer, _pwrite_sparse
 
 
@@ -34,28 +33,25 @@ def _restore(handle, snap_id, target, **kw):
         return Restorer(repo, RestoreOptions(target=str(target), **kw)).run(repo.load_snapshot(snap_id))
 
 
-def _forge(handle, entries: list[dict], data: dict[str, bytes] | None = None) -> str:
+def _forge(handle, entries: list[Node], data: dict[str, bytes] | None = None) -> str:
     """A full snapshot with exactly these (sorted) entries; ``data`` maps a path to file contents."""
     with handle.open() as repo:
         tw = repo.tree_writer()
         for e in entries:
-            content = (data or {}).get(e.get("path", ""))
+            content = (data or {}).get(e.path.decode("utf-8", "surrogateescape"))
             if content is not None:
                 bid, _ = repo.save_blob(BLOB_DATA, content)
-                e["chunks"] = [[bid.hex(), len(content)]]
-                e["size"] = len(content)
+                e.chunks = [[bid.hex(), len(content)]]
+                e.size = len(content)
             tw.add(e)
         tree = tw.finish()
         repo.flush()
         return repo.save_snapshot(Snapshot(time=now_iso(), host="h", paths=["/x"], kind="full", tree=tree))
 
 
-def _entry(path: bytes | str, kind: str, **kw) -> dict:
-    e: dict = {}
-    set_path(e, path.encode() if isinstance(path, str) else path)
-    e.update(type=kind, mode=kw.pop("mode", 0o644 if kind != "dir" else 0o755), uid=0, gid=0, mtime_ns=10**18)
-    e.update(kw)
-    return e
+def _entry(path: bytes | str, kind: str, **kw) -> Node:
+    return Node(path.encode() if isinstance(path, str) else path, kind,
+                mode=kw.pop("mode", 0o644 if kind != "dir" else 0o755), uid=0, gid=0, mtime_ns=10**18, **kw)
 
 
 def test_restore_twice_into_the_same_target(lib_repo, trees, tmp_path):
@@ -102,7 +98,7 @@ def test_hostile_symlink_then_file_below_it_stays_inside(lib_repo, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     link = _entry("a", "symlink", mode=0o777)
-    set_bytes_field(link, "target", os.fsencode(outside))
+    link.target = os.fsencode(outside)
     sid = _forge(lib_repo, [link, _entry("a/x", "file")], {"a/x": b"must stay inside"})
     target = tmp_path / "t"
     res = _restore(lib_repo, sid, target)
@@ -117,9 +113,8 @@ def test_unsafe_paths_are_refused(lib_repo, tmp_path, bad):
     with lib_repo.open() as repo:
         tw = repo.tree_writer()
         # Bypass the writer's own checks: write the raw line the way a hostile repository would.
-        e = _entry(b"placeholder", "file", size=0)
-        set_path(e, bad)
-        tw._buf += (json.dumps(e) + "\n").encode("utf-8", "surrogateescape")
+        e = _entry(bad, "file", size=0)
+        tw._buf += encode_entry(e)
         tree = tw.finish()
         repo.flush()
         sid = repo.save_snapshot(Snapshot(time=now_iso(), host="h", paths=["/x"], kind="full", tree=tree))

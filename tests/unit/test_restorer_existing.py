@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from haeedge.repo.tree import Node
 from haeedge.restorer.delete import delete_extraneous
 from haeedge.restorer.existing import Decision, ExistingEntries
 from haeedge.restorer.verify import content_mismatch
@@ -16,9 +17,9 @@ def blob_id(data: bytes) -> bytes:
     return hashlib.sha256(b"key" + data).digest()
 
 
-def entry_for(data: bytes, mtime_ns: int, piece: int = 5) -> dict:
+def entry_for(data: bytes, mtime_ns: int, piece: int = 5) -> Node:
     chunks = [[blob_id(data[i:i + piece]).hex(), len(data[i:i + piece])] for i in range(0, len(data), piece)]
-    return {"type": "file", "size": len(data), "mtime_ns": mtime_ns, "chunks": chunks}
+    return Node(b"f", "file", size=len(data), mtime_ns=mtime_ns, chunks=chunks)
 
 
 def _open(path) -> int:
@@ -51,7 +52,7 @@ def file_and_entry(tmp_path):
 def test_file_decisions(file_and_entry, content, mtime_delta, verify, mode, expected):
     path, entry = file_and_entry
     path.write_bytes(content)
-    t = entry["mtime_ns"] + mtime_delta
+    t = entry.mtime_ns + mtime_delta
     os.utime(path, ns=(t, t))
     got = ExistingEntries(mode, verify, blob_id).decide(entry, os.lstat(path), open_file=lambda: _open(path))
     assert got is expected
@@ -63,13 +64,13 @@ def test_nothing_there_is_written_and_kinds_must_match(tmp_path, file_and_entry)
         assert ExistingEntries(mode, False, blob_id).decide(entry, None) is Decision.WRITE
     link = tmp_path / "link"
     os.symlink(path, link)  # a symlink to an identical file is not that file
-    os.utime(link, ns=(entry["mtime_ns"],) * 2, follow_symlinks=False)
+    os.utime(link, ns=(entry.mtime_ns,) * 2, follow_symlinks=False)
     assert ExistingEntries("if-changed", True, blob_id).decide(
         entry, os.lstat(link), open_file=lambda: _open(link)) is Decision.WRITE
-    sym = {"type": "symlink", "target": str(path), "mtime_ns": 0}
+    sym = Node(b"link", "symlink", mtime_ns=0, target=os.fsencode(path))
     assert ExistingEntries("if-changed", False, blob_id).decide(
         sym, os.lstat(link), read_target=lambda: os.fsencode(os.readlink(link))) is Decision.UNCHANGED
-    sym["target"] = "elsewhere"
+    sym.target = b"elsewhere"
     assert ExistingEntries("if-changed", False, blob_id).decide(
         sym, os.lstat(link), read_target=lambda: os.fsencode(os.readlink(link))) is Decision.WRITE
     with pytest.raises(ValueError):
@@ -107,7 +108,7 @@ def test_content_mismatch(tmp_path, content, why):
 
 def test_content_mismatch_with_lying_chunk_lengths(tmp_path):
     entry = entry_for(b"hello, restored world", 0)
-    entry["chunks"][-1][1] = 10  # claims more than the recorded size
+    entry.chunks[-1][1] = 10  # claims more than the recorded size
     p = tmp_path / "f"
     p.write_bytes(b"hello, restored world")
     fd = _open(p)
@@ -168,16 +169,13 @@ def test_delete_roots_that_climb_out_are_refused(tmp_path):
 def test_restore_delete_with_a_hostile_snapshot_path(tmp_path, trees):
     """A forged snapshot whose recorded path climbs out of the target: --delete removes nothing outside."""
     from haeedge.repo.snapshot import Snapshot, now_iso
-    from haeedge.repo.tree import set_path
+    from haeedge.repo.tree import Node
     from haeedge.restorer import RestoreOptions, Restorer
 
     handle = trees.init_library_repo(tmp_path / "repo")
     with handle.open() as repo:
         tw = repo.tree_writer()
-        e: dict = {}
-        set_path(e, b"x")
-        e.update(type="dir", mode=0o755, uid=0, gid=0, mtime_ns=10**18)
-        tw.add(e)
+        tw.add(Node(b"x", "dir", 0o755, 0, 0, mtime_ns=10**18))
         tree = tw.finish()
         repo.flush()
         sid = repo.save_snapshot(Snapshot(time=now_iso(), host="h", paths=["/../victim", "/x"], kind="full",

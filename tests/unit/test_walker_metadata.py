@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 
@@ -10,7 +11,7 @@ import pytest
 from haeedge.archiver.metadata import entry_from_stat, unchanged_file
 from haeedge.archiver.walker import Excluder, normalize_sources, walk_sources
 from haeedge.fs import LONG_PATH, lstat_long, open_long, readlink_long
-from haeedge.repo.tree import get_bytes_field, path_bytes, sort_key
+from haeedge.repo.tree import encode_entry, sort_key
 
 
 def _walk(sources, excludes=(), one_fs=False):
@@ -107,7 +108,7 @@ def test_readlink_long(tmp_path, trees):
     link = os.fsencode(tmp_path) + b"/" + deep_dir + b"/lnk"
     assert readlink_long(link) == b"somewhere/\xff"
     e = entry_from_stat(link.lstrip(b"/"), lstat_long(link), link)
-    assert e["type"] == "symlink" and get_bytes_field(e, "target") == b"somewhere/\xff"
+    assert e.type == "symlink" and e.target == b"somewhere/\xff"
 
 
 def test_one_file_system(tmp_path):
@@ -133,15 +134,15 @@ def test_entry_from_stat_fields(tmp_path):
     os.link(f, tmp_path / "g")
     st = os.lstat(f)
     e = entry_from_stat(b"x/f", st, os.fsencode(f))
-    assert e["path"] == "x/f" and e["type"] == "file" and e["size"] == 5
-    assert e["mode"] == 0o4750 and e["uid"] == 1234 and e["gid"] == 5678
-    assert "user" not in e and "group" not in e  # no names for unknown ids
-    assert e["mtime_ns"] == 1_234_567_890_123_456_789
-    assert e["nlink"] == 2 and e["hardlink"] == f"{st.st_dev}:{st.st_ino}"
+    assert e.path == b"x/f" and e.type == "file" and e.size == 5
+    assert e.mode == 0o4750 and e.uid == 1234 and e.gid == 5678
+    assert e.user is None and e.group is None  # no names for unknown ids
+    assert e.mtime_ns == 1_234_567_890_123_456_789
+    assert e.nlink == 2 and e.hardlink == f"{st.st_dev}:{st.st_ino}"
     root = entry_from_stat(b"r", os.lstat("/"), b"/")
-    assert root["user"] == "root" and root["type"] == "dir"
+    assert root.user == "root" and root.type == "dir"
     e = entry_from_stat(b"\xffname", os.lstat(f), os.fsencode(f))
-    assert path_bytes(e) == b"\xffname" and "path_b64" in e
+    assert e.path == b"\xffname" and b'"path_b64"' in encode_entry(e)
 
 
 def test_unchanged_file_rule(tmp_path):
@@ -149,10 +150,10 @@ def test_unchanged_file_rule(tmp_path):
     f.write_bytes(b"abc")
     st = os.lstat(f)
     parent = entry_from_stat(b"f", st, os.fsencode(f))
-    parent["chunks"] = [["00" * 32, 3]]
+    parent.chunks = [["00" * 32, 3]]
     assert unchanged_file(parent, st)
     for key, value in (("size", 4), ("mtime_ns", 1), ("ctime_ns", 1), ("inode", 1)):
-        assert not unchanged_file({**parent, key: value}, st), key
-    assert not unchanged_file({**parent, "damaged": True}, st)
-    assert not unchanged_file({k: v for k, v in parent.items() if k != "chunks"}, st)
-    assert not unchanged_file({**parent, "type": "symlink"}, st)
+        assert not unchanged_file(dataclasses.replace(parent, **{key: value}), st), key
+    assert not unchanged_file(dataclasses.replace(parent, damaged=True), st)
+    assert not unchanged_file(dataclasses.replace(parent, chunks=None), st)
+    assert not unchanged_file(dataclasses.replace(parent, type="symlink"), st)
