@@ -14,6 +14,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from haeedge.errors import UsageError
 from haeedge.fs import LONG_PATH, lstat_long, open_dir_long, open_long
 from haeedge.repo.tree import sort_key
 
@@ -141,6 +142,17 @@ def read_files_from(path: str, *, nul_separated: bool) -> list[str]:
 def read_exclude_file(path: str) -> list[str]:
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
         return [line.rstrip("\n") for line in f if line.strip() and not line.lstrip().startswith("#")]
+
+
+def exclude_patterns(given: list[str], files: list[str]) -> list[str]:
+    """``--exclude`` patterns and the lines of ``--exclude-file`` files (backup and rewrite share the syntax)."""
+    out = list(given)
+    for f in files:
+        try:
+            out += read_exclude_file(f)
+        except OSError as e:
+            raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
+    return out
 
 
 def normalize_sources(paths: list[str]) -> list[bytes]:

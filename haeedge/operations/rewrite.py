@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from haeedge.archiver.walker import Excluder, read_exclude_file
+from haeedge.archiver.walker import Excluder, exclude_patterns
 from haeedge.errors import IntegrityError, UsageError
 from haeedge.operations.prune import ForgetResult, forget_snapshots, leftover_originals, plan_forget
 from haeedge.progress import ProgressSink, SilentProgress
@@ -88,13 +88,7 @@ def build_matcher(excludes: list[str], exclude_files: list[str], iexcludes: list
     """The matcher for backup's ``--exclude``/``--iexclude`` syntax; also the patterns, as recorded."""
 
     def patterns(given: list[str], files: list[str]) -> list[str]:
-        out = list(given)
-        for f in files:
-            try:
-                out += read_exclude_file(f)
-            except OSError as e:
-                raise UsageError(f"cannot read exclude file {f}: {e.strerror}") from None
-        return [p for p in out if p.strip() and not p.strip().startswith("#")]
+        return [p for p in exclude_patterns(given, files) if p.strip() and not p.strip().startswith("#")]
 
     pats, ipats = patterns(list(excludes), list(exclude_files)), patterns(list(iexcludes), list(iexclude_files))
     if not pats and not ipats:

@@ -13,7 +13,8 @@ from haeedge.errors import HaeedgeError
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.snapshot import Snapshot, now_iso
 from haeedge.repo.tree import Node, encode_entry
-from haeedge.restorer import SPARSE_BLOCK, RestoreOptions, Restorer, _pwrite_sparse
+from haeedge.restorer import RestoreOptions, Restorer
+from haeedge.restorer.restore import SPARSE_BLOCK, _pwrite_sparse
 
 
 @pytest.fixture
