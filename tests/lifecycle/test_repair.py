@@ -9,8 +9,7 @@ import pytest
 
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.tree import path_bytes
-
-from .helpers import flip_byte, pack_path, random_tree, restore_diffs, snapshot_list, write_files
+from tests.support.lifecycle import flip_byte, pack_path, random_tree, restore_diffs, snapshot_list, write_files
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 from haeedge.repo.pack import BLOB_DATA
-
-from .helpers import copy_repo, flip_byte, pack_path, random_tree, write_files
+from tests.support.lifecycle import copy_repo, flip_byte, pack_path, random_tree, write_files
 
 FLIPS = 200
 KINDS = ("keys", "config", "index", "snapshots", "tree_blob", "pack_header", "data_blob")

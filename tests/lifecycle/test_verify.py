@@ -6,8 +6,7 @@ import pytest
 
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.tree import path_bytes
-
-from .helpers import flip_byte, pack_path, random_tree
+from tests.support.lifecycle import flip_byte, pack_path, random_tree
 
 
 @pytest.fixture

@@ -9,20 +9,14 @@ reaches the servers (AWS_* for S3, the test key and known_hosts for SFTP).
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-try:
-    from tests.servers import S3Server, SshdServer
-except ImportError:  # run without the project root on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.servers import S3Server, SshdServer
-
-from .helpers import Site, s3_env, sftp_env
+from tests.support.replication import Site, s3_env, sftp_env
+from tests.support.servers import S3Server, SshdServer
 
 
 @pytest.fixture
