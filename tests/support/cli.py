@@ -114,19 +114,21 @@ class Cli:
 
     def __call__(self, *args: str | os.PathLike, env: dict | None = None, unset: tuple[str, ...] = (),
                  timeout: float = 300, prefix: list[str] | None = None, process: bool = False,
-                 stdin: bytes = b"") -> Result:
+                 stdin: bytes | None = None) -> Result:
         """Run one command; in this process unless ``process``, ``prefix`` or HAEEDGE_TEST_SUBPROCESS ask
-        for a child. ``stdin``: what the command reads (empty: like /dev/null)."""
+        for a child. ``stdin``: bytes fed through a pipe, as from a shell pipeline; None: /dev/null, as
+        under cron."""
         if process or prefix or subprocess_forced() or not _in_process_possible():
             return self.subprocess(*args, env=env, unset=unset, timeout=timeout, prefix=prefix, stdin=stdin)
         code, out, err = run_in_process([os.fspath(a) for a in args], self.environ(env, unset), stdin, self.exe)
         return Result(code, _decode(out), _decode(err), [os.fspath(a) for a in args])
 
     def subprocess(self, *args: str | os.PathLike, env: dict | None = None, unset: tuple[str, ...] = (),
-                   timeout: float = 300, prefix: list[str] | None = None, stdin: bytes = b"") -> Result:
+                   timeout: float = 300, prefix: list[str] | None = None, stdin: bytes | None = None) -> Result:
         """Run one command in a fresh process, as cron would (for tests about processes)."""
-        proc = subprocess.run(self.command(*args, prefix=prefix), input=stdin, capture_output=True,
-                              env=self.environ(env, unset), timeout=timeout)
+        stdin_kw = {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
+        proc = subprocess.run(self.command(*args, prefix=prefix), capture_output=True, env=self.environ(env, unset),
+                              timeout=timeout, **stdin_kw)
         return Result(proc.returncode, _decode(proc.stdout), _decode(proc.stderr), [os.fspath(a) for a in args])
 
     def popen(self, *args: str | os.PathLike, env: dict | None = None, **kw) -> subprocess.Popen:
@@ -167,7 +169,7 @@ _SIGNALS = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIG
                         signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGQUIT, signal.SIGTSTP)]
 
 
-def run_in_process(argv: list[str], env: dict[str, str], stdin: bytes = b"",
+def run_in_process(argv: list[str], env: dict[str, str], stdin: bytes | None = None,
                    exe: str = "haeedge") -> tuple[int, bytes, bytes]:
     """``haeedge argv`` in this process, as if it were a fresh one; returns (exit code, stdout, stderr)."""
     from haeedge import cli as haeedge_cli
@@ -198,7 +200,7 @@ def _exit_status(code: object) -> int:
 
 
 @contextlib.contextmanager
-def _process_like(env: dict[str, str], out, err, stdin: bytes) -> Iterator[None]:
+def _process_like(env: dict[str, str], out, err, stdin: bytes | None) -> Iterator[None]:
     saved_env = dict(os.environ)
     saved_cwd = os.getcwd()
     saved_umask = os.umask(0o022)
@@ -211,9 +213,7 @@ def _process_like(env: dict[str, str], out, err, stdin: bytes) -> Iterator[None]
     root = logging.getLogger()
     saved_logging = (root.handlers[:], root.level, logging.root.manager.disable)
     saved_tempdir = tempfile.tempdir
-    stdin_file = tempfile.TemporaryFile()
-    stdin_file.write(stdin)
-    stdin_file.seek(0)
+    stdin_fd, feeder = _stdin(stdin)
     for s in _SIGNALS:  # what a fresh interpreter starts with
         with contextlib.suppress(OSError, ValueError):
             signal.signal(s, _FRESH_HANDLERS.get(s, signal.SIG_DFL))
@@ -225,7 +225,9 @@ def _process_like(env: dict[str, str], out, err, stdin: bytes) -> Iterator[None]
         root.setLevel(logging.WARNING)
         logging.disable(logging.NOTSET)
         reset_haeedge_state()
-        for fd, f in ((0, stdin_file), (1, out), (2, err)):
+        os.dup2(stdin_fd, 0)
+        os.close(stdin_fd)
+        for fd, f in ((1, out), (2, err)):
             os.dup2(f.fileno(), fd)
         sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8",
                                      errors="surrogateescape")
@@ -243,7 +245,8 @@ def _process_like(env: dict[str, str], out, err, stdin: bytes) -> Iterator[None]
             os.close(saved)
         sys.stdin, sys.stdout, sys.stderr = saved_streams
         sys.argv = saved_argv
-        stdin_file.close()
+        if feeder is not None:
+            feeder.join()
         for h in root.handlers:
             if h not in saved_logging[0]:
                 with contextlib.suppress(Exception):
@@ -262,6 +265,21 @@ def _process_like(env: dict[str, str], out, err, stdin: bytes) -> Iterator[None]
         os.environ.clear()
         os.environ.update(saved_env)
         reset_haeedge_state()
+
+
+def _stdin(data: bytes | None) -> tuple[int, threading.Thread | None]:
+    """A descriptor to read stdin from: /dev/null, or a pipe that a thread fills with ``data`` and closes."""
+    if data is None:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None
+    r, w = os.pipe()
+
+    def feed() -> None:
+        with contextlib.suppress(OSError), open(w, "wb") as f:  # EPIPE: the command stopped reading
+            f.write(data)
+
+    feeder = threading.Thread(target=feed, name="cli-stdin", daemon=True)
+    feeder.start()
+    return r, feeder
 
 
 #: A fresh CPython: Ctrl-C raises KeyboardInterrupt, SIGPIPE is ignored (writes fail with EPIPE).

@@ -133,7 +133,7 @@ def parse_prometheus(text: str) -> dict[str, dict[tuple, float]]:
 def run_cli(cli, *args, env: dict | None = None, unset: tuple[str, ...] = (), stdin_data: bytes | None = None,
             timeout: float = 300):
     """Like ``cli(...)``, but feeding ``stdin_data`` (a pipe, as from a shell pipeline)."""
-    return cli(*args, env=env, unset=unset, stdin=stdin_data or b"", timeout=timeout)
+    return cli(*args, env=env, unset=unset, stdin=b"" if stdin_data is None else stdin_data, timeout=timeout)
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -92,12 +92,18 @@ def test_system_exit_is_the_exit_status(cli, monkeypatch, exit_arg, code, stderr
     assert (r.code, r.stderr) == (code, stderr)
 
 
-def test_stdin_is_empty_unless_given(cli, tmp_path):
+def test_stdin_is_dev_null_unless_given(cli, tmp_path):
+    """As under cron, stdin is /dev/null (``backup --stdin`` refuses it); given bytes come through a pipe."""
     cli("init").ok()
-    empty = cli("--json", "backup", "--stdin-filename", "empty.txt", "--stdin")
-    given = cli("--json", "backup", "--stdin-filename", "given.txt", "--stdin", stdin=b"from the test\n")
-    assert empty.code == 0 and given.code == 0, empty.describe() + given.describe()
-    assert cli("dump", "latest", "given.txt").ok().stdout == "from the test\n"
+    devnull = cli("backup", "--stdin")
+    assert (devnull.code, devnull.stderr) == (2, cli.subprocess("backup", "--stdin").stderr)
+    assert "not a pipe or file" in devnull.stderr
+    big = os.urandom(1 << 20)  # more than a pipe holds: the runner must feed it while the command reads
+    given = cli("--json", "backup", "--stdin-filename", "given.bin", "--stdin", stdin=big)
+    assert given.code == 0, given.describe()
+    out = cli.tmp_path / "out.bin"
+    cli("dump", "latest", "given.bin", "--output", out).ok()
+    assert out.read_bytes() == big
 
 
 def test_forced_subprocess_mode_runs_a_child(cli, monkeypatch):
