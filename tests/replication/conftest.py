@@ -1,6 +1,6 @@
 """Fixtures for the replication suite: real sshd and moto S3 servers, and the CLI aimed at them.
 
-Everything here runs the installed ``haeedge`` console script (the ``cli``
+Everything here runs the real ``haeedge`` CLI (the ``cli``
 fixture of ``tests/conftest.py``) against servers listening on 127.0.0.1.
 ``Site`` names a set of locations (one, or several for a replicated
 repository) and runs the CLI with ``-r`` for each, plus the environment that

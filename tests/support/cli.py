@@ -268,10 +268,15 @@ def _process_like(env: dict[str, str], out, err, stdin: bytes | None) -> Iterato
 
 
 def _stdin(data: bytes | None) -> tuple[int, threading.Thread | None]:
-    """A descriptor to read stdin from: /dev/null, or a pipe that a thread fills with ``data`` and closes."""
+    """A descriptor to read stdin from: /dev/null, or a pipe holding ``data`` and then closed (a thread feeds
+    what the pipe cannot hold at once: while it writes, processes the command forks share its end)."""
     if data is None:
         return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None
     r, w = os.pipe()
+    if len(data) <= _PIPE_HOLDS:
+        with open(w, "wb") as f:
+            f.write(data)
+        return r, None
 
     def feed() -> None:
         with contextlib.suppress(OSError), open(w, "wb") as f:  # EPIPE: the command stopped reading
@@ -281,6 +286,9 @@ def _stdin(data: bytes | None) -> tuple[int, threading.Thread | None]:
     feeder.start()
     return r, feeder
 
+
+#: What a Linux pipe holds without a reader (the minimum of its default 16 pages).
+_PIPE_HOLDS = 64 << 10
 
 #: A fresh CPython: Ctrl-C raises KeyboardInterrupt, SIGPIPE is ignored (writes fail with EPIPE).
 _FRESH_HANDLERS = {signal.SIGINT: signal.default_int_handler, signal.SIGPIPE: signal.SIG_IGN}
