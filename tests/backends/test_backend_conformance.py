@@ -14,8 +14,7 @@ import pytest
 
 from haeedge.backends.base import NAMESPACES, Backend, ObjectInfo, data_name
 from haeedge.errors import BackendError, ObjectNotFound
-
-from .conftest import BackendFactory
+from tests.support.backends import BackendFactory
 
 
 def blob(size: int, seed: int = 0) -> tuple[str, bytes]:

@@ -18,7 +18,7 @@ from haeedge.backends.local import LocalBackend
 from haeedge.backends.replicated import ReplicatedBackend, audit_replicas, content_addressed, sync_replicas
 from haeedge.backends.sftp import SFTPBackend
 from haeedge.errors import BackendError, IntegrityError, ObjectNotFound, UsageError
-from tests.servers import start_s3, start_sshd
+from tests.support.servers import start_s3, start_sshd
 
 
 def obj(size: int = 2000) -> tuple[str, bytes]:

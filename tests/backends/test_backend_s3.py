@@ -12,7 +12,7 @@ import pytest
 from haeedge.backends import open_backend
 from haeedge.backends.fsspec_backend import FsspecBackend, classify
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
-from tests.servers import S3Server, start_s3
+from tests.support.servers import S3Server, start_s3
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from haeedge.backends import open_backend
 from haeedge.backends.sftp import HostKeyChanged, HostKeyUnknown, SFTPBackend
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
-from tests.servers import SshdServer, start_sshd
+from tests.support.servers import SshdServer, start_sshd
 
 
 def ssh_fingerprint(pub_file: str) -> str:

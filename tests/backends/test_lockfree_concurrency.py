@@ -25,7 +25,7 @@ import pytest
 from haeedge.backends import open_backend
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.repository import Repository
-from tests.conftest import CHEAP_S2K, PASSWORD, SMALL_CHUNKS
+from tests.support.repos import CHEAP_S2K, PASSWORD, SMALL_CHUNKS
 
 SEED = int(os.environ.get("HAEEDGE_CONCURRENCY_SEED", "20261206"))
 HOSTS = int(os.environ.get("HAEEDGE_CONCURRENCY_HOSTS", "8"))

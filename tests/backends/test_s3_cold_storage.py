@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import S3Server, start_s3
+from tests.support.servers import S3Server, start_s3
 
 FILES = {"big.bin": bytes(range(256)) * 4000 + b"end", "notes.txt": b"cold but not forgotten\n" * 50,
          "sub/deep.dat": bytes(reversed(range(256))) * 900}

@@ -12,17 +12,14 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from s3_requests import CountingProxy  # bench/s3_requests.py (pytest pythonpath)
 
-from tests.servers import S3Server
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from s3_requests import CountingProxy  # noqa: E402 - bench/ is not a package
+from tests.support.servers import S3Server
 
 TOOL = "haeedge"
 

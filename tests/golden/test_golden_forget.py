@@ -5,10 +5,10 @@ Issue 12, defect 3: a forgotten snapshot a kept one needs stays as hidden chain 
 
 from __future__ import annotations
 
-from test_golden_repositories import _restored, golden  # noqa: F401 - fixture
+from tests.support.golden import restored
 
 
-def test_forget_keeps_the_committed_ids_of_kept_snapshots(golden, tmp_path):  # noqa: F811
+def test_forget_keeps_the_committed_ids_of_kept_snapshots(golden, tmp_path):
     before = {s["id"]: s for s in golden.as_owner("--json", "snapshots").ok().json()}
     out = golden.as_owner("--json", "forget", "--keep-last", "1").ok().json()
     assert out["rewritten"] == {} and out["rebase"] == []
@@ -21,4 +21,4 @@ def test_forget_keeps_the_committed_ids_of_kept_snapshots(golden, tmp_path):  # 
         snap = golden.snapshot(sid)
         target = tmp_path / "restore" / sid[:12]
         golden.as_owner("restore", sid, "--target", target).ok()
-        assert _restored(target, snap) == snap["entries"], f"snapshot {sid[:8]}"
+        assert restored(target, snap) == snap["entries"], f"snapshot {sid[:8]}"

@@ -11,100 +11,16 @@ chains. The snapshot ids are the committed ones: ids never change.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import stat
-import tarfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-REPOS = Path(__file__).resolve().parent / "repos"
-VERSIONS = sorted(p.name for p in REPOS.iterdir() if (p / "manifest.json").is_file()) if REPOS.is_dir() else []
-CASES = [(v, name) for v in VERSIONS
-         for name in sorted(json.loads((REPOS / v / "manifest.json").read_text())["repositories"])]
+from tests.support.golden import CASES, restored
 
 
 def test_every_kind_of_v1_repository_is_kept():
     names = {name for v, name in CASES if v == "v1"}
     assert names == {"password-only", "certificate-owner", "write-only", "chain-deletions"}
-
-
-@dataclass
-class Golden:
-    """One unpacked copy of a golden repository and the environments that open it."""
-
-    spec: dict
-    repo: Path
-    owner_env: dict
-    writer_envs: dict[str, dict]
-    cli: object
-
-    def as_owner(self, *args, **kw):
-        return self.cli(*args, env={**self.owner_env, **kw.pop("env", {})}, **kw)
-
-    def snapshot(self, snapshot_id: str) -> dict:
-        return next(s for s in self.spec["snapshots"] if s["id"] == snapshot_id)
-
-
-def _secret(path: Path, text: str) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    return path
-
-
-@pytest.fixture(params=CASES, ids=[f"{v}-{n}" for v, n in CASES])
-def golden(request, cli, tmp_path) -> Golden:
-    version, name = request.param
-    base = REPOS / version
-    spec = json.loads((base / "manifest.json").read_text())["repositories"][name]
-    with tarfile.open(base / spec["archive"]) as tar:  # unpacks to tmp_path/repo, where ``cli`` points
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(tmp_path, filter="data")
-        else:  # pragma: no cover - Python without extraction filters; the archive is ours
-            tar.extractall(tmp_path)
-    assert (cli.repo_path / "config").is_file()
-    creds = spec["credentials"]
-    if "password" in creds:
-        owner_env = {"HAEEDGE_PASSWORD_FILE": str(_secret(tmp_path / "golden.pw", creds["password"]))}
-    else:
-        identity = tmp_path / "owner-secret.asc"
-        identity.write_bytes((base / creds["identity_file"]).read_bytes())
-        owner_env = {"HAEEDGE_IDENTITY_FILE": str(identity),
-                     "HAEEDGE_PASSWORD_FILE": str(_secret(tmp_path / "owner.pass", creds["identity_passphrase"]))}
-    writer_envs = {host: {"HAEEDGE_PASSWORD_FILE": str(_secret(tmp_path / f"writer-{host}.pw", pw))}
-                   for host, pw in creds.get("writers", {}).items()}
-    if "password" not in creds:  # format v1 certificate repositories wait for the owner's approval (issue 11)
-        cli("trust", "approve", env=owner_env).ok()
-    return Golden(spec, cli.repo_path, owner_env, writer_envs, cli)
-
-
-def _scan(root: Path) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for p in sorted([root, *root.rglob("*")]):
-        st = os.lstat(p)
-        rel = p.relative_to(root).as_posix()
-        if stat.S_ISLNK(st.st_mode):
-            out[rel] = {"type": "symlink", "target": os.readlink(p)}
-        elif stat.S_ISDIR(st.st_mode):
-            out[rel] = {"type": "dir", "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
-        else:
-            data = p.read_bytes()
-            out[rel] = {"type": "file", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                        "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
-    return out
-
-
-def _restored(target: Path, snap: dict) -> dict[str, dict]:
-    """The restored entries the manifest describes, with the fields it records."""
-    if snap["root"]:
-        return _scan(target / snap["root"])
-    # A stream snapshot: the file sits at the top; its mode and time are not the point.
-    found = _scan(target)
-    return {k: {f: found[k].get(f) for f in v} for k, v in snap["entries"].items() if k in found}
 
 
 # ---------------------------------------------------------------------- what every version must do
@@ -124,7 +40,7 @@ def test_every_snapshot_restores_bytes_modes_and_times(golden, tmp_path):
     for snap in golden.spec["snapshots"]:
         target = tmp_path / "restore" / snap["id"][:12]
         golden.as_owner("restore", snap["id"], "--target", target).ok()
-        got = _restored(target, snap)
+        got = restored(target, snap)
         diffs = [f"{p}: {got.get(p)} != {snap['entries'].get(p)}"
                  for p in sorted(set(got) | set(snap["entries"])) if got.get(p) != snap["entries"].get(p)]
         assert not diffs, f"snapshot {snap['id'][:8]} ({snap['kind']}, {snap['host']}):\n" + "\n".join(diffs)
@@ -161,8 +77,8 @@ def test_hosts_continue_their_chains(golden, tmp_path):
         assert summary["kind"] == "incremental" and summary["parent"] == parent["id"], summary
         target = tmp_path / f"restore-{host}"
         golden.as_owner("restore", summary["snapshot_id"], "--target", target).ok()
-        restored = target / str(src).lstrip("/") / "added.txt"
-        assert restored.read_bytes() == (src / "added.txt").read_bytes()
+        added = target / str(src).lstrip("/") / "added.txt"
+        assert added.read_bytes() == (src / "added.txt").read_bytes()
     golden.as_owner("verify").ok()
 
 
@@ -184,7 +100,7 @@ def test_rewrite_removes_a_file_from_every_snapshot(golden, tmp_path):
         want = {p: e for p, e in snap["entries"].items() if name not in p.split("/")}
         if want != snap["entries"]:
             assert snap["id"] in mapping, f"snapshot {snap['id'][:8]} holds {name} but was not rewritten"
-        got = _restored(target, snap)
+        got = restored(target, snap)
         assert got == want, f"snapshot {snap['id'][:8]}: {sorted(set(got) ^ set(want))}"
     golden.as_owner("verify", "--read-data").ok()
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from keys.support import WriteOnly, gpg, make_owner, owner  # noqa: F401 - fixtures
 
 from haeedge.repo.forgotten import NAMESPACE
 from haeedge.repo.snapshot import now_iso
+from tests.support.keys import WriteOnly
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from keys.support import Gpg, gpg, make_owner, owner  # noqa: F401 - fixtures
 
 from haeedge.crypto.openpgp import TAG_SKESK, esk_summary
+from tests.support.keys import Gpg, make_owner
 
 NEW_PW = b"a new password for the laptop"
 

@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_CHUNKS, init_library_repo, scan_tree, tree_differences
+
+from tests.support.repos import SMALL_CHUNKS, init_library_repo
+from tests.support.trees import scan_tree, tree_differences
 
 needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse on this machine")
 

@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from keys.support import WriteOnly, gpg, owner  # noqa: F401 - fixtures
+
+from tests.support.keys import WriteOnly
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "recovery.md"
 BLOCK = re.compile(r"^```(\w+) ([\w.-]+)\n(.*?)^```$", re.M | re.S)

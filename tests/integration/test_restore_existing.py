@@ -19,11 +19,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import CHEAP_S2K, PASSWORD, SMALL_CHUNKS, assert_same_tree, restored_path, scan_tree, summary_of
 
 from haeedge.backends import open_backend
 from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.repository import Repository
+from tests.support.cli import summary_of
+from tests.support.repos import CHEAP_S2K, PASSWORD, SMALL_CHUNKS
+from tests.support.trees import assert_same_tree, restored_path, scan_tree
 
 T0 = 1_600_000_000_000_000_000  # source mtimes: long before any restore, with nanoseconds
 

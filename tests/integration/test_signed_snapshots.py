@@ -7,11 +7,11 @@ import json
 import time
 
 import pytest
-from keys.support import WriteOnly, gpg, owner  # noqa: F401 - fixtures
 
 from haeedge.crypto.pubkey import generate_signing_key, load_secret_key, sign_detached
 from haeedge.repo.signing import Signer, canonical_json, sign_snapshot
 from haeedge.repo.snapshot import Snapshot
+from tests.support.keys import WriteOnly
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import os
 import shutil
 
 import pytest
-from keys.support import WriteOnly, gpg, make_owner, owner  # noqa: F401 - fixtures
-from ops.conftest import documented_schemas, validate
 
 from haeedge.backends.local import LocalBackend
 from haeedge.crypto.pubkey import generate_signing_key, parse_certificate
@@ -24,6 +22,8 @@ from haeedge.repo.repository import Repository
 from haeedge.repo.signing import canonical_json, sign_snapshot
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.trust import read_manifests
+from tests.support.keys import WriteOnly, make_owner
+from tests.support.ops import documented_schemas, validate
 
 UNTRUSTED = ExitCode.UNTRUSTED
 

@@ -17,13 +17,13 @@ import random
 import time
 
 import pytest
-from keys.support import WriteOnly, gpg, make_owner, owner  # noqa: F401 - fixtures
 
 from haeedge.backends.base import data_name
 from haeedge.crypto.pubkey import sign_detached
 from haeedge.repo.index import INDEX_MAGIC_V1, IndexPack, encode_index
 from haeedge.repo.pack import BLOB_DATA, COMPRESSION_NONE, PackBuilder, encode_header
 from haeedge.repo.provenance import OWNER, host_domain
+from tests.support.keys import WriteOnly
 
 
 @pytest.fixture

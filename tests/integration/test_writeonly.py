@@ -12,13 +12,13 @@ import os
 import random
 
 import pytest
-from keys.support import WriteOnly, gpg, make_owner, owner  # noqa: F401 - fixtures
 
 from haeedge.crypto.openpgp import TAG_PKESK, TAG_SKESK, Keyring, NoMatchingKey, decrypt_message, esk_summary
 from haeedge.errors import NoReadAccess
 from haeedge.repo.keys import host_tree_key
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.repository import hex_id
+from tests.support.keys import WriteOnly, make_owner
 
 
 @pytest.fixture

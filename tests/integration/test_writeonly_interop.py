@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pysequoia
 import pytest
-from keys.support import OWNER_PASSPHRASE, Gpg, WriteOnly, gpg, make_owner  # noqa: F401 - fixtures
 
 from haeedge.crypto.openpgp import TAG_PKESK, TAG_SKESK, decrypt_message, esk_summary
 from haeedge.repo.keys import host_tree_key
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
+from tests.support.keys import OWNER_PASSPHRASE, Gpg, WriteOnly, make_owner
 
 
 @dataclass

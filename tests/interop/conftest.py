@@ -7,33 +7,17 @@ session because RSA-3072 generation takes seconds.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pysequoia
 import pytest
 
-from .tools import GPG, Sqop, Workdir
+from tests.support.openpgp import GPG, GPG_KINDS, KeyPair, Sqop, Workdir
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/interop/" in str(item.fspath):
             item.add_marker(pytest.mark.interop)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "interop: drives real gpg/sqop/pysequoia (fails if they are missing)")
-
-
-@dataclass
-class KeyPair:
-    """A key made by a real tool: its certificate, its secret export and that export's passphrase."""
-
-    name: str
-    cert: bytes
-    secret: bytes
-    passphrase: str | None
-    fingerprint: str
 
 
 @pytest.fixture(scope="session")
@@ -56,15 +40,6 @@ def sqop(work: Workdir) -> Sqop:
     s = Sqop(work)
     s.run("version")
     return s
-
-
-GPG_KINDS = {
-    "gpg-cv25519": ("cv25519", "gpg cv25519 passphrase"),
-    "gpg-cv25519-nopass": ("cv25519", ""),
-    "gpg-rsa3072": ("rsa3072", "gpg rsa passphrase"),
-    "gpg-nistp256": ("nistp256", "gpg p256 passphrase"),
-}
-ENCRYPTION_KEYS = [*GPG_KINDS, "sqop-cv25519", "sqop-cv25519-pass", "pysequoia-rsa3k"]
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,7 @@ import pytest
 from haeedge.crypto import pubkey
 from haeedge.crypto.openpgp import SYM_AES256, Keyring, decrypt_message, encrypt_literal, iter_packets, packet_header
 from haeedge.errors import OpenPGPError
-
-from .conftest import ENCRYPTION_KEYS, KeyPair
-from .tools import GPG, Sqop
+from tests.support.openpgp import ENCRYPTION_KEYS, GPG, KeyPair, Sqop
 
 
 def colons(gpg: GPG, fpr: str) -> list[list[str]]:

@@ -8,8 +8,7 @@ import pysequoia
 import pytest
 
 from haeedge.crypto.openpgp import Keyring, NoMatchingKey, PassphraseSealer, dearmor, decrypt_message, esk_summary
-
-from .tools import GPG, Sqop
+from tests.support.openpgp import GPG, Sqop
 
 PASSPHRASE = "correct horse battery staple"
 #: count byte 0x60 = 65,536 bytes hashed: cheap for tests, still exercises iterated S2K.

@@ -21,9 +21,7 @@ from haeedge.crypto.openpgp import (
     decrypt_message as _decrypt_message,
 )
 from haeedge.errors import OpenPGPError, WrongPassword
-
-from .conftest import ENCRYPTION_KEYS, KeyPair
-from .tools import GPG, Sqop
+from tests.support.openpgp import ENCRYPTION_KEYS, GPG, KeyPair, Sqop
 
 
 def our_message(cert_bytes: bytes, data: bytes) -> bytes:

@@ -11,9 +11,7 @@ import pytest
 from haeedge.crypto import pubkey
 from haeedge.crypto.openpgp import armor
 from haeedge.errors import OpenPGPError, WrongPassword
-
-from .conftest import KeyPair
-from .tools import GPG, Sqop, Workdir
+from tests.support.openpgp import GPG, KeyPair, Sqop, Workdir
 
 MANIFEST = b'{"snapshot": "2026-11-22T00:00:00Z", "parent": null, "tree": "ab12"}\n' * 50
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from .helpers import random_tree, restore_diffs, snapshot_list, write_files
+from tests.support.lifecycle import random_tree, restore_diffs, snapshot_list, write_files
 
 
 def test_three_concurrent_backups_and_a_verify(cli, trees, tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 
-from .helpers import copy_repo, random_tree, write_files
+from tests.support.lifecycle import copy_repo, random_tree, write_files
 
 BACKUP_FAULTS = [
     "put:every=4",

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from .helpers import files_of, random_tree, restore_diffs, snapshot_ids, snapshot_list, write_files
+from tests.support.lifecycle import files_of, random_tree, restore_diffs, snapshot_ids, snapshot_list, write_files
 
 
 @pytest.fixture

@@ -17,8 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .helpers import MiB, copy_repo, files_of, random_tree, restore_diffs, snapshot_ids, snapshot_list, write_files
-from .test_crash import _check_after_kill, _env, _kill_at, _timed_run
+from tests.support.crash import check_after_kill, crash_env, kill_at, timed_run
+from tests.support.lifecycle import (
+    MiB,
+    copy_repo,
+    files_of,
+    random_tree,
+    restore_diffs,
+    snapshot_ids,
+    snapshot_list,
+    write_files,
+)
 
 
 @pytest.fixture
@@ -141,7 +150,7 @@ def test_a_stale_marker_is_reported_and_removed_by_the_next_forget(cli, repo, tr
 def test_sigkill_forget_at_random_points(cli, trees, tmp_path):
     """Kill forget (hiding a snapshot, deleting an old chain, deleting stale markers) at random times."""
     handle = trees.init_library_repo(tmp_path / "baseline", chunker=trees.SMALL_CHUNKS)
-    env = _env(handle.path)
+    env = crash_env(handle.path)
     src = random_tree(tmp_path / "src", seed=5, n_files=8)
     made = []
     for i in range(8):  # two chains: F I I I, F I I I
@@ -156,7 +165,7 @@ def test_sigkill_forget_at_random_points(cli, trees, tmp_path):
     args = ("forget", "--keep-last", "2")
     faults = "put|delete:latency=0.05"
     measure = copy_repo(handle.path, tmp_path / "measure")
-    duration = _timed_run(cli, measure, args, faults)
+    duration = timed_run(cli, measure, args, faults)
     shutil.rmtree(measure)
     baseline = files_of(handle.path)
     rng = random.Random(2024)
@@ -165,21 +174,21 @@ def test_sigkill_forget_at_random_points(cli, trees, tmp_path):
 
     def one(n: int) -> str:
         repo_path = copy_repo(handle.path, tmp_path / f"repo{n}")
-        killed = _kill_at(cli, repo_path, args, faults, delays[n])
+        killed = kill_at(cli, repo_path, args, faults, delays[n])
         now = files_of(repo_path)
         gone = [k for k in baseline if k.startswith("snapshots/") and k not in now]
         phase = "not killed" if not killed else "deleting" if gone else "planning or hiding"
-        listed = _check_after_kill(cli, trees, repo_path, expected, tmp_path, n)
+        listed = check_after_kill(cli, trees, repo_path, expected, tmp_path, n)
         # Nothing forgotten reappears: whatever is listed was listed before (the killed run only removes).
         assert set(listed) <= {sid for sid, _s in made} - {made[4][0]}, f"kill #{n}"
-        out = cli("--json", "forget", *args[1:], env=_env(repo_path)).ok().json()
+        out = cli("--json", "forget", *args[1:], env=crash_env(repo_path)).ok().json()
         assert sorted(out["kept"]) == sorted(sid for sid, _s in keep)
         assert sorted(snapshot_ids_at(cli, repo_path)) == sorted(sid for sid, _s in keep)
-        v = cli("-v", "--json", "verify", env=_env(repo_path)).ok().json()
+        v = cli("-v", "--json", "verify", env=crash_env(repo_path)).ok().json()
         assert not [f for f in v["findings"] if f["severity"] == "warning"], v["findings"]
         assert sorted(p.name for p in (repo_path / "snapshots").iterdir()) == sorted(
             [made[4][0], made[5][0]] + [sid for sid, _s in keep])
-        _check_after_kill(cli, trees, repo_path, expected, tmp_path, n + 100)
+        check_after_kill(cli, trees, repo_path, expected, tmp_path, n + 100)
         shutil.rmtree(repo_path)
         return phase
 
@@ -190,7 +199,7 @@ def test_sigkill_forget_at_random_points(cli, trees, tmp_path):
 
 
 def snapshot_ids_at(cli, repo_path) -> list[str]:
-    return [s["id"] for s in cli("snapshots", "--json", env=_env(repo_path)).ok().json()]
+    return [s["id"] for s in cli("snapshots", "--json", env=crash_env(repo_path)).ok().json()]
 
 
 def test_copy_keeps_hidden_chain_support_hidden_in_the_target(cli, repo, trees, tmp_path):

@@ -20,8 +20,7 @@ import zstandard
 
 from haeedge.repo.pack import COMPRESSION_ZSTD
 from haeedge.repo.snapshot import Snapshot, now_iso
-
-from .helpers import (
+from tests.support.lifecycle import (
     MiB,
     dir_entry,
     file_entry,

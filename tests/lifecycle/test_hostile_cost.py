@@ -20,8 +20,7 @@ import pytest
 
 from haeedge.crypto import openpgp as op
 from haeedge.repo.snapshot import Snapshot, now_iso
-
-from .helpers import dir_entry, file_entry, save_data, save_raw_tree, save_snapshot
+from tests.support.lifecycle import dir_entry, file_entry, save_data, save_raw_tree, save_snapshot
 
 MiB = 1 << 20
 RSS_BUDGET_KIB = 256 * 1024

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from haeedge.repo import lock as locking
-
-from .helpers import files_of, random_tree
+from tests.support.lifecycle import files_of, random_tree
 
 
 @pytest.fixture

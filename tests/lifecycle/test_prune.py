@@ -6,7 +6,16 @@ import shutil
 
 import pytest
 
-from .helpers import MiB, files_of, flip_byte, pack_path, random_tree, restore_diffs, snapshot_ids, write_files
+from tests.support.lifecycle import (
+    MiB,
+    files_of,
+    flip_byte,
+    pack_path,
+    random_tree,
+    restore_diffs,
+    snapshot_ids,
+    write_files,
+)
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import pytest
 
 from haeedge.repo import marks as marks_mod
 from haeedge.repo.marks import Clock, Mark, check_clock, ripens_at
-
-from .helpers import files_of, random_tree, restore_diffs
+from tests.support.lifecycle import files_of, random_tree, restore_diffs
 
 SHORT = {"HAEEDGE_MAX_CLOCK_SKEW": "0s"}
 

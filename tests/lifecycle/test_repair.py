@@ -8,8 +8,7 @@ import random
 import pytest
 
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
-
-from .helpers import flip_byte, pack_path, random_tree, restore_diffs, snapshot_list, write_files
+from tests.support.lifecycle import flip_byte, pack_path, random_tree, restore_diffs, snapshot_list, write_files
 
 
 @pytest.fixture

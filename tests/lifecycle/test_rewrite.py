@@ -7,12 +7,11 @@ import os
 import random
 
 import pytest
-from keys.support import WriteOnly, gpg, owner  # noqa: F401 - fixtures
 
 from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.tree import encode_entry
-
-from .helpers import files_of, restore_diffs, snapshot_ids, snapshot_list, write_files
+from tests.support.keys import WriteOnly
+from tests.support.lifecycle import files_of, restore_diffs, snapshot_ids, snapshot_list, write_files
 
 SECRET = "conf/secret.key"
 

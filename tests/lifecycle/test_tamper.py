@@ -5,10 +5,10 @@ by a plain ``verify``; pack headers and data blobs by ``verify --read-data``.
 A change counts as detected when verify exits 4 and its output names the
 changed object (its id, or "config").
 
-The 200 runs go through the CLI's entry point (``haeedge.cli.main``, what the
-console script calls) in forked worker processes, with their stdout and
-stderr file descriptors captured: the same code path as a command line,
-without paying interpreter start-up 200 times.
+The 200 runs go through the ``cli`` fixture's in-process runner
+(tests/support/cli.py: the console script's code path, fds 1 and 2 captured)
+in forked worker processes, three at a time, without paying interpreter
+start-up 200 times.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
-import tempfile
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 from haeedge.repo.pack import BLOB_DATA
-
-from .helpers import copy_repo, flip_byte, pack_path, random_tree, write_files
+from tests.support.cli import run_in_process
+from tests.support.lifecycle import copy_repo, flip_byte, pack_path, random_tree, write_files
 
 FLIPS = 200
 KINDS = ("keys", "config", "index", "snapshots", "tree_blob", "pack_header", "data_blob")
@@ -73,7 +72,7 @@ def test_200_single_byte_changes_are_all_detected_and_named(cli, trees, tmp_path
         plan.append((kind, obj, rng.randrange(start, end), rng.randrange(1, 256)))
 
     copies = [copy_repo(handle.path, tmp_path / f"copy{w}") for w in range(WORKERS)]
-    jobs = [(str(copies[w]), str(cli.password_file), plan[w::WORKERS]) for w in range(WORKERS)]
+    jobs = [(str(copies[w]), cli.environ(), plan[w::WORKERS]) for w in range(WORKERS)]
     with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork")) as pool:
         results = [x for part in pool.map(_run_flips, jobs) for x in part]
     per_kind = Counter(k for k, *_ in results)
@@ -87,50 +86,16 @@ def test_200_single_byte_changes_are_all_detected_and_named(cli, trees, tmp_path
     cli("verify", "--read-data", env={"HAEEDGE_REPOSITORY": str(copies[0])}).ok()
 
 
-def _worker_stdio() -> None:
-    """In a forked worker: Python's stdout/stderr and logging write straight to fds 1 and 2."""
-    import logging
-    import sys
-
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the worker
-    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-    for h in list(logging.root.handlers):
-        logging.root.removeHandler(h)
-
-
-def _run_cli(argv: list[str]) -> tuple[int, str]:
-    """haeedge's entry point with fds 1 and 2 captured (logging included)."""
-    import sys
-
-    from haeedge.cli import main
-
-    with tempfile.TemporaryFile() as out:
-        saved = os.dup(1), os.dup(2)
-        os.dup2(out.fileno(), 1)
-        os.dup2(out.fileno(), 2)
-        try:
-            code = main(argv)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-        out.seek(0)
-        return code, out.read().decode("utf-8", "replace")
-
-
-def _run_flips(job: tuple[str, str, list]) -> list[tuple[str, str, int, bool, str]]:
-    repo_path, password_file, flips = job
-    _worker_stdio()
+def _run_flips(job: tuple[str, dict, list]) -> list[tuple[str, str, int, bool, str]]:
+    repo_path, env, flips = job
     out = []
     for kind, obj, offset, xor in flips:
         path = os.path.join(repo_path, obj)
         flip_byte(path, offset, xor)
         try:
             args = ["verify", "--read-data"] if kind in ("pack_header", "data_blob") else ["verify"]
-            code, text = _run_cli(["-r", repo_path, "--password-file", password_file, "--no-progress", *args])
+            code, stdout, stderr = run_in_process(["-r", repo_path, "--no-progress", *args], env)
+            text = (stdout + stderr).decode("utf-8", "replace")
         finally:
             flip_byte(path, offset, xor)
         name = "config" if obj == "config" else obj.rsplit("/", 1)[-1][:16]

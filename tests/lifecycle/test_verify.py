@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from haeedge.repo.pack import BLOB_DATA
-
-from .helpers import flip_byte, pack_path, random_tree
+from tests.support.lifecycle import flip_byte, pack_path, random_tree
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import pytest
 
 from haeedge.backends.options import FSSPEC_OPTIONS, SFTP_OPTIONS
 from haeedge.errors import UsageError
-
-from .conftest import write_config
+from tests.support.ops import write_config
 
 SFTP = "sftp://backup@fog1.example.net/srv/haeedge"
 S3 = "s3://bucket/haeedge"

@@ -9,8 +9,7 @@ import pytest
 from haeedge.cli.app import cli as root_command
 from haeedge.cli.profiles import command_specs
 from haeedge.config_file import ConfigError, load_config
-
-from .conftest import ROOT, write_config
+from tests.support.ops import ROOT, write_config
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import sys
 import time
 
 from haeedge.monitoring import RunOutcome, log_line, metrics_text, parse_metrics
-
-from .conftest import parse_prometheus, write_config
+from tests.support.ops import parse_prometheus, write_config
 
 HOOK = """import json, os, sys
 out = {k: v for k, v in os.environ.items() if k.startswith("HAEEDGE_")}

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from .conftest import write_config
+from tests.support.ops import write_config
 
 
 def _piped_to_head(cli, *args: str | os.PathLike) -> tuple[int, bytes, bytes]:

@@ -14,8 +14,7 @@ import pytest
 
 from haeedge.cli import main
 from haeedge.cli.app import cli as root
-
-from .conftest import ROOT, documented_schemas, validate
+from tests.support.ops import ROOT, documented_schemas, validate
 
 
 def _walk(group: click.Group, prefix: tuple[str, ...] = ()):

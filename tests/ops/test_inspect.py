@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SMALL_CHUNKS, Cli, init_library_repo, validate
+from tests.support.cli import Cli
+from tests.support.ops import validate
+from tests.support.repos import SMALL_CHUNKS, init_library_repo
 
 
 class History:

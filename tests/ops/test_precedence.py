@@ -29,8 +29,8 @@ import pytest
 from haeedge.cli.app import cli as root_command
 from haeedge.cli.context import built_in_default, profile_under_command_line, settings_of
 from haeedge.cli.profiles import command_specs
-
-from .conftest import init_library_repo, run_cli, write_config
+from tests.support.ops import run_cli, write_config
+from tests.support.repos import init_library_repo
 
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()):

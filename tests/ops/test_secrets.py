@@ -9,8 +9,7 @@ import sys
 
 from haeedge.backends.local import LocalBackend
 from haeedge.repo.repository import Repository
-
-from .conftest import write_config
+from tests.support.ops import write_config
 
 SECRET = "Zq9-distinctive-Passw0rd-7731-xyzzy"
 BACKEND_SECRET = "AKIA-backend-secret-value-4242"
@@ -64,7 +63,8 @@ profiles:
     outputs = []
 
     def run(*args, expect=0, **kw):
-        r = cli(*args, env={**env, **kw.pop("env", {})}, unset=kw.pop("unset", unset), **kw)
+        # A child each: the hooks read their parent's /proc/PID/environ, which must be haeedge's own.
+        r = cli.subprocess(*args, env={**env, **kw.pop("env", {})}, unset=kw.pop("unset", unset), **kw)
         assert r.code == expect, r.describe()
         outputs.extend([r.stdout, r.stderr])
         return r

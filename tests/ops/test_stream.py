@@ -12,7 +12,8 @@ import tarfile
 
 import pytest
 
-from .conftest import SMALL_CHUNKS, init_library_repo, run_cli, validate, write_config
+from tests.support.ops import run_cli, validate, write_config
+from tests.support.repos import SMALL_CHUNKS, init_library_repo
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Fixtures for the replication suite: real sshd and moto S3 servers, and the CLI aimed at them.
 
-Everything here runs the installed ``haeedge`` console script (the ``cli``
+Everything here runs the real ``haeedge`` CLI (the ``cli``
 fixture of ``tests/conftest.py``) against servers listening on 127.0.0.1.
 ``Site`` names a set of locations (one, or several for a replicated
 repository) and runs the CLI with ``-r`` for each, plus the environment that
@@ -9,20 +9,14 @@ reaches the servers (AWS_* for S3, the test key and known_hosts for SFTP).
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-try:
-    from tests.servers import S3Server, SshdServer
-except ImportError:  # run without the project root on sys.path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.servers import S3Server, SshdServer
-
-from .helpers import Site, s3_env, sftp_env
+from tests.support.replication import Site, s3_env, sftp_env
+from tests.support.servers import S3Server, SshdServer
 
 
 @pytest.fixture

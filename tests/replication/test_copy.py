@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .helpers import MiB, make_files
+from tests.support.lifecycle import MiB
+from tests.support.replication import make_files
 
 
 def test_copy_chains_with_dedup_against_the_target(make_site, trees, tmp_path: Path) -> None:

@@ -14,9 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.servers import start_sshd
-
-from .helpers import Site, sftp_env
+from tests.support.replication import Site, sftp_env
+from tests.support.servers import start_sshd
 
 
 def _paths(site: Site) -> set[str]:

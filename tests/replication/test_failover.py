@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.servers import start_s3
-
-from .helpers import MiB, files_under, make_files, wait_for
+from tests.support.lifecycle import MiB
+from tests.support.replication import files_under, make_files, wait_for
+from tests.support.servers import start_s3
 
 
 def _s3_data_reads(log: str) -> int:

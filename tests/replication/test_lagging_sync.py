@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.servers import start_sshd
-
-from .helpers import MiB, make_files
+from tests.support.lifecycle import MiB
+from tests.support.replication import make_files
+from tests.support.servers import start_sshd
 
 
 def test_a_down_replica_under_each_policy_and_sync(make_site, trees, tmp_path: Path) -> None:

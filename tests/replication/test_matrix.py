@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import start_s3
-
-from .helpers import MiB, make_files, s3_env
+from tests.support.lifecycle import MiB
+from tests.support.replication import make_files, s3_env
+from tests.support.servers import start_s3
 
 KINDS = {"local": ("local",), "sftp": ("sftp",), "s3": ("s3",), "replicated": ("s3", "sftp", "local")}
 

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 from haeedge.repo.packer import INDEX_CHECKPOINT_PACKS
-from tests.servers import start_sshd
-
-from .helpers import MiB, files_under, kill, make_files, wait_for
+from tests.support.lifecycle import MiB
+from tests.support.replication import files_under, kill, make_files, wait_for
+from tests.support.servers import start_sshd
 
 TOTAL_FILES = 40  # of 2 MiB: 80 MiB, 80 packs, two checkpoints before the end
 #: Uploads are slowed, so that the cut surely lands before the end: 48 packs of

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MiB, make_files
+from tests.support.lifecycle import MiB
+from tests.support.replication import make_files
 
 TRANSIENT = {
     "backup": "put:every=3,get:every=4:raw,list:every=3,stat:every=4",

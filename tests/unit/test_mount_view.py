@@ -9,11 +9,11 @@ import random
 import stat
 
 import pytest
-from conftest import SMALL_CHUNKS, init_library_repo  # tests/conftest.py, the shared fixtures
 
 from haeedge.mount.blobcache import BlobCache
 from haeedge.mount.view import RepositoryView, build_tree, safe_name, snapshot_dir_name
 from haeedge.repo.tree import Node
+from tests.support.repos import SMALL_CHUNKS, init_library_repo
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,23 @@ class Sqop:
 
     def verify(self, data: bytes, signature: bytes, cert: bytes, check: bool = True):
         return self.run("verify", "--", self.work.file(signature), self.work.file(cert), input=data, check=check)
+
+
+@dataclass
+class KeyPair:
+    """A key made by a real tool: its certificate, its secret export and that export's passphrase."""
+
+    name: str
+    cert: bytes
+    secret: bytes
+    passphrase: str | None
+    fingerprint: str
+
+
+GPG_KINDS = {
+    "gpg-cv25519": ("cv25519", "gpg cv25519 passphrase"),
+    "gpg-cv25519-nopass": ("cv25519", ""),
+    "gpg-rsa3072": ("rsa3072", "gpg rsa passphrase"),
+    "gpg-nistp256": ("nistp256", "gpg p256 passphrase"),
+}
+ENCRYPTION_KEYS = [*GPG_KINDS, "sqop-cv25519", "sqop-cv25519-pass", "pysequoia-rsa3k"]

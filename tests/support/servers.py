@@ -5,7 +5,7 @@ them, not their behaviour (atomic rename, host keys, ETags, error codes).
 
 Usage from any test::
 
-    from tests.servers import start_s3, start_sshd
+    from tests.support.servers import start_s3, start_sshd
 
     srv = start_sshd(tmp_path)          # SshdServer
     try:

@@ -1,7 +1,7 @@
 """Helpers for the replication suite: a repository's locations and the CLI aimed at them.
 
 ``Site`` names a set of locations (one, or several for a replicated
-repository) and runs the installed ``haeedge`` script with ``-r`` for each,
+repository) and runs the CLI (the ``cli`` fixture) with ``-r`` for each,
 plus the environment that reaches the servers (AWS_* for S3, the test key and
 known_hosts for SFTP).
 """
@@ -25,7 +25,7 @@ from haeedge.repo.config import RepositoryConfig
 from haeedge.repo.repository import Credentials, Repository
 
 if TYPE_CHECKING:
-    from tests.servers import S3Server, SshdServer
+    from tests.support.servers import S3Server, SshdServer
 
 MiB = 1 << 20
 PASSWORD = b"correct horse battery staple"
