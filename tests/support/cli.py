@@ -321,6 +321,14 @@ def _reset_known_state() -> None:
         workers._STATE = None
     if (monitoring := modules.get("haeedge.monitoring")) is not None:
         monitoring._current.set(None)
+    if (fsspec_spec := modules.get("fsspec.spec")) is not None:
+        # fsspec keeps one file-system object per class and options for the life of the process
+        # (s3fs with its listings and HEAD results cached): a new process starts without them.
+        classes = [fsspec_spec.AbstractFileSystem]
+        while classes:
+            cls = classes.pop()
+            cls.clear_instance_cache()
+            classes.extend(cls.__subclasses__())
 
 
 __all__ = ["Cli", "Result", "SUBPROCESS_ENV", "haeedge_executable", "reset_haeedge_state",
