@@ -35,9 +35,11 @@ from haeedge.backends.base import data_name
 from haeedge.errors import BackendError, HaeedgeError, IntegrityError, ObjectNotFound, UsageError
 from haeedge.operations import coldreads
 from haeedge.progress import ProgressSink, SilentProgress
+from haeedge.repo.forgotten import chain_support, marker_name
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE, split_pack_trailer
-from haeedge.repo.repository import Repository, hex_id, object_id_of
+from haeedge.repo.provenance import LEGACY, describe, domains_for_host, read_indexes, unauthorised_supersessions
+from haeedge.repo.repository import DedupView, Repository, hex_id, object_id_of
 from haeedge.repo.snapshot import Snapshot
 
 
@@ -174,7 +176,6 @@ class Checker:
                 self.error(f"keys/{oid}", why)
 
     def _check_index(self) -> None:
-        from haeedge.repo.provenance import LEGACY, read_indexes, unauthorised_supersessions
 
         repo = self.repo
         found = read_indexes(repo, on_error=lambda name, e: self.error(name, f"index object unreadable: {e}"))
@@ -263,7 +264,6 @@ class Checker:
         return snaps
 
     def _check_markers(self, snaps: list[Snapshot]) -> None:
-        from haeedge.repo.forgotten import chain_support, marker_name
 
         markers = self.repo.markers()
         for oid, why in markers.problems:
@@ -398,7 +398,6 @@ class _OutsideDomain:
     another writer may have planted them under a guessed id, and prune would not keep them for H."""
 
     def __init__(self, repo: Repository, host: str, enabled: bool = True):
-        from haeedge.repo.provenance import LEGACY, domains_for_host
 
         self.repo = repo
         self.host = host
@@ -419,7 +418,6 @@ class _OutsideDomain:
             self.foreign.append(bid)
 
     def report(self, checker: Checker, obj: str, snap: Snapshot) -> None:
-        from haeedge.repo.provenance import describe
 
         if self.foreign:
             bid = self.foreign[0]
@@ -433,7 +431,6 @@ class _OutsideDomain:
 
 
 def _domain_view(repo: Repository, domains: frozenset[str]):
-    from haeedge.repo.repository import DedupView
 
     return DedupView(repo.index, domains)
 

@@ -25,6 +25,7 @@ from haeedge.repo.keys import (
     ROLE_WRITER,
     KeyRecord,
     KeySlot,
+    MasterKeys,
     key_object_kind,
     seal_slot_for_certificate,
     seal_slot_for_passphrase,
@@ -32,6 +33,15 @@ from haeedge.repo.keys import (
 from haeedge.repo.repository import Repository, object_id_of
 from haeedge.repo.signing import generate_key, write_record
 from haeedge.repo.snapshot import now_iso
+from haeedge.repo.trust import (
+    MODE_UNAPPROVED,
+    ROOT_CERTIFICATE,
+    ROOT_PASSWORD,
+    WriterEntry,
+    _root_signer,
+    signing_fingerprint_of,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
@@ -120,7 +130,6 @@ def init_write_only(backend: Backend, config: RepositoryConfig, owner_cert: Cert
 
 
 def require_owner(repo: Repository, what: str = "key management") -> None:
-    from haeedge.repo.trust import MODE_UNAPPROVED
 
     if repo.trust.mode == MODE_UNAPPROVED:
         raise TrustError(f"{what}: this repository is not approved by the owner key yet",
@@ -145,7 +154,6 @@ def add_certificate(repo: Repository, cert: Certificate, *, label: str = "") -> 
     slot_id = repo.put_object("keys", seal_slot_for_certificate(repo.keys, rid, cert, label=label))
     repo.register_slot(KeySlot(slot_id, rid, repo.keys, now_iso(whole_seconds=True), "", KIND_CERTIFICATE, label), cert)
     if repo.trust.manifest is not None:
-        from haeedge.repo.trust import write_manifest
 
         write_manifest(repo, add_recipients=[cert.raw])
     return slot_id
@@ -162,7 +170,6 @@ def add_writer(repo: Repository, passphrase: bytes, host: str, *, label: str = "
     require_owner(repo)
     manifest = repo.trust.manifest
     if manifest is not None:
-        from haeedge.repo.trust import ROOT_CERTIFICATE, _root_signer
 
         # Fail before writing anything when this credential cannot sign the manifest.
         _root_signer(repo, repo.trust, manifest.root_kind, manifest.root_fingerprint)
@@ -186,7 +193,6 @@ def add_writer(repo: Repository, passphrase: bytes, host: str, *, label: str = "
     repo.register_slot(KeySlot(slot_id, rid, wkeys, now_iso(whole_seconds=True), host, KIND_WRITER, label))
     if manifest is not None:
         from haeedge.crypto.pubkey import load_secret_key
-        from haeedge.repo.trust import WriterEntry, write_manifest
 
         cert = load_secret_key(wkeys.signing_key).cert
         write_manifest(repo, add_writers={cert.fingerprint_hex: WriterEntry(host, cert.raw)})
@@ -280,7 +286,6 @@ def remove_key(repo: Repository, prefix: str) -> KeyInfo:
                          hint="remove it with another key, or change its password with 'haeedge key passwd'")
     old_records = [r for r in repo.registry().records if r.slot == target.id]
     if repo.trust.manifest is not None:  # the owner-signed manifest is what makes a removal final
-        from haeedge.repo.trust import write_manifest
 
         if target.role == ROLE_WRITER and target.signing_fingerprint:
             write_manifest(repo, remove=[target.signing_fingerprint])
@@ -342,8 +347,6 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
     keys found in the records (all, or those of ``hosts``).
     """
     from haeedge.crypto.pubkey import load_secret_key
-    from haeedge.repo.keys import MasterKeys
-    from haeedge.repo.trust import ROOT_PASSWORD, WriterEntry, write_manifest
 
     if repo.slot is None or repo.slot.kind != KIND_CERTIFICATE or not repo.identity_keys or repo.keys.is_writer:
         raise UsageError("trust approve needs the owner's OpenPGP secret key",
@@ -381,7 +384,6 @@ def approve_repository(repo: Repository, hosts: tuple[str, ...] = ()) -> Approva
                  if key_object_kind(repo.get_object(i.name)) == KIND_CERTIFICATE]
     old_records = [r.record_id for r in registry.records] + [oid for oid, _why in registry.problems]
     extra = {k: v for k, v in repo.keys.extra.items() if k != "trust_root"}
-    from haeedge.repo.trust import signing_fingerprint_of
 
     retired: dict[str, WriterEntry] = {}
     old_fpr = signing_fingerprint_of(repo.keys)

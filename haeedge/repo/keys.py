@@ -579,3 +579,14 @@ def needs_identity(body: bytes) -> tuple[int, bytes] | None:
     raise NoReadAccess(f"this data was written by a write-only host and is encrypted to an OpenPGP key "
                        f"(key id {key_id}); this credential holds no secret key for it",
                        hint="open the repository with the owner's secret key: --identity-file OWNER-SECRET.asc")
+
+
+def canonical_json(doc: dict) -> bytes:
+    """The bytes a document's signature covers: sorted keys, no spaces, ASCII, no ``signature``."""
+    return json.dumps({k: v for k, v in doc.items() if k != "signature"}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def is_manifest(plain: bytes) -> bool:
+    """Cheap test before parsing: key records and manifests share the meta sealing."""
+    return b'"haeedge_trust_manifest"' in plain[:1 << 16] and plain.lstrip().startswith(b"{")

@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from haeedge.errors import ConcurrentChange, HaeedgeError, NoReadAccess, ObjectNotFound, OpenPGPError, UsageError
+from haeedge.repo.ids import hex_id
 from haeedge.repo.keys import ROLE_OWNER
 from haeedge.repo.signing import MAX_SIGNATURE_TEXT, canonical_json
 from haeedge.repo.snapshot import now_iso
@@ -319,7 +320,6 @@ def check_before_snapshot(repo: Repository, snap: Snapshot) -> None:
 
 
 def _references_any(repo: Repository, snap: Snapshot, blobs: set[bytes]) -> bool:
-    from haeedge.repo.repository import hex_id
 
     for tid in snap.tree:
         if hex_id(tid) in blobs:

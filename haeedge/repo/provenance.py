@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from haeedge.errors import HaeedgeError, OpenPGPError
+from haeedge.repo.ids import object_id_of, stored_cap
 from haeedge.repo.index import BlobIndex, IndexObject, IndexPack, decode_index_object
 from haeedge.repo.keys import ROLE_OWNER, ROLE_WRITER
 
@@ -176,7 +177,6 @@ def read_indexes(repo: Repository, on_error: Callable[[str, HaeedgeError], None]
     it) makes us take the listing again.
     """
     from haeedge.errors import ObjectNotFound
-    from haeedge.repo.repository import object_id_of
 
     for attempt in range(5):
         listing = list(repo.backend.list("index"))
@@ -195,7 +195,6 @@ def _read_index_objects(repo: Repository, objects: list[ObjectInfo],
                         on_error: Callable[[str, HaeedgeError], None] | None) -> list[AttributedIndex]:
     """Read and attribute ``objects`` (listing entries, whose sizes refuse a huge object unread), most
     trusted first. ``on_error(name, error)`` skips unreadable ones (without it they raise)."""
-    from haeedge.repo.repository import object_id_of, stored_cap
 
     registry = repo.registry()
     writers = has_writers(registry)

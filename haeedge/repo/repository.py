@@ -42,16 +42,19 @@ from haeedge.errors import (
     UsageError,
 )
 from haeedge.repo import lock as locking
+from haeedge.repo.cache import object_cache_of
 from haeedge.repo.config import RepositoryConfig
+from haeedge.repo.forgotten import Markers, read_markers
+from haeedge.repo.ids import INDEX_PART_BYTES, MAX_INDEX_ENV, hex_id, object_id_of, stored_cap
 from haeedge.repo.index import BlobIndex, BlobLocation, IndexPack, encode_index, split_index
 from haeedge.repo.keys import (
     KIND_CERTIFICATE,
     KIND_PASSPHRASE,
-    MAX_KEY_OBJECT_BYTES,
     CachingDecryptor,
     KeySlot,
     MasterKeys,
     NotInWriterView,
+    SessionSealer,
     SlotAttempts,
     SlotMalformed,
     key_object_kind,
@@ -59,8 +62,10 @@ from haeedge.repo.keys import (
     open_slot,
     seal_slot_for_certificate,
     seal_slot_for_passphrase,
+    writer_sealer,
     wrong_password,
 )
+from haeedge.repo.marks import check_before_snapshot, read_marks
 from haeedge.repo.pack import (
     BLOB_TREE,
     COMPRESSION_ZSTD,
@@ -70,6 +75,7 @@ from haeedge.repo.pack import (
     split_pack_trailer,
 )
 from haeedge.repo.packer import KEY_FOR_BLOB, Packer, WriteOptions, WriteStats, put_whole
+from haeedge.repo.provenance import OWNER, domains_for_host, host_domain, read_indexes
 from haeedge.repo.signing import (
     SignatureStatus,
     Signer,
@@ -82,30 +88,22 @@ from haeedge.repo.signing import (
 )
 from haeedge.repo.snapshot import KIND_FULL, MAX_CHAIN_DEPTH, Snapshot, now_iso
 from haeedge.repo.tree import Node, TreeWriter, iter_tree, merge_chain
+from haeedge.repo.trust import (
+    KEY_HINT_ENV,
+    MODE_LEGACY,
+    ROOT_PASSWORD,
+    TrustPolicy,
+    TrustState,
+    evaluate,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from haeedge.crypto.pubkey import Certificate
-    from haeedge.repo.forgotten import Markers
-    from haeedge.repo.keys import SessionSealer
-    from haeedge.repo.trust import TrustPolicy, TrustState
 
 log = logging.getLogger("haeedge.repository")
 
 MAX_META_OBJECT = 512 << 20
-#: Largest stored object per namespace (hostile input: a reader refuses a bigger one from the
-#: listing's size before downloading it, and from its length before decrypting it). What haeedge
-#: writes stays far below: config and locks are a few hundred bytes, key slots and records a few
-#: KiB, a snapshot 67 bytes per tree blob, and an index object is written in parts of at most
-#: INDEX_PART_BYTES (2.9 million blobs each).
-MAX_STORED_BYTES = {"config": 2 << 20, "keys": MAX_KEY_OBJECT_BYTES, "locks": 1 << 20, "snapshots": 16 << 20,
-                    "index": 192 << 20}
-#: Written index parts stay well below the index cap (``MAX_STORED_BYTES``), which is set so that a
-#: hostile object at the cap, downloaded whole, still leaves a command within its 256 MiB budget.
-INDEX_PART_BYTES = 128 << 20
-#: haeedge 0.1.0's prune wrote the whole index as one object: past about 5.8 million blobs that
-#: object is over the cap. This raises the index cap for such a repository (``haeedge repair index``
-#: rewrites its index in parts without it).
-MAX_INDEX_ENV = "HAEEDGE_MAX_INDEX_OBJECT"
 #: Certificate slots one identity opens that are checked against the trust manifest (planted ones included).
 MAX_CERTIFICATE_CANDIDATES = 256
 #: Key records a run keeps in memory, each and in all (hostile keys/ objects are not kept).
@@ -139,9 +137,6 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def object_id_of(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
 
 class Repository:
     def __init__(self, backend: Backend, config: RepositoryConfig, keys: MasterKeys, slot: KeySlot | None = None,
@@ -172,7 +167,6 @@ class Repository:
         self._status_cache: dict[str, SignatureStatus] = {}
         self.blob_id_key = keys.blob_id
         self._load_registry = registry_loader
-        from haeedge.repo.trust import MODE_LEGACY, TrustPolicy, TrustState
 
         #: Secret keys given with --identity-file (their primary fingerprints may be the trust root).
         self.identity_keys: list = []
@@ -218,7 +212,6 @@ class Repository:
         repo.config_plain = config.to_bytes()
         backend.put("config", repo.seal("meta", repo.config_plain))
         if owner_cert is None:  # a password repository: its owner signing key is the trust root
-            from haeedge.repo.trust import ROOT_PASSWORD, write_manifest
 
             signer = repo.signer()
             assert signer is not None
@@ -238,7 +231,6 @@ class Repository:
         manifest vouches for is used (repo/trust.py). ``trust``: pinned owner
         fingerprint and client memory; none means "no memory".
         """
-        from haeedge.repo.trust import TrustPolicy, evaluate
 
         policy = trust or TrustPolicy()
         try:
@@ -332,7 +324,6 @@ class Repository:
 
     def bind_cache(self) -> None:
         """Point the local metadata cache (repo/cache.py), if the backend has one, at this repository."""
-        from haeedge.repo.cache import object_cache_of
 
         cache = object_cache_of(self.backend)
         if cache is not None:
@@ -368,7 +359,6 @@ class Repository:
                 with self._seal_lock:
                     s = self._sealers.get(key_name)
                     if s is None:
-                        from haeedge.repo.keys import writer_sealer
 
                         own = self.keys.passphrase("tree") if key_name == "tree" else None
                         s = self._sealers[key_name] = writer_sealer(self.writer_recipients(), own)
@@ -495,7 +485,6 @@ class Repository:
         """Read every index object, each entry with the trust domain of the object that lists it
         (repo/provenance.py). Superseded objects (left by an interrupted prune) are skipped, but only
         an owner-signed object may supersede: a writer cannot hide another host's packs."""
-        from haeedge.repo.provenance import read_indexes
 
         found = read_indexes(self)
         self.index_ids.update(d.object_id for d in found.current())
@@ -504,7 +493,6 @@ class Repository:
 
     def own_domain(self) -> str:
         """The trust domain of what this credential writes: its host's (writers) or the owner's."""
-        from haeedge.repo.provenance import OWNER, host_domain
 
         if self.keys.is_writer:
             return host_domain(self.slot.host if self.slot is not None else "")
@@ -513,7 +501,6 @@ class Repository:
     def dedup_domains(self) -> frozenset[str]:
         """Whose blobs this credential deduplicates against: the owner's and, for a writer, its own host's.
         Blobs other writers listed are uploaded again (docs/security.md D3)."""
-        from haeedge.repo.provenance import domains_for_host
 
         return domains_for_host(self.slot.host if self.keys.is_writer and self.slot is not None else None)
 
@@ -535,7 +522,6 @@ class Repository:
     def begin_backup(self) -> None:
         """Read the prune marks: blobs in marked packs count as absent (stored again), and the snapshot
         is checked against marks that appear meanwhile (``marks.check_before_snapshot``)."""
-        from haeedge.repo.marks import read_marks
 
         marks = read_marks(self)
         self.marks_at_start = {m.mark_id: m for m in marks.valid}
@@ -818,7 +804,6 @@ class Repository:
         else:
             snap.signer = snap.signature = None  # a stale signature would only look like tampering
         if self.marks_at_start is not None:
-            from haeedge.repo.marks import check_before_snapshot
 
             check_before_snapshot(self, snap)
         oid = self.put_object("snapshots", self.seal("meta", snap.to_bytes()))
@@ -966,7 +951,6 @@ class Repository:
     def markers(self) -> Markers:
         """The forget markers (repo/forgotten.py), read and checked once (cached)."""
         if self._markers_cache is None:
-            from haeedge.repo.forgotten import read_markers
 
             self._markers_cache = read_markers(self)
         return self._markers_cache
@@ -1110,20 +1094,9 @@ class DedupView:
         return self.index.has_in(blob_id, self.domains, self.excluded)
 
 
-def hex_id(h: str) -> bytes:
-    """A blob id as stored in trees and snapshots (64 hex digits) to bytes; anything else is a FormatError."""
-    try:
-        b = bytes.fromhex(h)
-    except ValueError:
-        raise FormatError(f"bad blob id {h[:20]!r}") from None
-    if len(b) != 32:
-        raise FormatError(f"bad blob id {h[:20]!r}")
-    return b
-
 
 def slot_hints(location: str, policy: TrustPolicy) -> list[str]:
     """Slot ids (or prefixes) to try first: $HAEEDGE_KEY_HINT, then the slots this client opened here before."""
-    from haeedge.repo.trust import KEY_HINT_ENV
 
     hints = []
     for part in os.environ.get(KEY_HINT_ENV, "").split(","):
@@ -1146,18 +1119,6 @@ def _slot_order(slot_id: str, hints: list[str]) -> tuple[int, str]:
             return rank, slot_id
     return len(hints), slot_id
 
-
-def stored_cap(namespace: str) -> int | None:
-    """The largest object ``namespace`` may hold (``MAX_STORED_BYTES``; index: raised by $HAEEDGE_MAX_INDEX_OBJECT)."""
-    cap = MAX_STORED_BYTES.get(namespace)
-    if namespace == "index" and os.environ.get(MAX_INDEX_ENV):
-        from haeedge.sizes import parse_size
-
-        try:
-            cap = max(cap or 0, parse_size(os.environ[MAX_INDEX_ENV]))
-        except ValueError as e:
-            raise UsageError(f"${MAX_INDEX_ENV}: {e}") from None
-    return cap
 
 
 def check_object_size(name: str, size: int) -> None:

@@ -38,7 +38,9 @@ from haeedge.repo.keys import (
     ROLE_WRITER,
     KeyRecord,
     SealedObjects,
+    canonical_json,
     decode_record,
+    is_manifest,
     record_document,
     sealed_records,
 )
@@ -80,11 +82,6 @@ class SigningRepository(SealedObjects, Protocol):
 
     def forget_registry(self) -> None: ...
 
-
-def canonical_json(doc: dict) -> bytes:
-    """The bytes a document's signature covers: sorted keys, no spaces, ASCII, no ``signature``."""
-    return json.dumps({k: v for k, v in doc.items() if k != "signature"}, sort_keys=True,
-                      separators=(",", ":")).encode()
 
 
 def generate_key(user_id: str) -> bytes:
@@ -361,7 +358,6 @@ def read_records(repo: SigningRepository) -> tuple[list[KeyRecord], list[tuple[s
     With a trust manifest, a record must be signed by one of the owner keys it names.
     """
     from haeedge.crypto.pubkey import parse_certificate, verify_detached
-    from haeedge.repo.trust import is_manifest
 
     manifest = repo.trust.manifest
     anchors: dict[str, Certificate] = {}

@@ -40,6 +40,8 @@ from haeedge.repo.keys import (
     KIND_WRITER,
     KeySlot,
     MasterKeys,
+    canonical_json,
+    is_manifest,
     sealed_records,
 )
 from haeedge.repo.snapshot import now_iso
@@ -162,10 +164,6 @@ def manifest_document(repository_id: str, sequence: int, root_kind: str, root_ce
     }
 
 
-def is_manifest(plain: bytes) -> bool:
-    """Cheap test before parsing: key records and manifests share the meta sealing."""
-    return b'"haeedge_trust_manifest"' in plain[:1 << 16] and plain.lstrip().startswith(b"{")
-
 
 def decode_manifest(object_id: str, plain: bytes, repository_id: str) -> TrustManifest:
     """Parse, type-check and verify a manifest against the root certificate it carries.
@@ -174,7 +172,6 @@ def decode_manifest(object_id: str, plain: bytes, repository_id: str) -> TrustMa
     "this document was signed by the key it names as root".
     """
     from haeedge.crypto.pubkey import parse_certificate, verify_detached
-    from haeedge.repo.signing import canonical_json
 
     try:
         doc = json.loads(plain)
@@ -538,7 +535,6 @@ def write_manifest(repo: Repository, *, root_kind: str | None = None, root_key: 
     must be given (``writers``, ``recipients``, ``owner_keys``...).
     """
     from haeedge.crypto.pubkey import parse_certificate
-    from haeedge.repo.signing import canonical_json
 
     state: TrustState = repo.trust
     cur = state.manifest
