@@ -33,7 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from haeedge.backends.base import Backend, BackendWrapper, backend_stack
-from haeedge.backends.s3policy import ARCHIVE_CLASSES, S3Policy, _code
+from haeedge.backends.fsspec_errors import error_code
+from haeedge.backends.s3policy import ARCHIVE_CLASSES, S3Policy
 from haeedge.errors import BackendError, ColdWaitExpired
 
 log = logging.getLogger("haeedge.backends.cold")
@@ -109,7 +110,7 @@ class ColdReadBackend(BackendWrapper):
         try:
             self.s3.fs.call_s3("restore_object", Bucket=bucket, Key=key, RestoreRequest=request)
         except Exception as e:  # noqa: BLE001
-            code = _code(e)
+            code = error_code(e)
             if code == "RestoreAlreadyInProgress":
                 return
             if code == "InvalidObjectState":  # not archived (any more): readable
@@ -168,7 +169,7 @@ class ColdReadBackend(BackendWrapper):
         try:
             return read()
         except BackendError as e:
-            if _code(e) != "InvalidObjectState":
+            if error_code(e) != "InvalidObjectState":
                 raise
         self._ensure([name])
         return read()
@@ -187,9 +188,7 @@ class ColdReadBackend(BackendWrapper):
 
 def wrap_cold(backend: Backend) -> Backend:
     """``backend`` itself, or wrapped in a ``ColdReadBackend`` when it is an S3 location."""
-    from haeedge.backends.fsspec_backend import FsspecBackend
-
-    if isinstance(backend, FsspecBackend) and backend.is_s3:
+    if backend.properties.s3 and backend.unwrap() is None:
         return ColdReadBackend(backend)
     return backend
 

@@ -37,7 +37,6 @@ Why these choices:
 from __future__ import annotations
 
 import base64
-import errno
 import functools
 import hashlib
 import inspect
@@ -50,7 +49,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import fsspec
 
-from haeedge.backends.base import NAMESPACES, ObjectInfo, StorageBackend, check_name
+from haeedge.backends.base import NAMESPACES, BackendProperties, ObjectInfo, StorageBackend, check_name
+from haeedge.backends.fsspec_errors import CREDENTIAL_CLASS_NAMES, classify
 from haeedge.backends.s3policy import OPTION_NAMES as POLICY_OPTIONS
 from haeedge.backends.s3policy import S3Policy, delete_versions
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
@@ -64,32 +64,6 @@ _S3 = frozenset({"s3", "s3a"})
 #: s3fs switches to multipart uploads at twice its chunk size; below that one PUT carries Content-MD5.
 _S3_SINGLE_PART_LIMIT = 2 * 50 * 2**20
 
-_TRANSIENT_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "TooManyRequestsException", "RequestThrottled", "RequestTimeout", "RequestTimeoutException",
-    "InternalError", "ServiceUnavailable", "503", "500", "502", "504", "OperationAborted",
-    "XAmzContentSHA256Mismatch", "BadDigest", "IncompleteBody",
-})
-_PERMANENT_AUTH_CODES = frozenset({
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-    "AccountProblem", "AllAccessDisabled", "403", "401", "RequestTimeTooSkewed", "InvalidSecurity",
-})
-_TRANSIENT_ERRNOS = frozenset({
-    errno.EBUSY, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
-    errno.EPIPE, errno.EAGAIN, errno.EINTR, errno.ENETUNREACH, errno.EHOSTUNREACH,
-    getattr(errno, "EREMOTEIO", errno.EIO),
-})
-_TRANSIENT_CLASS_NAMES = frozenset({
-    "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-    "HTTPClientError", "ProxyConnectionError", "ResponseStreamingError", "IncompleteReadError",
-    "ClientConnectionError", "ClientConnectorError", "ServerDisconnectedError", "ClientPayloadError",
-    "ServerTimeoutError", "ClientOSError", "FSTimeoutError", "IncompleteRead",
-    "ResponseParserError",
-})
-_CREDENTIAL_CLASS_NAMES = frozenset({"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound",
-                                     "NoRegionError", "UnauthorizedSSOTokenError"})
-
-
 def _strip_secrets(url: str) -> str:
     """The URL without any user:password part, for messages."""
     parts = urlsplit(url)
@@ -101,45 +75,6 @@ def _strip_secrets(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def _chain(e: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        yield cur
-        cur = cur.__cause__ or cur.__context__
-
-
-def classify(e: BaseException) -> tuple[str, str]:
-    """``("missing"|"permanent"|"transient", detail)`` for any error fsspec or s3fs raises."""
-    for exc in _chain(e):
-        response = getattr(exc, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            code = str(response["Error"].get("Code", ""))
-            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            message = response["Error"].get("Message") or code
-            detail = f"{code or status}: {message}"
-            if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
-                return "missing", detail
-            if code in _PERMANENT_AUTH_CODES or status in (401, 403):
-                return "permanent", detail
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return "transient", detail
-            return "permanent", detail
-        name = type(exc).__name__
-        if name in _CREDENTIAL_CLASS_NAMES:
-            return "permanent", f"{name}: {exc}"
-        if name in _TRANSIENT_CLASS_NAMES:
-            return "transient", f"{name}: {exc}"
-    if isinstance(e, FileNotFoundError):
-        return "missing", str(e)
-    if isinstance(e, PermissionError):
-        return "permanent", f"permission denied: {e}"
-    if isinstance(e, (TimeoutError, ConnectionError)):
-        return "transient", str(e) or type(e).__name__
-    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
-        return "transient", e.strerror or str(e)
-    return "permanent", str(e) or type(e).__name__
 
 
 def _s3_error_code(e: BaseException) -> str:
@@ -192,6 +127,7 @@ class FsspecBackend(StorageBackend):
         self.verify_etag = verify_etag
         #: S3: send If-None-Match: * on every write (cleared when the server answers NotImplemented).
         self.conditional_writes = self.is_s3
+        self.properties = BackendProperties(s3=self.is_s3)
 
     @classmethod
     def from_url(cls, url: str, options: dict | None = None) -> FsspecBackend:
@@ -264,7 +200,7 @@ class FsspecBackend(StorageBackend):
             return ObjectNotFound(f"{self.location}: {name or 'location'} does not exist{why}")
         what = f"{action} {name}" if name else action
         hint = None
-        if type(e).__name__ in _CREDENTIAL_CLASS_NAMES or "credential" in detail.lower():
+        if type(e).__name__ in CREDENTIAL_CLASS_NAMES or "credential" in detail.lower():
             hint = ("set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, "
                     "or pass key/secret in storage_options")
         return BackendError(f"{self.location}: cannot {what}: {detail}", transient=kind == "transient", hint=hint)

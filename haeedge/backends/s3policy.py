@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from haeedge.backends.base import backend_stack
+from haeedge.backends.fsspec_errors import classify, error_code
 from haeedge.errors import ObjectRetained, UsageError
 
 #: Object Lock modes as S3 spells them.
@@ -149,9 +150,7 @@ def is_metadata_pack(name: str) -> bool:
 
 def s3_backends(backend: Any) -> list[Any]:
     """Every S3 ``FsspecBackend`` in ``backend``'s stack: through wrappers and each replica of a set."""
-    from haeedge.backends.fsspec_backend import FsspecBackend
-
-    return [b for b in backend_stack(backend) if isinstance(b, FsspecBackend) and b.is_s3]
+    return [b for b in backend_stack(backend) if b.properties.s3 and b.unwrap() is None]
 
 
 def apply_object_lock(backend: Any, lock: ObjectLock | None) -> None:
@@ -172,7 +171,7 @@ def check_object_lock_bucket(backend: Any) -> None:
         try:
             conf = b.fs.call_s3("get_object_lock_configuration", Bucket=bucket)
         except Exception as e:  # noqa: BLE001 - every driver error: say what is missing
-            code = _code(e)
+            code = error_code(e)
             if code in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"):
                 raise UsageError(f"{b.location}: bucket {bucket} has no Object Lock enabled",
                                  hint="create the bucket with Object Lock enabled (aws s3api create-bucket "
@@ -189,16 +188,6 @@ def _leaf_locations(backend: Any) -> list[str]:
     return [b.location for b in backend_stack(backend) if b.unwrap() is None and not b.replica_backends()]
 
 
-def _code(e: BaseException) -> str:
-    cur: BaseException | None = e
-    seen: set[int] = set()
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        response = getattr(cur, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            return str(response["Error"].get("Code", ""))
-        cur = cur.__cause__ or cur.__context__
-    return ""
 
 
 # ------------------------------------------------------------------ deletes under retention
@@ -220,7 +209,7 @@ def delete_versions(fsb: Any, name: str) -> None:
             try:
                 fsb.fs.call_s3("delete_object", Bucket=bucket, Key=key, VersionId=v["VersionId"])
             except Exception as e:  # noqa: BLE001
-                if _code(e) != "AccessDenied":
+                if error_code(e) != "AccessDenied":
                     raise
                 until = _retained_until(fsb, bucket, key, v["VersionId"])
                 if until is None:
@@ -229,8 +218,6 @@ def delete_versions(fsb: Any, name: str) -> None:
     except ObjectRetained:
         raise
     except Exception as e:  # noqa: BLE001
-        from haeedge.backends.fsspec_backend import classify
-
         if classify(e)[0] == "missing":
             return
         raise fsb._error(e, "delete", name) from e

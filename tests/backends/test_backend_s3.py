@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from haeedge.backends import open_backend
-from haeedge.backends.fsspec_backend import FsspecBackend, classify
+from haeedge.backends.fsspec_backend import FsspecBackend
+from haeedge.backends.fsspec_errors import classify
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
 from tests.support.servers import S3Server, start_s3
 
