@@ -11,7 +11,7 @@ is that these bytes were written by the old code. To add version N, run
 this script with the then-current code and ``--version vN``; it refuses to
 overwrite a directory that exists.
 
-    python tests/golden/make_golden.py --version v1
+    python -m tests.golden.make_golden --version v1      # from the project root
 
 The script drives the installed ``haeedge`` console script (PATH) and the real
 ``gpg`` (owner key), as a user would. It writes, below
@@ -34,12 +34,13 @@ import json
 import os
 import random
 import shutil
-import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from tests.support.golden import scan
 
 HERE = Path(__file__).resolve().parent
 #: Small chunks so that files of a few dozen KiB still have several chunks.
@@ -123,21 +124,6 @@ def change_tree(root: Path, seed: int, step: int) -> None:
     settle_dirs(root, 10 * step + 3)
 
 
-def scan(root: Path) -> dict[str, dict]:
-    """Every entry below ``root`` (relative POSIX paths) with what a restore must reproduce."""
-    out: dict[str, dict] = {}
-    for p in sorted([root, *root.rglob("*")]):
-        st = os.lstat(p)
-        rel = p.relative_to(root).as_posix()
-        if stat.S_ISLNK(st.st_mode):
-            out[rel] = {"type": "symlink", "target": os.readlink(p)}
-        elif stat.S_ISDIR(st.st_mode):
-            out[rel] = {"type": "dir", "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
-        else:
-            data = p.read_bytes()
-            out[rel] = {"type": "file", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                        "mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}
-    return out
 
 
 # ---------------------------------------------------------------------- repositories

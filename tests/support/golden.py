@@ -43,6 +43,7 @@ def secret_file(path: Path, text: str) -> Path:
 
 
 def scan(root: Path) -> dict[str, dict]:
+    """Every entry below ``root`` (relative POSIX paths) with what a restore must reproduce."""
     out: dict[str, dict] = {}
     for p in sorted([root, *root.rglob("*")]):
         st = os.lstat(p)
