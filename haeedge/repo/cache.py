@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from haeedge.backends.base import Backend, BackendWrapper, ObjectInfo
+from haeedge.backends.base import Backend, BackendWrapper, ObjectInfo, as_backend
 
 log = logging.getLogger("haeedge.cache")
 
@@ -302,9 +302,6 @@ class CachingBackend(BackendWrapper):
         self._listed: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def open_spool(self):  # noqa: ANN201 - PackSpool of the inner backend
-        return self.inner.open_spool()
-
     def _served(self, name: str) -> bool:
         ns = name.partition("/")[0]
         with self._lock:
@@ -315,12 +312,10 @@ class CachingBackend(BackendWrapper):
         self.inner.put(name, data)
         ns = name.partition("/")[0]
         if ns in CACHED_NAMESPACES:
-            payload = data if isinstance(data, bytes) else bytes(data)
-            if content_ok(name, payload):
-                self.cache.write(name, payload)
-                with self._lock:
-                    if ns in self._listed:
-                        self._listed[ns].add(name)
+            self.cache.write(name, data if isinstance(data, bytes) else bytes(data))  # kept if it matches its name
+            with self._lock:
+                if ns in self._listed:  # stored now: served from the cache if the cache kept it
+                    self._listed[ns].add(name)
 
     def get(self, name: str) -> bytes:
         if name.partition("/")[0] not in CACHED_NAMESPACES:
@@ -332,9 +327,6 @@ class CachingBackend(BackendWrapper):
         data = self.inner.get(name)
         self.cache.write(name, data)
         return data
-
-    def get_range(self, name: str, offset: int, length: int) -> bytes:
-        return self.inner.get_range(name, offset, length)
 
     def list(self, namespace: str) -> Iterator[ObjectInfo]:
         infos = list(self.inner.list(namespace))
@@ -355,29 +347,14 @@ class CachingBackend(BackendWrapper):
                 with self._lock:
                     self._listed.get(ns, set()).discard(name)
 
-    def stat(self, name: str) -> ObjectInfo:
-        return self.inner.stat(name)
-
-    def exists(self, name: str) -> bool:
-        return self.inner.exists(name)
-
     def _describe(self) -> str:
         return f"cache={self.cache.dir or self.cache.root}"
 
 
-def object_cache_of(backend: object) -> ObjectCache | None:
+def object_cache_of(backend: Backend) -> ObjectCache | None:
     """The ``ObjectCache`` in ``backend``'s wrapper chain, if any."""
-    seen = 0
-    while backend is not None and seen < 16:
-        cache = getattr(backend, "cache", None)
-        if isinstance(cache, ObjectCache):
-            return cache
-        unwrap = getattr(backend, "unwrap", None)
-        if unwrap is None:
-            return None
-        backend = unwrap()
-        seen += 1
-    return None
+    caching = as_backend(backend, CachingBackend)
+    return caching.cache if caching is not None else None
 
 
 def with_cache(backend: Backend, location: str, *, root: Path | None = None) -> Backend:
