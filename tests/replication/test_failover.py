@@ -57,6 +57,9 @@ def _flip(path: Path, offset: int) -> None:
 
 def test_damaged_copies_on_one_replica(make_site, trees, tmp_path: Path) -> None:
     site = make_site("sftp", "local")  # the damaged replica is the one read first
+    # ... for everything: the local metadata cache would serve the file lists (and the snapshot
+    # object) the backup kept, whatever damage the sftp replica holds.
+    site.env["HAEEDGE_NO_CACHE"] = "1"
     site("init").ok()
     src = make_files(tmp_path / "src", [2 * MiB, 5 * MiB, 300_000, 40_000])
     snap = site.backup(src)
