@@ -577,9 +577,11 @@ class Restic(Tool):
 
 
 class Borg(Tool):
-    """BorgBackup 1.2: repokey-blake2 encryption, --compression zstd,3."""
+    """BorgBackup 1.2 (Debian's): repokey-blake2 encryption, --compression zstd,3."""
 
     name = "borg"
+    #: The command that runs this borg.
+    exe: list[str] = ["borg"]
     # borg exits 1 for warnings (e.g. a file changed while read); the restore check
     # still catches any data that a warning would have lost.
     ok = (0, 1)
@@ -603,13 +605,13 @@ class Borg(Tool):
 
     def version(self) -> str:
         """``borg --version``."""
-        return _version(["borg", "--version"])
+        return _version([*self.exe, "--version"])
 
     def init(self) -> Measurement:
         """``borg init --encryption repokey-blake2``."""
         return self.run(
             "init",
-            ["borg", "init", "--encryption", "repokey-blake2", str(self.ctx.repo)],
+            [*self.exe, "init", "--encryption", "repokey-blake2", str(self.ctx.repo)],
         )[0]
 
     def backup(self, src: Path, label: str) -> BackupResult:
@@ -618,7 +620,7 @@ class Borg(Tool):
         m, out = self.run(
             f"backup-{label}",
             [
-                "borg",
+                *self.exe,
                 "create",
                 "--json",
                 "--compression",
@@ -649,17 +651,38 @@ class Borg(Tool):
             raise BenchError("borg: nothing to restore")
         return self.run(
             "restore",
-            ["borg", "extract", f"{self.ctx.repo}::{self._archives[-1]}"],
+            [*self.exe, "extract", f"{self.ctx.repo}::{self._archives[-1]}"],
             cwd=target,
             ok=self.ok,
         )[0]
 
     def verify(self) -> Measurement:
         """``borg check --verify-data``."""
-        return self.run("verify", ["borg", "check", "--verify-data", str(self.ctx.repo)], ok=self.ok)[0]
+        return self.run("verify", [*self.exe, "check", "--verify-data", str(self.ctx.repo)], ok=self.ok)[0]
 
 
-TOOLS: dict[str, type[Tool]] = {"haeedge": Haeedge, "restic": Restic, "borg": Borg}
+class Borg14(Borg):
+    """BorgBackup 1.4 from PyPI, in its own virtual environment (bench/install_borg14.sh).
+
+    The same commands and settings as borg 1.2; found as ``$BORG14``, ``bench/.borg14/bin/borg``,
+    ``/opt/borg14/bin/borg`` or ``borg14`` on PATH, in that order.
+    """
+
+    name = "borg14"
+    exe = ["borg14"]
+
+
+def find_borg14() -> str | None:
+    """The borg 1.4 executable, or None."""
+    candidates = [os.environ.get("BORG14", ""), str(Path(__file__).resolve().parent / ".borg14" / "bin" / "borg"),
+                  "/opt/borg14/bin/borg"]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    return shutil.which("borg14")
+
+
+TOOLS: dict[str, type[Tool]] = {"haeedge": Haeedge, "restic": Restic, "borg": Borg, "borg14": Borg14}
 
 
 def tool_missing(name: str) -> str | None:
@@ -686,6 +709,17 @@ def tool_missing(name: str) -> str | None:
         if r.returncode != 0:
             tail = (r.stderr or r.stdout).strip()[-800:]
             return f"haeedge CLI {shlex.join(Haeedge.cmd)!r} --help exited with {r.returncode}:\n{tail}\n{hint}"
+        return None
+    if name == "borg14":
+        exe = find_borg14()
+        if exe is None:
+            return ("borg 1.4 is not installed: run bench/install_borg14.sh (a virtual environment in "
+                    "bench/.borg14 with borgbackup 1.4 from PyPI), set BORG14=/path/to/borg, or leave it "
+                    "out with --tools")
+        Borg14.exe = [exe]
+        said = _version([*Borg14.exe, "--version"])
+        if not said.startswith("borg 1.4"):
+            return f"{exe} is not borg 1.4 (it says {said!r})"
         return None
     if shutil.which(name) is None:
         pkg = "borgbackup" if name == "borg" else name

@@ -1,4 +1,4 @@
-"""Side-by-side benchmark of haeedge, restic and borg (issue 5, item 1).
+"""Side-by-side benchmark of haeedge, restic 0.14, borg 1.2 and borg 1.4 (issues 5 and 16).
 
 Builds the reference corpus (a copy of this Python's standard library directory plus one
 large incompressible file), then for each tool on its own encrypted, zstd-3 repository
@@ -7,7 +7,7 @@ restore (checked byte for byte), verify with data, repository size, and the new 
 caused by inserting one byte at the front of the large file.  Runs are repeated and the
 median of each metric and of each per-run ratio is printed.  See bench/README.md.
 
-Usage: python bench/run.py [--runs N] [--scratch DIR] [--tools haeedge,restic,borg]
+Usage: python bench/run.py [--runs N] [--scratch DIR] [--tools haeedge,restic,borg,borg14]
                            [--skip-build] [--json OUT] [--small] [--cache warm|drop]
 """
 
@@ -407,8 +407,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--tools",
-        default="haeedge,restic,borg",
-        help="comma-separated subset of haeedge,restic,borg",
+        default="haeedge,restic,borg,borg14",
+        help="comma-separated subset of haeedge,restic,borg,borg14 (borg14: borg 1.4 from PyPI)",
     )
     p.add_argument(
         "--skip-build",
