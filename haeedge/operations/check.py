@@ -472,8 +472,10 @@ def _check_pack_job(job: tuple[str, array]) -> PackCheck:
     return check_pack(_CHECK_REPO, pack_id, [entry_at(i) for i in records], window=_CHECK_WINDOW)
 
 
-#: Local packs are read in pieces of about this size (a pack is 16 MiB by default).
-READ_WINDOW = 4 << 20
+#: Local packs are read in pieces of about this size (a pack is 16 MiB by default; a piece grows to
+#: hold its last blob whole). 1 MiB instead of 4: verify's peak PSS went from 101 to 94 MiB on the
+#: benchmark corpus (two workers), for a few more reads per pack.
+READ_WINDOW = 1 << 20
 
 
 def check_pack(repo: Repository, pack_id: str, blobs: list[tuple[bytes, BlobLocation]],
