@@ -24,6 +24,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -96,6 +97,9 @@ def s2k_derive(passphrase: bytes, spec: S2K, key_size: int) -> bytes:
     name = HASH_NAMES.get(spec.hash_algo)
     if name is None:
         raise OpenPGPError(f"unsupported S2K hash algorithm {spec.hash_algo}")
+    if spec.type == S2K_SALTED and spec.hash_algo == HASH_SHA256 and key_size <= 32:
+        # What every blob haeedge writes uses: one SHA-256, no loop (a blob is opened per read).
+        return hashlib.sha256(spec.salt + passphrase).digest()[:key_size]
     out = b""
     preload = 0
     while len(out) < key_size:
@@ -122,8 +126,9 @@ def s2k_derive(passphrase: bytes, spec: S2K, key_size: int) -> bytes:
     return out[:key_size]
 
 
-@dataclass(frozen=True)
-class S2K:
+class S2K(NamedTuple):
+    """A string-to-key specifier. A named tuple, not a dataclass: one is parsed per message read."""
+
     type: int
     hash_algo: int = HASH_SHA256
     salt: bytes = b""
@@ -278,6 +283,11 @@ def literal_header(data_len: int) -> bytes:
 
 
 _MDC_HEADER = b"\xd3\x14"
+#: OpenPGP CFB starts from a zero IV (the random prefix does an IV's work); the mode object is immutable.
+_CFB_ZERO_IV = CFB(b"\0" * 16)
+#: Blobs up to this size are encrypted in one call (prefix, literal and MDC joined: fewer calls
+#: into the cipher); larger ones are encrypted where they lie, without a copy.
+_JOIN_BELOW = 64 << 10
 
 
 def seipd_encrypt(session_key: bytes, pieces: Sequence[bytes | memoryview]) -> list[bytes]:
@@ -286,16 +296,14 @@ def seipd_encrypt(session_key: bytes, pieces: Sequence[bytes | memoryview]) -> l
     prefix = os.urandom(16)
     prefix += prefix[-2:]
     sha = hashlib.sha1(prefix)
-    enc = Cipher(algorithms.AES(session_key), CFB(b"\0" * 16)).encryptor()
-    out = [b"", b"\x01", enc.update(prefix)]
+    enc = Cipher(algorithms.AES(session_key), _CFB_ZERO_IV).encryptor()
+    out = [packet_header(TAG_SEIPD, 1 + 18 + inner_len + 22), b"\x01", enc.update(prefix)]
     for p in pieces:
         sha.update(p)
         out.append(enc.update(p))
     sha.update(_MDC_HEADER)
     out.append(enc.update(_MDC_HEADER + sha.digest()))
     out.append(enc.finalize())
-    body_len = 1 + 18 + inner_len + 22
-    out[0] = packet_header(TAG_SEIPD, body_len)
     return out
 
 
@@ -304,9 +312,28 @@ def encrypt_literal(
     session_key: bytes,
     esk_packets: bytes,
 ) -> bytes:
-    """A complete message: ESK packet(s) + SEIPD(literal(data))."""
-    pieces = seipd_encrypt(session_key, [literal_header(len(data)), data])
-    return esk_packets + b"".join(pieces)
+    """A complete message: ESK packet(s) + SEIPD(literal(data)).
+
+    The same bytes ``seipd_encrypt`` gives for ``[literal_header, data]``, built with
+    one copy of the blob (the final join) and, for small blobs, one cipher call.
+    """
+    n = len(data)
+    prefix = os.urandom(16)
+    head = prefix + prefix[-2:] + literal_header(n)
+    sha = hashlib.sha1(head)
+    sha.update(data)
+    sha.update(_MDC_HEADER)
+    mdc = _MDC_HEADER + sha.digest()
+    enc = Cipher(algorithms.AES(session_key), _CFB_ZERO_IV).encryptor()
+    seipd = packet_header(TAG_SEIPD, 1 + len(head) + n + 22) + b"\x01"
+    if n < _JOIN_BELOW:
+        return b"".join((esk_packets, seipd, enc.update(b"".join((head, data, mdc))), enc.finalize()))
+    return b"".join((esk_packets, seipd, enc.update(head), enc.update(data), enc.update(mdc), enc.finalize()))
+
+
+#: The SKESK v4 packet of a salted SHA-256 S2K for AES-256, up to its 8-byte salt (what
+#: ``skesk_packet(S2K(S2K_SALTED, HASH_SHA256, salt))`` writes; a test holds them equal).
+_SALTED_SKESK_HEAD = packet_header(TAG_SKESK, 12) + bytes([4, SYM_AES256, S2K_SALTED, HASH_SHA256])
 
 
 class PassphraseSealer:
@@ -324,12 +351,10 @@ class PassphraseSealer:
     def seal(self, data: bytes | memoryview) -> bytes:
         salt = os.urandom(8)
         if self.count_byte is None:
-            spec = S2K(S2K_SALTED, HASH_SHA256, salt)
             key = hashlib.sha256(salt + self.passphrase).digest()
-        else:
-            spec = S2K(S2K_ITERATED, HASH_SHA256, salt, self.count_byte)
-            key = s2k_derive(self.passphrase, spec, 32)
-        return encrypt_literal(data, key, skesk_packet(spec))
+            return encrypt_literal(data, key, _SALTED_SKESK_HEAD + salt)
+        spec = S2K(S2K_ITERATED, HASH_SHA256, salt, self.count_byte)
+        return encrypt_literal(data, s2k_derive(self.passphrase, spec, 32), skesk_packet(spec))
 
 
 # --------------------------------------------------------------------------- reading
@@ -437,7 +462,9 @@ def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> memoryview
     """Decrypt a SEIPD v1 body; None when the key is wrong (quick check and MDC).
 
     A view into the decrypted buffer, not a copy: blobs are megabytes, and the
-    literal packet is copied out of it once anyway.
+    literal packet is copied out of it once anyway. One cipher context: the
+    18-byte prefix is decrypted first (the quick check, so a wrong key costs
+    nothing whatever the body's size), then the rest continues the same CFB stream.
     """
     if len(body) < 1 or body[0] != 1:
         raise OpenPGPError("unsupported SEIPD version (only v1 is accepted)")
@@ -445,20 +472,20 @@ def seipd_decrypt(body: bytes | memoryview, algo: int, key: bytes) -> memoryview
         return None
     if len(body) < 1 + 18 + 22:
         raise OpenPGPError("truncated encrypted data packet")
-    # The quick check first, on 18 bytes: a wrong key costs nothing, whatever the body's size.
-    head = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor().update(bytes(body[1:19]))
+    mv = memoryview(body)
+    dec = Cipher(algorithms.AES(key), _CFB_ZERO_IV).decryptor()
+    head = dec.update(mv[1:19])
     if head[14:16] != head[16:18]:
         return None
-    dec = Cipher(algorithms.AES(key), CFB(b"\0" * 16)).decryptor()
-    plain = dec.update(memoryview(body)[1:]) + dec.finalize()
-    if plain[14:16] != plain[16:18]:
+    rest = dec.update(mv[19:]) + dec.finalize()
+    if rest[-22:-20] != _MDC_HEADER:
         return None
-    mv = memoryview(plain)
-    if bytes(mv[-22:-20]) != _MDC_HEADER:
+    plain = memoryview(rest)
+    sha = hashlib.sha1(head)
+    sha.update(plain[:-20])
+    if sha.digest() != rest[-20:]:
         return None
-    if hashlib.sha1(mv[:-20]).digest() != bytes(mv[-20:]):
-        return None
-    return mv[18:-22]
+    return plain[:-22]
 
 
 def _decompress(algo: int, data: bytes | memoryview, limit: int) -> bytes:
@@ -512,6 +539,64 @@ def _literal_from_packets(data: bytes | memoryview, limit: int, depth: int) -> b
     return literal
 
 
+def _literal_view(data: bytes | memoryview, limit: int, depth: int) -> memoryview:
+    """The literal data of decrypted packets, as a view when they are one literal packet with a
+    definite length (what every OpenPGP writer haeedge meets emits for blobs); else a copy as
+    ``_literal_from_packets`` finds it, with all its checks."""
+    mv = memoryview(data)
+    if len(mv) >= 8 and mv[0] == 0xC0 | TAG_LITERAL:
+        length, partial, pos = _new_format_length(mv, 1)
+        if not partial and pos + length == len(mv) and 6 <= length <= limit:
+            start = pos + 2 + mv[pos + 1] + 4
+            if start <= len(mv):
+                return mv[start:]
+    return memoryview(_literal_from_packets(mv, limit, depth))
+
+
+def _salted_skesk_seipd(data: memoryview, limit: int) -> tuple[bytes, memoryview] | None:
+    """(salt, SEIPD body) when ``data`` is exactly what haeedge writes for a blob: one SKESK v4
+    (AES-256, salted SHA-256 S2K, no encrypted session key) and one SEIPD packet with a
+    definite length that ends the message; None for any other shape (read the general way)."""
+    if len(data) < 14 + 2 + 41 or len(data) > limit or bytes(data[:6]) != _SALTED_SKESK_HEAD:
+        return None
+    if data[14] != 0xC0 | TAG_SEIPD:
+        return None
+    length, partial, pos = _new_format_length(data, 15)
+    if partial or pos + length != len(data):
+        return None
+    return bytes(data[6:14]), data[pos:]
+
+
+def _open_salted(data: memoryview, keyring: Keyring, limit: int) -> memoryview | None:
+    """The literal of a message in the shape haeedge writes for every blob (SKESK with salted
+    S2K + SEIPD), recognised without the general packet walk (for small files most of the
+    cost of reading one); None for any other shape, or when no passphrase opens it (the
+    general way then gives the precise error). Every check is the same: quick check, MDC,
+    literal packet bounds."""
+    found = _salted_skesk_seipd(data, limit)
+    if found is None:
+        return None
+    salt, body = found
+    for pw in keyring.passphrases:
+        plain = seipd_decrypt(body, SYM_AES256, hashlib.sha256(salt + pw).digest())
+        if plain is not None:
+            return _literal_view(plain, limit, 0)
+    return None
+
+
+def decrypt_literal_view(
+    data: bytes | memoryview,
+    keyring: Keyring,
+    *,
+    limit: int = DEFAULT_MAX_PLAINTEXT,
+) -> memoryview:
+    """``decrypt_message`` as a view of the decrypted buffer, without copying the literal out:
+    for blobs, which are decompressed or hashed straight from it."""
+    mv = memoryview(data)
+    got = _open_salted(mv, keyring, limit)
+    return got if got is not None else memoryview(_decrypt_general(mv, keyring, limit))
+
+
 def decrypt_message(
     data: bytes | memoryview,
     keyring: Keyring,
@@ -523,6 +608,13 @@ def decrypt_message(
     Raises ``OpenPGPError`` on malformed input, and ``NoMatchingKey`` when no
     ESK packet could be opened with the keyring (the message is well-formed).
     """
+    mv = memoryview(data)
+    got = _open_salted(mv, keyring, limit)
+    return bytes(got) if got is not None else _decrypt_general(mv, keyring, limit)
+
+
+def _decrypt_general(data: bytes | memoryview, keyring: Keyring, limit: int) -> bytes:
+    """Any message we accept: every packet walked, ESKs tried in order (see ``decrypt_message``)."""
     if len(data) > limit + (1 << 20):
         raise OpenPGPError("message larger than the allowed maximum")
     candidates: list[tuple[int, bytes]] = []

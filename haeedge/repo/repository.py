@@ -25,7 +25,7 @@ import zstandard
 
 from haeedge.backends.base import Backend, ObjectInfo, data_name
 from haeedge.backends.s3policy import apply_object_lock
-from haeedge.crypto.openpgp import Keyring, NoMatchingKey, PassphraseSealer, decrypt_message
+from haeedge.crypto.openpgp import Keyring, NoMatchingKey, PassphraseSealer, decrypt_literal_view, decrypt_message
 from haeedge.errors import (
     BackendError,
     FormatError,
@@ -740,7 +740,7 @@ class Repository:
     def _decode_blob(self, blob_id: bytes, loc: BlobLocation, sealed: bytes | memoryview) -> bytes:
         key_name = KEY_FOR_BLOB[loc.blob_type]
         try:
-            stored = decrypt_message(sealed, self.keyring(key_name), limit=MAX_BLOB_RAW)
+            stored = decrypt_literal_view(sealed, self.keyring(key_name), limit=MAX_BLOB_RAW)
         except NoMatchingKey as e:
             raise IntegrityError(f"blob {blob_id.hex()[:16]} in pack {loc.pack_id[:16]}: "
                                  "cannot decrypt (modified data or wrong key)") from e
@@ -758,7 +758,7 @@ class Repository:
             except zstandard.ZstdError as e:
                 raise IntegrityError(f"blob {blob_id.hex()[:16]}: bad compressed data ({e})") from e
         else:
-            raw = stored
+            raw = bytes(stored)  # the view keeps the decrypted message alive; callers keep blobs
         if len(raw) != loc.raw_length or not hmac.compare_digest(self.blob_id(raw), blob_id):
             raise IntegrityError(f"blob {blob_id.hex()[:16]} in pack {loc.pack_id[:16]} does not match its id")
         return raw

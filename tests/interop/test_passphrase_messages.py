@@ -17,7 +17,9 @@ SEALERS = {
     "iterated": PassphraseSealer(PASSPHRASE.encode(), count_byte=0x60),
     "iterated-max": PassphraseSealer(PASSPHRASE.encode(), count_byte=0xFF),
 }
-PAYLOADS = {"empty": b"", "small": b"haeedge blob\n", "binary-300k": os.urandom(300_000)}
+#: 65,536 bytes: the smallest blob that encrypt_literal encrypts in pieces instead of one joined call.
+PAYLOADS = {"empty": b"", "small": b"haeedge blob\n", "binary-64k": os.urandom(1 << 16),
+            "binary-300k": os.urandom(300_000)}
 
 
 def ours(data: bytes, passphrase: str = PASSPHRASE) -> bytes:

@@ -179,3 +179,39 @@ def test_windowed_and_whole_pack_reads_find_the_same_damage(populated):
     assert sorted(whole.bad_blobs) == sorted(pieces.bad_blobs) and whole.bad_blobs
     assert whole.bytes_read == pieces.bytes_read == len(raw)
     assert whole.blobs_checked == pieces.blobs_checked == len(blobs) - len(whole.bad_blobs)
+
+
+@pytest.mark.parametrize("window", [None, 7000])
+def test_each_kind_of_blob_damage_is_its_own_finding(populated, window):
+    """An index that disagrees with an intact pack: every blob check (keyed id, length, compression,
+    bounds, header) speaks for itself, and only the blobs it concerns are blamed."""
+    from dataclasses import replace
+
+    from haeedge.repo.pack import COMPRESSION_NONE, COMPRESSION_ZSTD
+
+    handle, _src, _first, _second = populated
+    with handle.open() as repo:
+        entries = list(repo.index.iter_entries())
+        pack = max(_pack_of(handle, BLOB_DATA), key=lambda p: sum(loc.pack_id == p.name for _b, loc in entries))
+        blobs = sorted(((bid, loc) for bid, loc in entries if loc.pack_id == pack.name), key=lambda b: b[1].offset)
+        assert len(blobs) >= 4, "the test needs four blobs in one pack"
+        (b0, l0), (b1, l1), (b2, l2), (b3, l3) = blobs[:4]
+        other = COMPRESSION_ZSTD if l1.compression == COMPRESSION_NONE else COMPRESSION_NONE
+        forged = [
+            (bytes(32), l0),                           # an id the plaintext does not hash to
+            (b1, replace(l1, compression=other)),      # read as what it is not
+            (b2, replace(l2, raw_length=l2.raw_length + 1)),
+            (b3, replace(l3, offset=pack.stat().st_size + 10)),  # beyond the pack
+        ]
+        clean = check_pack(repo, pack.name, blobs, window=window)
+        r = check_pack(repo, pack.name, forged + blobs[4:], window=window)
+    assert not clean.errors and clean.blobs_checked == len(blobs)
+    assert {bid for bid, _why in r.bad_blobs} == {bytes(32), b1, b2, b3}
+    whys = dict(r.bad_blobs)
+    assert "does not match its id" in whys[bytes(32)] and "does not match its id" in whys[b2]
+    assert "lies outside" in whys[b3]
+    assert r.blobs_checked == len(blobs) - 4 and r.packs_read == 1
+    messages = [m for _o, m in r.errors]
+    assert not any("does not match its name" in m for m in messages), "the pack itself is intact"
+    # The header check compares id, offset and length; a wrong compression or raw length is the blob's own finding.
+    assert sum("not in the pack header" in m for m in messages) == 2
