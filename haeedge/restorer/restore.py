@@ -143,8 +143,9 @@ class Restorer:
         self._next_key = 0
         self._pool: Executor | None = None
         self._submit_fn: Callable[..., PackOutcome] | None = None
-        #: Worker processes the data phase used (0: threads).
+        #: Worker processes the data phase used (0: threads), and the ids of those that did work.
         self.processes = 0
+        self.worker_pids: set[int] = set()
         self._existing = ExistingEntries(options.overwrite, options.verify, repo.blob_id)
         #: Existing files to complete in place: path -> indexes of the chunks they hold intact.
         self._reuse: dict[bytes, frozenset[int]] = {}
@@ -471,6 +472,7 @@ class Restorer:
     def _merge(self, out: PackOutcome) -> None:
         """Account one pack's work: progress, failures, and a file's metadata when its last blob landed."""
         self.result.bytes_read_by_workers += out.bytes_read if self.processes else 0
+        self.worker_pids.add(out.pid)
         for msg in out.warnings:
             self._warn(msg)
         for key, why in out.failed:
