@@ -35,7 +35,7 @@ MERGE_GAP = 1 << 20
 KEEPING_MERGE_GAP = 64 << 10
 #: One ranged read from local disk covers at most this much (more if one blob is bigger):
 #: with a few readers, what a restore holds in flight stays small next to a 16 MiB pack.
-MAX_READ = 4 << 20
+MAX_READ = 1 << 20
 #: From network storage one request per pack of the default size (16 MiB): each request
 #: costs a round trip and, on S3, money, so fewer and larger reads win over a smaller peak.
 MAX_NETWORK_READ = 32 << 20

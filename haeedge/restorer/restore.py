@@ -56,7 +56,7 @@ from haeedge.restorer.packs import (
 from haeedge.restorer.verify import content_mismatch
 
 BATCH_BYTES = 128 << 20
-BATCH_FILES = 5_000
+BATCH_FILES = 1_000
 
 
 @dataclass
