@@ -10,6 +10,7 @@ really crossed the storage seam, not estimated from file sizes.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from haeedge.backends.base import Backend, BackendWrapper
 
@@ -19,6 +20,10 @@ class ReadCountingBackend(BackendWrapper):
 
     def __init__(self, inner: Backend):
         super().__init__(inner)
+        # A count is not worth keeping every read in one process: restore's forked workers read
+        # packs of a local repository themselves and report their bytes (bytes_read_by_workers),
+        # which the caller adds to this count.
+        self.properties = replace(self.properties, cheap_ranged_reads=inner.properties.cheap_ranged_reads)
         self._lock = threading.Lock()
         self.bytes_read = 0
         self.reads = 0

@@ -68,7 +68,7 @@ def command(app: AppContext, snapshot, target, includes, excludes, dry_run, devi
                 _report_stopped(restorer.result)
             raise
     if app.json:
-        app.emit(messages.restore(snap, result, overwrite, counter.bytes_read, dry_run))
+        app.emit(messages.restore(snap, result, overwrite, counter.bytes_read + result.bytes_read_by_workers, dry_run))
     else:
         if dry_run:
             for p in result.planned:

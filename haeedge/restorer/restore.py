@@ -10,8 +10,10 @@ Safety (the repository may be hostile):
 
 Throughput: files are planned in batches; the blobs of a batch are grouped
 by pack and each pack is read once (nearby blobs in one ranged read), in
-parallel threads; blobs are written with ``pwrite`` at their offsets. Chunks
-that are all zeros are skipped, so sparse files stay sparse.
+worker processes on a local repository and in threads otherwise (packs.py);
+blobs are written with ``pwrite`` at their offsets. Chunks that are all zeros
+are skipped, so sparse files stay sparse. This module keeps every file's state:
+the workers report what they wrote and what failed.
 """
 
 from __future__ import annotations
@@ -24,40 +26,37 @@ import pwd
 import stat
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from haeedge.backends.base import data_name
-from haeedge.errors import HaeedgeError, IntegrityError, UsageError
+from haeedge.errors import HaeedgeError, UsageError
 from haeedge.fs import LAST_LONG_DIR, at_nofollow, open_nofollow
 from haeedge.operations import coldreads
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.index import BlobLocation
+from haeedge.repo.pack import BLOB_DATA
+from haeedge.repo.packer import KEY_FOR_BLOB
 from haeedge.repo.repository import Repository, hex_id
 from haeedge.repo.snapshot import Snapshot
 from haeedge.repo.tree import Node, is_under
 from haeedge.restorer.delete import delete_extraneous
-from haeedge.restorer.existing import Decision, ExistingEntries, write_at
+from haeedge.restorer.existing import Decision, ExistingEntries
+from haeedge.restorer.packs import (
+    FRESH,
+    IN_PLACE,
+    SIMPLE,
+    PackOutcome,
+    PackRestorer,
+    Target,
+    apply_meta_fd,
+    pack_executor,
+)
 from haeedge.restorer.verify import content_mismatch
 
 BATCH_BYTES = 128 << 20
-BATCH_FILES = 5_000
-MERGE_GAP = 1 << 20
-#: When existing files may be kept (--overwrite other than always), the gaps between needed blobs are
-#: often the data of those files: reading over them would fetch again what a resumed restore skips.
-KEEPING_MERGE_GAP = 64 << 10
-#: One ranged read from local disk covers at most this much (more if one blob is bigger):
-#: with four reader threads, what a restore holds in flight stays small next to a 16 MiB pack.
-MAX_READ = 4 << 20
-#: From network storage one request per pack of the default size (16 MiB): each request
-#: costs a round trip and, on S3, money, so fewer and larger reads win over a smaller peak.
-MAX_NETWORK_READ = 32 << 20
-_ZERO = bytes(8 << 20)
-#: Zero runs this long, aligned in the file, are left as holes (sparse files stay sparse).
-SPARSE_BLOCK = 64 << 10
-_ZERO_BLOCK = bytes(SPARSE_BLOCK)
+BATCH_FILES = 1_000
 
 
 @dataclass
@@ -102,6 +101,8 @@ class RestoreResult:
     #: --verify: files re-read after writing, and those whose content did not match the snapshot.
     verified: int = 0
     mismatched: list[str] = field(default_factory=list)
+    #: Pack bytes that worker processes read themselves (the caller's backend wrappers do not see them).
+    bytes_read_by_workers: int = 0
 
 
 @dataclass
@@ -116,6 +117,8 @@ class _FileJob:
     simple: bool = False
     #: --overwrite if-changed: an existing file completed in place; these chunks (by index) are intact.
     reuse: frozenset[int] = frozenset()
+    #: Names the job in what the pack workers report.
+    key: int = 0
 
 
 class Restorer:
@@ -134,7 +137,15 @@ class Restorer:
         self._hardlinks: list[tuple[bytes, str]] = []
         self._link_sources: dict[str, bytes] = {}
         self._result_lock = threading.Lock()
-        self._in_flight: list[tuple[list, list[_FileJob]]] = []
+        self._in_flight: list[tuple[list[Future], list[_FileJob]]] = []
+        #: Jobs of the batches in flight, by key.
+        self._jobs: dict[int, _FileJob] = {}
+        self._next_key = 0
+        self._pool: Executor | None = None
+        self._submit_fn: Callable[..., PackOutcome] | None = None
+        #: Worker processes the data phase used (0: threads), and the ids of those that did work.
+        self.processes = 0
+        self.worker_pids: set[int] = set()
         self._existing = ExistingEntries(options.overwrite, options.verify, repo.blob_id)
         #: Existing files to complete in place: path -> indexes of the chunks they hold intact.
         self._reuse: dict[bytes, frozenset[int]] = {}
@@ -210,13 +221,22 @@ class Restorer:
         bytes_total = summary.get("bytes_total")
         if not self.opts.dry_run and coldreads.wanted(self.repo):  # archived packs: restore them all first
             coldreads.prepare_entries(self.repo, (entry for _rel, entry in self._entries(snap)))
+        if not self.opts.dry_run:
+            try:  # derived once here, not in every worker
+                self.repo.keyring(KEY_FOR_BLOB[BLOB_DATA])
+            except HaeedgeError:
+                pass  # a write-only key: decoding a blob says so
+        packs = PackRestorer(self.repo, self.target, keeping=not self._existing.replaces_all,
+                             local=bool(self.repo.backend.properties.local_paths))
+        pool, self._submit_fn, self.processes = (pack_executor(packs, self.opts.workers) if not self.opts.dry_run
+                                                 else (None, None, 0))
+        self._pool = pool
         self.progress.start("restore", bytes_total if isinstance(bytes_total, int) else None, files_total or None)
         batch: list[_FileJob] = []
         batch_bytes = 0
         stopped: HaeedgeError | None = None
         reached = 0
-        with ThreadPoolExecutor(max_workers=max(1, self.opts.workers), thread_name_prefix="restore") as pool:
-            self._pool = pool
+        try:
             entries = self._entries(snap)
             while True:
                 try:
@@ -254,6 +274,9 @@ class Restorer:
                 self._restore_batch(batch)
             while self._in_flight:
                 self._settle_batch()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         if not self.opts.dry_run:
             self._finish_links()
         if self._selected is not None and stopped is None:
@@ -392,9 +415,20 @@ class Restorer:
     # ------------------------------------------------------------------ data
 
     def _restore_batch(self, batch: list[_FileJob]) -> None:
-        targets: dict[bytes, list[tuple[_FileJob, int]]] = defaultdict(list)
+        targets: dict[str, dict[bytes, list[Target]]] = defaultdict(lambda: defaultdict(list))
         by_pack: dict[str, dict[bytes, BlobLocation]] = defaultdict(dict)
         for job in batch:
+            job.key = self._next_key
+            self._next_key += 1
+            self._jobs[job.key] = job
+            if job.simple:
+                entry = job.entry
+                meta = ((entry.mode if entry.mode is not None else 0o600) & 0o7777, entry.mtime_ns or 0,
+                        _owner_ids(entry) if self.owners else None)
+                kind = SIMPLE
+            else:
+                meta = None
+                kind = IN_PLACE if job.reuse else FRESH
             offset = 0
             for i, (chunk_id, length) in enumerate(job.entry.chunks):
                 if i in job.reuse:
@@ -411,12 +445,14 @@ class Restorer:
                     self._fail(job, f"blob {chunk_id[:16]} is missing")
                     offset += length
                     continue
-                targets[bid].append((job, offset))
+                targets[loc.pack_id][bid].append((job.key, job.path, offset, kind, meta))
                 by_pack[loc.pack_id][bid] = loc
                 offset += length
             if offset != (job.entry.size or 0):
                 self._fail(job, "chunk lengths do not add up to the file size")
-        futures = [self._pool.submit(self._restore_pack, pack_id, blobs, targets) for pack_id, blobs in by_pack.items()]
+        assert self._pool is not None and self._submit_fn is not None
+        futures = [self._pool.submit(self._submit_fn, pack_id, list(blobs.items()), dict(targets[pack_id]))
+                   for pack_id, blobs in by_pack.items()]
         # Plan the next batch while this one is written; at most two are in flight.
         self._in_flight.append((futures, batch))
         while len(self._in_flight) > 1:
@@ -424,102 +460,36 @@ class Restorer:
 
     def _settle_batch(self) -> None:
         futures, batch = self._in_flight.pop(0)
-        for f in futures:
-            f.result()
+        for f in as_completed(futures):
+            self._merge(f.result())
         for job in batch:
+            del self._jobs[job.key]
             if job.remaining > 0 and not job.failed:
                 self._fail(job, "not all data could be restored")
             elif self.opts.verify and not job.failed:
                 self._verify_written(job)
 
-    def _restore_pack(self, pack_id: str, blobs: dict[bytes, BlobLocation],
-                      targets: dict[bytes, list[tuple[_FileJob, int]]]) -> None:
-        items = sorted(blobs.items(), key=lambda kv: kv[1].offset)
-        groups: list[list[tuple[bytes, BlobLocation]]] = []
-        merge_gap = MERGE_GAP if self._existing.replaces_all else KEEPING_MERGE_GAP
-        max_read = MAX_READ if self.repo.backend.properties.local_paths else MAX_NETWORK_READ
-        for bid, loc in items:
-            if groups:
-                first, last = groups[-1][0][1], groups[-1][-1][1]
-                if (loc.offset - (last.offset + last.length) <= merge_gap
-                        and loc.offset + loc.length - first.offset <= max_read):
-                    groups[-1].append((bid, loc))
-                    continue
-            groups.append([(bid, loc)])
-        name = data_name(pack_id)
-        for group in groups:
-            start = group[0][1].offset
-            end = group[-1][1].offset + group[-1][1].length
-            try:
-                data = memoryview(self.repo.backend.get_range(name, start, end - start))
-            except HaeedgeError as e:
-                for bid, _loc in group:
-                    for job, _off in targets[bid]:
-                        self._fail(job, f"pack {pack_id[:16]} unreadable: {e}")
-                continue
-            for bid, loc in group:
-                sealed = data[loc.offset - start : loc.offset - start + loc.length]
-                try:
-                    if len(sealed) != loc.length:
-                        raise IntegrityError(f"pack {pack_id[:16]} is truncated")
-                    raw = self.repo.decode_blob(bid, loc, sealed)
-                except HaeedgeError as e:
-                    raw = self._other_copy(bid)
-                    if raw is None:
-                        for job, _off in targets[bid]:
-                            self._fail(job, str(e))
-                        continue
-                zero = len(raw) <= len(_ZERO) and _ZERO.startswith(raw)  # memcmp, no copy
-                for job, off in targets[bid]:
-                    self._write(job, off, raw, zero)
-
-    def _other_copy(self, bid: bytes) -> bytes | None:
-        """A blob stored more than once whose first copy is bad (another writer may have planted it
-        under the id, docs/security.md D3): the first copy that matches its keyed id, else None."""
-        if len(self.repo.index.locations(bid)) < 2:
-            return None
-        try:
-            return self.repo.load_blob(bid)
-        except HaeedgeError:
-            return None
-
-    def _write(self, job: _FileJob, offset: int, raw: bytes, zero: bool) -> None:
-        if job.failed:
-            return
-        if job.simple:
-            self._write_simple(job, raw, zero)
-            return
-        try:
-            if not zero or job.reuse:  # in place, zeros must be written: the file holds other bytes there
-                fd = open_nofollow(job.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    (write_at if job.reuse else _pwrite_sparse)(fd, raw, offset)
-                finally:
-                    os.close(fd)
-            self.progress.advance(nbytes=len(raw))
-            with job.lock:
-                job.remaining -= 1
-                done = job.remaining == 0
-            if done:
+    def _merge(self, out: PackOutcome) -> None:
+        """Account one pack's work: progress, failures, and a file's metadata when its last blob landed."""
+        self.result.bytes_read_by_workers += out.bytes_read if self.processes else 0
+        self.worker_pids.add(out.pid)
+        for msg in out.warnings:
+            self._warn(msg)
+        for key, why in out.failed:
+            self._fail(self._jobs[key], why)
+        nbytes = 0
+        for key, n in out.finished:
+            self._jobs[key].remaining = 0
+            nbytes += n
+        if out.finished:
+            self.progress.advance(files=len(out.finished), nbytes=nbytes)
+        for key, n in out.written:
+            job = self._jobs[key]
+            self.progress.advance(nbytes=n)
+            job.remaining -= 1
+            if job.remaining == 0 and not job.failed:
                 self._apply_meta_path(job.path, job.entry)
                 self.progress.advance(files=1)
-        except OSError as e:
-            self._fail(job, e.strerror or str(e))
-
-    def _write_simple(self, job: _FileJob, raw: bytes, zero: bool) -> None:
-        try:
-            fd = open_nofollow(job.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.ftruncate(fd, len(raw))
-                if not zero:
-                    _pwrite_sparse(fd, raw, 0)
-                self._apply_meta_fd(fd, job.path, job.entry)
-            finally:
-                os.close(fd)
-            job.remaining = 0
-            self.progress.advance(files=1, nbytes=len(raw))
-        except OSError as e:
-            self._fail(job, e.strerror or str(e))
 
     def _fail(self, job: _FileJob, why: str) -> None:
         with job.lock:
@@ -533,14 +503,10 @@ class Restorer:
     # ------------------------------------------------------------------ metadata
 
     def _apply_meta_fd(self, fd: int, path: bytes, entry: Node) -> None:
-        try:
-            if self.owners:
-                os.fchown(fd, *_owner_ids(entry))
-            os.fchmod(fd, (entry.mode if entry.mode is not None else 0o600) & 0o7777)
-            mtime = entry.mtime_ns or 0
-            os.utime(fd, ns=(mtime, mtime))
-        except OSError as e:
-            self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {e.strerror}")
+        why = apply_meta_fd(fd, (entry.mode if entry.mode is not None else 0o600) & 0o7777, entry.mtime_ns or 0,
+                            _owner_ids(entry) if self.owners else None)
+        if why:
+            self._warn(f"{os.fsdecode(path[len(self.target) + 1:])}: cannot set metadata: {why}")
 
     def _apply_meta_path(self, path: bytes, entry: Node, follow: bool = False) -> None:
         try:
@@ -740,35 +706,6 @@ def _lstat(path: bytes) -> os.stat_result | None:
 def _readlink(path: bytes) -> bytes:
     with at_nofollow(path) as (dir_fd, name):
         return os.readlink(name, dir_fd=dir_fd)
-
-
-def _pwrite_sparse(fd: int, raw: bytes | memoryview, offset: int) -> None:
-    """Write ``raw`` at ``offset`` but skip whole zero blocks (aligned in the file): they stay holes.
-
-    The file must already read as zeros there (freshly created and truncated to size).
-    """
-    if not isinstance(raw, bytes):
-        raw = bytes(raw)
-    n = len(raw)
-    runs = []
-    start = 0
-    b = (-offset) % SPARSE_BLOCK  # first block boundary inside ``raw``
-    while b + SPARSE_BLOCK <= n:
-        if raw.startswith(_ZERO_BLOCK, b):  # memcmp in C, no copy
-            if b > start:
-                runs.append((start, b))
-            start = b + SPARSE_BLOCK
-        b += SPARSE_BLOCK
-    if start < n:
-        runs.append((start, n))
-    view = memoryview(raw)
-    for lo, hi in runs:
-        part = view[lo:hi]
-        pos = offset + lo
-        while part:
-            w = os.pwrite(fd, part, pos)
-            part = part[w:]
-            pos += w
 
 
 def _owner_ids(entry: Node) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from haeedge.repo.pack import BLOB_DATA
 from haeedge.repo.snapshot import Snapshot, now_iso
 from haeedge.repo.tree import Node, encode_entry
 from haeedge.restorer import RestoreOptions, Restorer
-from haeedge.restorer.restore import SPARSE_BLOCK, _pwrite_sparse
+from haeedge.restorer.packs import SPARSE_BLOCK, _pwrite_sparse
 
 
 @pytest.fixture
