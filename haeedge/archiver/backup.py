@@ -14,7 +14,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -223,7 +223,8 @@ class Archiver:
             with self._executor() as pool:
                 if self.progress.wants_totals:  # started after the workers fork: no thread is copied into them
                     scanner = Scanner(lambda: walk_sources(sources, excluder, opts.one_file_system,
-                                                           lambda _p, _e: None, skip), self.progress).start()
+                                                           lambda _p, _e: None, skip), self.progress,
+                                      fork=isinstance(pool, ProcessPoolExecutor)).start()
                 self._run_pipeline(walk, parent_entries, kind == KIND_INCREMENTAL, tree, pool)
             tree_ids = tree.finish()
             self.repo.flush()
