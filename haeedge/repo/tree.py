@@ -231,9 +231,9 @@ def validate_entry(entry: object) -> Node:
     if (not p or len(p) > MAX_PATH or b"\0" in p or not _clean_path(p)):
         raise FormatError(f"tree entry has an unsafe path {p[:200]!r}")
     g = entry.get
-    for f in _FLAG_FIELDS:
-        if not isinstance(g(f, False), bool):
-            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f} flag")
+    if type(g("deleted", False)) is not bool or type(g("damaged", False)) is not bool:  # (_FLAG_FIELDS)
+        bad = next(f for f in _FLAG_FIELDS if type(g(f, False)) is not bool)
+        raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {bad} flag")
     # (issuperset: no set built per entry when, as almost always, every field is known)
     extra = None if _KNOWN_KEYS.issuperset(entry) else {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
     if g("deleted"):
@@ -251,10 +251,12 @@ def validate_entry(entry: object) -> Node:
                 raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
         elif f in _STR_FIELDS and (type(v) is not str or len(v) > MAX_NAME_FIELD * 4):
             raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad {f}")
-    try:
-        target = _text_bytes(entry, "target")
-    except (ValueError, TypeError, AttributeError) as e:
-        raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad target") from e
+    target = None
+    if "target" in entry or "target_b64" in entry:  # symlinks only
+        try:
+            target = _text_bytes(entry, "target")
+        except (ValueError, TypeError, AttributeError) as e:
+            raise BadTreeEntry(f"tree entry {p[:200]!r} has a bad target") from e
     chunks = g("chunks")
     if chunks is not None:
         if not isinstance(chunks, list):
