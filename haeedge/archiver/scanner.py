@@ -9,6 +9,7 @@ or JSON status lines): it costs a second walk, as restic's scanner does.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import stat
@@ -53,6 +54,9 @@ class Scanner:
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child: walk, report, and leave without running any of the parent's exit code
+                # No collections: one would walk every object inherited from the parent and copy
+                # every page holding one (the walk makes no cycles worth collecting).
+                gc.disable()
                 code = 0
                 try:
                     os.close(r)
