@@ -8,8 +8,13 @@
     up again unchanged with haeedge (and optionally restic/borg), and reports wall time per
     file and peak RSS (target <= 1 GiB), then times ``snapshots``.
 
+    Each step reports wall and CPU seconds (user + system of every process of the run) and
+    peak memory of all processes; ``--cache warm,drop`` runs it with a warm page cache and
+    again cold (caches dropped before each backup; root).
+
 Usage: python bench/scale.py [--blobs N] [--files N] [--skip-index] [--skip-tree]
-                             [--tools haeedge[,restic,borg]] [--scratch DIR] [--json OUT]
+                             [--tools haeedge[,restic,borg]] [--cache warm[,drop]]
+                             [--scratch DIR] [--json OUT]
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from benchlib import (
     BenchError,
     Haeedge,
     ToolContext,
+    can_drop_caches,
     checkout_state,
+    drop_caches,
     read_tree,
     rmtree,
     tool_missing,
@@ -222,20 +229,28 @@ def bench_tree(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     n = args.files
     for name in args.tool_list:
         tool = TOOLS[name](ToolContext(scratch / f"scale-{name}", password))
-        rmtree(tool.ctx.base)
-        tool.init()
         res: dict[str, Any] = {"version": tool.version()}
-        for label in ("initial", "unchanged"):
-            os.sync()
-            if args.cache == "warm":
-                read_tree(tree)
-            b = tool.backup(tree, label)
-            res[label] = {
-                **b.m.to_dict(),
-                "us_per_file": b.m.wall / n * 1e6,
-                "summary": b.summary,
-            }
-            log(f"{name} {label}: {b.m.wall:.1f} s ({b.m.wall / n * 1e6:.0f} us/file), RSS {b.m.rss_mib:.0f} MiB")
+        for cache in args.cache_list:
+            # Each cache mode starts from an empty repository: initial, then unchanged.
+            rmtree(tool.ctx.base)
+            tool.init()
+            for step in ("initial", "unchanged"):
+                label = step if cache != "drop" else f"{step}-cold"
+                os.sync()
+                if cache == "warm":
+                    read_tree(tree)
+                elif cache == "drop":
+                    drop_caches()  # page, dentry and inode caches: the walk and reads go to disk
+                b = tool.backup(tree, label)
+                res[label] = {
+                    **b.m.to_dict(),
+                    "cache": cache,
+                    "us_per_file": b.m.wall / n * 1e6,
+                    "cpu_us_per_file": b.m.cpu / n * 1e6,
+                    "summary": b.summary,
+                }
+                log(f"{name} {label} ({cache}): {b.m.wall:.1f} s ({b.m.wall / n * 1e6:.0f} us/file), "
+                    f"CPU {b.m.cpu:.1f} s, peak {b.m.rss_mib:.0f} MiB (all processes)")
         if isinstance(tool, Haeedge):
             m = tool.snapshots()
             res["snapshots"] = m.to_dict()
@@ -262,13 +277,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-tree", action="store_true", help="skip (b), the many-files test")
     p.add_argument("--tools", default="haeedge", help="tools for (b), e.g. haeedge,restic,borg")
     p.add_argument("--scratch", type=Path, default=None, help="scratch dir (default: temp dir under /var/tmp)")
-    p.add_argument("--cache", choices=("warm", "none"), default="warm", help="read the tree before each backup")
+    p.add_argument("--cache", default="warm",
+                   help="comma-separated: warm (read the tree before each backup), drop (write "
+                        "/proc/sys/vm/drop_caches before each backup: a cold run, needs root), none")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--haeedge-cmd", default="haeedge", help="command that runs the haeedge CLI")
     p.add_argument("--keep", action="store_true", help="keep the scratch dir and repositories")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write results as JSON")
     a = p.parse_args(argv)
     a.tool_list = [t.strip() for t in a.tools.split(",") if t.strip()]
+    a.cache_list = [c.strip() for c in a.cache.split(",") if c.strip()]
+    if not a.cache_list or any(c not in ("warm", "drop", "none") for c in a.cache_list):
+        p.error("--cache: a comma-separated list of warm, drop, none")
+    if "drop" in a.cache_list and not can_drop_caches():
+        p.error("--cache drop needs write access to /proc/sys/vm/drop_caches (root)")
     if any(t not in TOOLS for t in a.tool_list):
         p.error(f"--tools: choose from {', '.join(TOOLS)}")
     return a
@@ -311,14 +333,25 @@ def main(argv: list[str] | None = None) -> int:
             results["tree"] = t
             n = args.files
             print(f"tree: {n:,} files, {t['tree']['bytes'] / MIB:.0f} MiB")
-            cols = ("backup s", "us/file", "RSS MiB", "rebackup s", "us/file", "RSS MiB")
-            print(f"{'tool':10s}" + "".join(f"{c:>12s}" for c in cols))
+            print("peak MiB: all processes of the run (PSS summed over a tool's workers)")
+            cols = ("wall s", "us/file", "CPU s", "CPU us/file", "peak MiB")
+            print(f"{'tool':10s}{'step':18s}" + "".join(f"{c:>12s}" for c in cols))
             for name, r in t["tools"].items():
-                a, b = r["initial"], r["unchanged"]
-                print(
-                    f"{name:10s}{a['wall']:12.1f}{a['us_per_file']:12.0f}{a['rss_mib']:12.0f}"
-                    f"{b['wall']:12.1f}{b['us_per_file']:12.0f}{b['rss_mib']:12.0f}"
-                )
+                for label, m in r.items():
+                    if not isinstance(m, dict) or "us_per_file" not in m:
+                        continue
+                    print(
+                        f"{name:10s}{label:18s}{m['wall']:12.1f}{m['us_per_file']:12.0f}{m['cpu']:12.1f}"
+                        f"{m['cpu_us_per_file']:12.0f}{m['rss_mib']:12.0f}"
+                    )
+            names = list(t["tools"])
+            if len(names) > 1:  # the first tool against the second, step by step
+                mine, other = t["tools"][names[0]], t["tools"][names[1]]
+                for label, m in mine.items():
+                    o = other.get(label)
+                    if isinstance(m, dict) and "wall" in m and isinstance(o, dict):
+                        print(f"{names[0]}/{names[1]} {label}: wall {m['wall'] / o['wall']:.2f}, "
+                              f"CPU {m['cpu'] / o['cpu']:.2f}, peak memory {m['rss_mib'] / o['rss_mib']:.2f}")
             if "haeedge" in t["tools"] and "snapshots" in t["tools"]["haeedge"]:
                 s = t["tools"]["haeedge"]["snapshots"]
                 print(

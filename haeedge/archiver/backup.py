@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,12 @@ from haeedge.archiver.walker import (
     walk_sources,
 )
 from haeedge.archiver.workers import (
+    JOB_OFFSET,
+    JOB_TOKEN,
+    OUT_ERROR,
+    OUT_NEXT,
     SEGMENT_BYTES,
+    Announcements,
     BatchResult,
     ChunkStore,
     FileJob,
@@ -56,10 +60,12 @@ from haeedge.repo.tree import Node, deletion_marker, sort_key
 
 DEFAULT_FULL_IF_OLDER_THAN = timedelta(days=7)
 MAX_IN_FLIGHT = 4096
-BATCH_FILES = 256
+BATCH_FILES = 512
 BATCH_BYTES = 4 << 20
 #: How often the main process, waiting for a result, looks for announced segments (seconds).
 ANNOUNCE_POLL = 0.005
+#: Completed files are reported to the progress sink in groups of this many.
+PROGRESS_FILES = 64
 
 
 @dataclass
@@ -133,6 +139,10 @@ class Archiver:
         self._differences = 0
         #: Tree paths of the directories above the sources.
         self._ancestors: set[bytes] = set()
+        self._announcements: Announcements | None = None
+        #: Completed files not yet reported to the progress sink.
+        self._adv_files = 0
+        self._adv_bytes = 0
 
     # ------------------------------------------------------------------ policy
 
@@ -213,7 +223,8 @@ class Archiver:
             with self._executor() as pool:
                 if self.progress.wants_totals:  # started after the workers fork: no thread is copied into them
                     scanner = Scanner(lambda: walk_sources(sources, excluder, opts.one_file_system,
-                                                           lambda _p, _e: None, skip), self.progress).start()
+                                                           lambda _p, _e: None, skip), self.progress,
+                                      fork=isinstance(pool, ProcessPoolExecutor)).start()
                 self._run_pipeline(walk, parent_entries, kind == KIND_INCREMENTAL, tree, pool)
             tree_ids = tree.finish()
             self.repo.flush()
@@ -223,6 +234,8 @@ class Archiver:
         finally:
             if scanner is not None:
                 scanner.stop()
+            if self._announcements is not None:
+                self._announcements.close()
             self.progress.finish()
 
         summary = self.counts.finish(self.repo.stats, kind, reason, started)
@@ -285,9 +298,8 @@ class Archiver:
         processes = workers > 1 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
             "HAEEDGE_THREADS") != "1"
         # Where workers report the start of a big file's next segment (see _take_announcements).
-        announcements = multiprocessing.get_context("fork").SimpleQueue() if processes else queue.SimpleQueue()
-        self._announcements = announcements
-        store.announce = lambda token, offset: announcements.put((token, offset))
+        self._announcements = announcements = Announcements(processes)
+        store.announce = announcements.put
         set_worker_state(store)
         if processes:
             return fork_pool(workers)
@@ -303,6 +315,12 @@ class Archiver:
         self._early: deque[_Batch] = deque()
         self._by_token: dict[int, _Slot] = {}
         self._next_token = 0
+        #: Batches whose results are in (appended by the pool's thread), in-flight batches that
+        #: may announce segments, and calls of _poll.
+        self._finished: deque[_Batch] = deque()
+        self._segmenting = 0
+        self._polls = 0
+        segment_from = min(SEGMENT_BYTES, self.chunker.params.max_size)
         #: (entry, its parent's entry, its read slot, its walk item, the hardlink group whose data it shares)
         pending: deque[tuple[Node, Node | None, _Slot | None, WalkItem | None, str | None]] = deque()
         parent_iter = iter(parent_entries)
@@ -363,9 +381,11 @@ class Archiver:
                     if entry.hardlink is not None:
                         self._hardlink_groups.add(entry.hardlink)
                     slot = _Slot(current, len(current.jobs))
-                    current.jobs.append(self._job(FileJob(item.abspath, item.st.st_ino, item.st.st_mtime_ns), slot))
+                    current.jobs.append((item.abspath, item.st.st_ino, item.st.st_mtime_ns, 0, self._token(slot)))
                     current.slots.append(slot)
                     current_bytes += min(item.st.st_size, SEGMENT_BYTES)
+                    if item.st.st_size >= segment_from:
+                        current.may_segment = True
                     if len(current.jobs) >= BATCH_FILES or current_bytes >= BATCH_BYTES:
                         dispatch()
             pending.append((entry, pe, slot, item, group))
@@ -373,6 +393,7 @@ class Archiver:
         emit_deleted_before(None)
         dispatch()
         drain(force=True)
+        self._advance()
         # Segments that outlived their file (it failed part-way) are applied too: a worker
         # sends each new blob once, so a result left unapplied could lose a blob that a
         # later file of this run names.
@@ -387,12 +408,11 @@ class Archiver:
     # they are seen (their blobs packed, continuations of big files submitted),
     # in any order; entries are completed strictly in walk order.
 
-    def _job(self, job: FileJob, slot: _Slot) -> FileJob:
-        """Give ``job`` a token, so that an announcement of its next segment finds its slot."""
+    def _token(self, slot: _Slot) -> int:
+        """A new job's token, so that an announcement of its file's next segment finds ``slot``."""
         self._next_token += 1
-        job.token = self._next_token
-        self._by_token[job.token] = slot
-        return job
+        self._by_token[self._next_token] = slot
+        return self._next_token
 
     def _submit(self, b: _Batch, limit: int | None = None) -> None:
         assert b.future is None and not b.applied, "a batch is submitted once"
@@ -402,11 +422,24 @@ class Archiver:
                 return
         b.future = self._pool.submit(run_batch, b.jobs)
         self._inflight.append(b)
+        # Finished batches are announced by the pool's thread: a look at a deque per file instead
+        # of a locked Future.done() per batch in flight.
+        b.future.add_done_callback(lambda _f, b=b: self._finished.append(b))
+        if b.may_segment:
+            self._segmenting += 1
 
     def _poll(self) -> None:
-        self._take_announcements()
-        for b in [b for b in self._inflight if b.future is not None and b.future.done()]:
-            self._apply(b, wait=False)
+        self._polls += 1
+        # Only a file that may be read in segments announces (a big one, or one that grew);
+        # an announcement nobody reads costs nothing (its result starts the next segment), but
+        # the pipe is still emptied now and then.
+        if self._segmenting or self._early or not self._polls % 1024:
+            self._take_announcements()
+        finished = self._finished
+        while finished:
+            b = finished.popleft()
+            if b.future is not None and not b.applied:
+                self._apply(b, wait=False)
 
     def _wait(self, future: Future) -> BatchResult:
         """The result of ``future``; announcements that arrive meanwhile start their segments."""
@@ -417,9 +450,7 @@ class Archiver:
 
     def _take_announcements(self) -> None:
         """Start the next segment of a big file as soon as a worker knows where it begins."""
-        ann = self._announcements
-        while not ann.empty():
-            token, offset = ann.get()
+        for token, offset in self._announcements.take():
             slot = self._by_token.get(token)
             if slot is not None and slot.next_offset is None and not slot.root().done:
                 self._continue(slot, offset, submit=False)
@@ -436,8 +467,9 @@ class Archiver:
         slot.next_offset = offset
         job = slot.batch.jobs[slot.index]
         cont = _Batch()
+        cont.may_segment = True
         cont_slot = _Slot(cont, 0, parent=slot)
-        cont.jobs.append(self._job(FileJob(job.abspath, job.inode, job.mtime_ns, offset), cont_slot))
+        cont.jobs.append((job[0], job[1], job[2], offset, self._token(cont_slot)))
         cont.slots.append(cont_slot)
         slot.root().segments.append(cont)
         if submit:
@@ -456,20 +488,32 @@ class Archiver:
             return
         b.applied = True
         self._inflight.remove(b)
+        if b.may_segment:
+            self._segmenting -= 1
+        outcomes, blobs = res
         add = self.repo.add_sealed_blob
-        for blob in res.blobs:
-            add(BLOB_DATA, blob.blob_id, blob.compression, blob.sealed, blob.raw_length)
+        for blob_id, compression, sealed, raw_length in blobs:
+            add(BLOB_DATA, blob_id, compression, sealed, raw_length)
         # The future would keep every sealed blob alive until its last file is completed.
-        res.blobs = []
+        blobs.clear()
         b.future = None
-        for slot, outcome in zip(b.slots, res.outcomes, strict=True):
-            self._by_token.pop(b.jobs[slot.index].token, None)
-            slot.take(outcome, b.jobs[slot.index].offset)
-            if outcome.next_offset is not None and outcome.error is None and not slot.root().done:
+        by_token = self._by_token
+        for slot, outcome in zip(b.slots, outcomes, strict=True):
+            job = b.jobs[slot.index]
+            by_token.pop(job[JOB_TOKEN], None)
+            slot.take(outcome, job[JOB_OFFSET])
+            nxt = outcome[OUT_NEXT]
+            if nxt is not None and outcome[OUT_ERROR] is None and not slot.root().done:
                 if slot.next_offset is None:  # not announced (yet): start it now
-                    self._continue(slot, outcome.next_offset, submit=True)
-                elif slot.next_offset != outcome.next_offset:
+                    self._continue(slot, nxt, submit=True)
+                elif slot.next_offset != nxt:
                     raise AssertionError("a segment announced another cut than it returned")
+
+    def _advance(self) -> None:
+        """Report the files completed since the last report."""
+        if self._adv_files:
+            self.progress.advance(files=self._adv_files, nbytes=self._adv_bytes)
+            self._adv_files = self._adv_bytes = 0
 
     def _finish_slot(self, slot: _Slot) -> _Slot:
         """Wait until every segment of the file is in; returns the slot holding the totals."""
@@ -516,7 +560,11 @@ class Archiver:
                 self.counts.files_unchanged += 1
             else:
                 self.counts.files_changed += 1
-            self.progress.advance(files=1, nbytes=entry.size)
+            # Progress is told in groups of files: one call per file cost more than its lstat.
+            self._adv_files += 1
+            self._adv_bytes += entry.size
+            if self._adv_files >= PROGRESS_FILES:
+                self._advance()
         elif kind == "dir":
             self.counts.dirs += 1
         else:
@@ -532,13 +580,15 @@ class Archiver:
 
 
 class _Batch:
-    __slots__ = ("jobs", "slots", "future", "applied")
+    __slots__ = ("jobs", "slots", "future", "applied", "may_segment")
 
     def __init__(self) -> None:
         self.jobs: list[FileJob] = []
         self.slots: list[_Slot] = []
         self.future: Future | None = None
         self.applied = False
+        #: Holds a file big enough to be read in segments (or a segment): its worker announces cuts.
+        self.may_segment = False
 
 
 class _Slot:
@@ -558,7 +608,7 @@ class _Slot:
         # Root only: the batches holding the file's segments, results by segment offset,
         # and the offset of the next segment to append.
         self.segments: list[_Batch] = [batch] if parent is None else []
-        self.parts: dict[int, FileOutcome] = {}
+        self.parts: dict[int, FileOutcome] | None = None
         self.cursor = 0
         self.chunks: list = []
         self.size = 0
@@ -574,23 +624,31 @@ class _Slot:
 
     def take(self, outcome: FileOutcome, offset: int) -> None:
         root = self.root()
-        root.parts[offset] = outcome
-        while not root.done:
-            part = root.parts.pop(root.cursor, None)
-            if part is None:
-                return  # an earlier segment is still out
-            if part.error is not None or part.chunks is None:
-                root.error = part.error or "unreadable"
+        if root.done:
+            return  # an earlier segment failed: the file is settled
+        if offset != root.cursor:  # an earlier segment is still out
+            if root.parts is None:
+                root.parts = {}
+            root.parts[offset] = outcome
+            return
+        part: FileOutcome | None = outcome
+        while part is not None:
+            chunks, size, changed, error, nxt = part
+            if error is not None or chunks is None:
+                root.error = error or "unreadable"
                 root.done = True
             else:
-                root.chunks.extend(part.chunks)
-                root.size += part.size
-                root.changed |= part.changed_while_reading
-                if part.next_offset is None:
+                root.chunks.extend(chunks)
+                root.size += size
+                root.changed |= changed
+                if nxt is None:
                     root.done = True
                 else:
-                    root.cursor = part.next_offset
-        root.parts.clear()
+                    root.cursor = nxt
+            if root.done:
+                root.parts = None
+                return
+            part = root.parts.pop(root.cursor, None) if root.parts else None
 
     def ready(self) -> bool:
         return self.done

@@ -118,12 +118,17 @@ class SpooledPackBuilder(PackBuilder):
     storing it is an fsync and a rename.
     """
 
+    #: Small blobs are gathered up to this many bytes and written in one call: a tree of small
+    #: files makes a blob per file, and a write(2) per blob cost the main process more than packing.
+    WRITE_BYTES = 256 << 10
+
     def __init__(self, open_spool: Callable[[], PackSpool]) -> None:
         super().__init__()
         self._open_spool = open_spool
         self._spool: PackSpool | None = None
         self._hash = hashlib.sha256()
         self._size = 0
+        self._pending = bytearray()
 
     @property
     def size(self) -> int:
@@ -131,19 +136,32 @@ class SpooledPackBuilder(PackBuilder):
 
     def _write(self, data: bytes | memoryview) -> None:
         if self._spool is None:
-            self._spool = self._open_spool()  # first blob: no empty spools for empty packs
+            self._spool = self._open_spool()  # first write: no empty spools for empty packs
         self._spool.write(data)
         self._hash.update(data)
-        self._size += len(data)
+
+    def _drain(self) -> None:
+        if self._pending:
+            self._write(self._pending)
+            self._pending = bytearray()
 
     def add(self, blob_type: int, compression: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self._write(sealed)  # first: a failed write adds no entry
+        if len(sealed) >= self.WRITE_BYTES:
+            self._drain()
+            self._write(sealed)  # first: a failed write adds no entry
+        else:
+            self._pending += sealed
+            if len(self._pending) >= self.WRITE_BYTES:
+                self._drain()  # a failed write raises: the pack is abandoned, as before
+        self._size += len(sealed)
         self.entries.append(PackEntry(blob_type, compression, blob_id, self._size - len(sealed), len(sealed),
                                       raw_length))
 
     def finish(self, sealed_header: bytes) -> str:
-        self._write(sealed_header)
-        self._write(struct.pack("<I", len(sealed_header)))
+        self._pending += sealed_header
+        self._pending += struct.pack("<I", len(sealed_header))
+        self._size += len(sealed_header) + 4
+        self._drain()
         self.length = self._size
         return self._hash.hexdigest()
 
@@ -157,6 +175,7 @@ class SpooledPackBuilder(PackBuilder):
             raise
 
     def discard(self) -> None:
+        self._pending = bytearray()
         spool, self._spool = self._spool, None
         if spool is not None:
             spool.discard()
