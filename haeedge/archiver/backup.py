@@ -44,13 +44,13 @@ from haeedge.archiver.workers import (
     ChunkStore,
     FileJob,
     FileOutcome,
-    fork_pool,
     run_batch,
     set_worker_state,
 )
 from haeedge.backends.base import repository_local_paths
 from haeedge.chunking import Chunker
 from haeedge.errors import HaeedgeError, IntegrityError, SnapshotNotFound, UsageError
+from haeedge.forking import fork_pool
 from haeedge.progress import ProgressSink, SilentProgress
 from haeedge.repo.pack import BLOB_DATA, BLOB_TREE
 from haeedge.repo.packer import WriteOptions

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from haeedge.archiver.walker import WalkItem
-from haeedge.archiver.workers import die_with_parent
+from haeedge.forking import die_with_parent
 from haeedge.progress import ProgressSink
 
 #: How often running totals are passed on (seconds).

@@ -12,16 +12,13 @@ so network clients are never forked.
 
 from __future__ import annotations
 
-import gc
 import hmac
-import multiprocessing
 import os
 import queue
 import stat
 import struct
 import threading
 from collections.abc import Callable, Container
-from concurrent.futures import ProcessPoolExecutor
 
 from haeedge.chunking import Chunker, _read_full, chunk_boundaries
 from haeedge.crypto.openpgp import PassphraseSealer
@@ -254,42 +251,6 @@ _STATE: ChunkStore | None = None
 def set_worker_state(store: ChunkStore) -> None:
     global _STATE
     _STATE = store
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: a killed backup must not leave workers behind holding its pipes."""
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _ready() -> None:
-    """A no-op task: submitting it makes the pool fork its workers now."""
-
-
-def fork_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes forked from this one, sharing its memory copy-on-write.
-
-    The garbage collector is frozen while they fork: a collection in a child
-    walks every object it inherited and so copies every page holding one. Frozen,
-    those objects are never walked and their pages stay shared.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=die_with_parent, initargs=(os.getpid(),))
-        pool.submit(_ready).result()  # with fork, the first task starts every worker at once
-    finally:
-        gc.unfreeze()
-    return pool
 
 
 def run_batch(jobs: list[FileJob]) -> BatchResult:

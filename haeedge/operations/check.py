@@ -344,7 +344,7 @@ class Checker:
         workers = int(os.environ.get("HAEEDGE_WORKERS", "0")) or (os.cpu_count() or 2)
         if (local and workers > 1
                 and "fork" in multiprocessing.get_all_start_methods() and os.environ.get("HAEEDGE_THREADS") != "1"):
-            from haeedge.archiver.workers import fork_pool
+            from haeedge.forking import fork_pool
 
             return fork_pool(workers)
         return ThreadPoolExecutor(max_workers=3, thread_name_prefix="verify")

@@ -15,15 +15,15 @@ as the thread path: a hostile repository chooses bytes, never where they go.
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from haeedge.backends.base import data_name
 from haeedge.errors import HaeedgeError, IntegrityError
+from haeedge.forking import fork_pool
 from haeedge.fs import open_nofollow
 from haeedge.repo.index import BlobLocation
 from haeedge.repo.repository import Repository
@@ -234,39 +234,6 @@ def use_processes(repo: Repository) -> bool:
             and "fork" in multiprocessing.get_all_start_methods() and os.environ.get("HAEEDGE_THREADS") != "1")
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: a killed restore must not leave workers behind writing files."""
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def _ready() -> None:
-    """A no-op task: submitting it makes the pool fork its workers now."""
-
-
-def _fork_pool(workers: int) -> ProcessPoolExecutor:
-    """Workers forked from this process, the GC frozen while they fork (as archiver.workers.fork_pool,
-    which the layers forbid importing here): a collection in a child would walk every inherited
-    object and so copy every page holding one."""
-    gc.collect()
-    gc.freeze()
-    try:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
-        pool.submit(_ready).result()  # with fork, the first task starts every worker at once
-    finally:
-        gc.unfreeze()
-    return pool
-
-
 def pack_executor(packs: PackRestorer, threads: int) -> tuple[Executor, Callable[..., PackOutcome], int]:
     """(executor, the function to submit ``(pack_id, blobs, targets)`` to, worker processes or 0)."""
     global _WORKER
@@ -274,7 +241,7 @@ def pack_executor(packs: PackRestorer, threads: int) -> tuple[Executor, Callable
         _WORKER = packs
         try:
             n = worker_count()
-            return _fork_pool(n), _restore_in_worker, n
+            return fork_pool(n), _restore_in_worker, n
         finally:
             _WORKER = None  # the workers hold their copy; the parent no longer needs it
     return ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="restore"), packs.restore, 0
