@@ -124,6 +124,20 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
+def _s3_loader(search_path: str | None) -> Any:
+    """botocore's data loader (AWS_DATA_PATH as botocore reads it), except that it does not list every
+    service's folder of botocore's data (400 of them, twice per client) only to find that ``s3`` is one:
+    about a tenth of the CPU time of a short command."""
+    from botocore.loaders import Loader
+
+    class S3Loader(Loader):
+        def list_available_services(self, type_name: str) -> list[str]:
+            return ["s3"]
+
+    paths = [os.path.expanduser(os.path.expandvars(p)) for p in (search_path or "").split(os.pathsep) if p]
+    return S3Loader(extra_search_paths=paths) if paths else S3Loader()
+
+
 class S3Backend(StorageBackend):
     """A repository under a prefix of an S3 bucket (see the module docstring). Thread-safe."""
 
@@ -257,6 +271,7 @@ class S3Backend(StorageBackend):
 
             config["signature_version"] = UNSIGNED
         session = botocore.session.Session(profile=self._profile) if self._profile else botocore.session.Session()
+        session.register_component("data_loader", _s3_loader(session.get_config_variable("data_path")))
         return session.create_client("s3", config=Config(**config), **self._client_kwargs)
 
     def call(self, operation: str, **params: Any) -> dict:
