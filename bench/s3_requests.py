@@ -230,6 +230,9 @@ class CountingProxy:
         self.tool = "?"
         self.prefixes: dict[str, str] = {}
         self.tally: dict[tuple[str, str], Tally] = {}
+        #: Requests received and not yet counted; ``begin`` waits for them (``settled``).
+        self.in_flight = 0
+        self.settled = threading.Condition(self.lock)
         self.trace_fh = open(trace, "a", encoding="utf-8") if trace else None  # noqa: SIM115
         self.local = threading.local()
         proxy = self
@@ -256,8 +259,10 @@ class CountingProxy:
         return f"http://{HOST}:{self.port}"
 
     def begin(self, tool: str, step: str) -> None:
-        """Count what follows as ``step`` of ``tool``."""
+        """Count what follows as ``step`` of ``tool``, once every request of the step before is counted
+        (a command may end while the proxy still writes down its last answer)."""
         with self.lock:
+            self.settled.wait_for(lambda: self.in_flight == 0, timeout=30)
             self.tool, self.step = tool, step
             self.tally.setdefault((tool, step), Tally())
 
@@ -269,7 +274,18 @@ class CountingProxy:
         return conn
 
     def forward(self, h: BaseHTTPRequestHandler) -> None:
-        """Send one request upstream, stream the answer back, and count both."""
+        """Send one request upstream, stream the answer back, and count both, in the step it arrived in."""
+        with self.lock:
+            tool, step = self.tool, self.step
+            self.in_flight += 1
+        try:
+            self._forward(h, tool, step)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.settled.notify_all()
+
+    def _forward(self, h: BaseHTTPRequestHandler, tool: str, step: str) -> None:
         t0 = time.perf_counter()
         split = urlsplit(h.path)
         kind, key = classify(h.command, split.path, split.query, h.headers)
@@ -343,18 +359,18 @@ class CountingProxy:
         ms = (time.perf_counter() - t0) * 1000
         with self.lock:
             tool_of_key, ns = namespace(key, self.prefixes)
-            tally = self.tally.setdefault((self.tool, self.step), Tally())
+            tally = self.tally.setdefault((tool, step), Tally())
             tally.counts[kind] += 1
             tally.by_ns.setdefault(ns, Counter())[kind] += 1
             tally.up += up
             tally.down += down
             tally.errors += resp.status >= 400
             if self.trace_fh:
-                rec = {"t": round(time.time(), 4), "tool": self.tool, "step": self.step, "kind": kind,
+                rec = {"t": round(time.time(), 4), "tool": tool, "step": step, "kind": kind,
                        "method": h.command, "key": key, "ns": ns, "query": split.query,
                        "range": h.headers.get("Range"), "status": resp.status, "up": up, "down": down,
                        "ms": round(ms, 1)}
-                if tool_of_key not in ("?", self.tool):
+                if tool_of_key not in ("?", tool):
                     rec["foreign"] = tool_of_key
                 self.trace_fh.write(json.dumps(rec) + "\n")
 

@@ -7,7 +7,7 @@ from haeedge.errors import UsageError
 
 
 def open_backend(location: str, options: dict | None = None) -> Backend:
-    """Open a location: a path, ``file://``, ``sftp://``, ``s3://`` or another fsspec URL."""
+    """Open a location: a path, ``file://``, ``sftp://``, ``s3://``/``s3a://`` or another fsspec URL."""
     options = options or {}
     if "://" not in location:
         from haeedge.backends.local import LocalBackend
@@ -24,6 +24,10 @@ def open_backend(location: str, options: dict | None = None) -> Backend:
         except ImportError as e:  # pragma: no cover - until the SFTP backend lands
             raise UsageError(f"sftp backend is not available: {e}") from e
         return SFTPBackend.from_url(location, options)
+    if scheme in ("s3", "s3a"):
+        from haeedge.backends.s3 import S3Backend  # botocore's synchronous client, no s3fs
+
+        return S3Backend.from_url(location, options)
     try:
         from haeedge.backends.fsspec_backend import FsspecBackend
     except ImportError as e:  # pragma: no cover

@@ -49,7 +49,7 @@ class BackendProperties:
     #: Independent copies of every object: more than one for a replicated set, whose
     #: ``recover_range`` can then find a good copy of a range found damaged.
     replicas: int = 1
-    #: An S3 bucket (``FsspecBackend`` over s3fs): Object Lock, storage classes and cold reads apply.
+    #: An S3 bucket (``s3.S3Backend``): Object Lock, storage classes and cold reads apply.
     s3: bool = False
 
 

@@ -89,14 +89,13 @@ class ColdReadBackend(BackendWrapper):
     # ------------------------------------------------------------------ S3 requests
 
     def _key(self, name: str) -> tuple[str, str]:
-        bucket, key, _ = self.s3.fs.split_path(self.s3._path(name))
-        return bucket, key
+        return self.s3.bucket, self.s3.key(name)
 
     def state(self, name: str) -> str:
         bucket, key = self._key(name)
         for attempt in range(ATTEMPTS):
             try:
-                return archive_state(self.s3.fs.call_s3("head_object", Bucket=bucket, Key=key))
+                return archive_state(self.s3.call("head_object", Bucket=bucket, Key=key))
             except Exception as e:  # noqa: BLE001
                 error = self.s3._error(e, "stat", name)
                 if not error.transient or attempt == ATTEMPTS - 1:
@@ -108,7 +107,7 @@ class ColdReadBackend(BackendWrapper):
         bucket, key = self._key(name)
         request = {"Days": self.policy.restore_days, "GlacierJobParameters": {"Tier": self.policy.restore_tier}}
         try:
-            self.s3.fs.call_s3("restore_object", Bucket=bucket, Key=key, RestoreRequest=request)
+            self.s3.call("restore_object", Bucket=bucket, Key=key, RestoreRequest=request)
         except Exception as e:  # noqa: BLE001
             code = error_code(e)
             if code == "RestoreAlreadyInProgress":

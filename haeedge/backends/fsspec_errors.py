@@ -1,4 +1,4 @@
-"""What an error from fsspec, s3fs or botocore means for haeedge: the object is missing, the
+"""What an error from botocore, fsspec or a driver means for haeedge: the object is missing, the
 failure is permanent (credentials, permissions, a bad request), or worth a retry."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def error_code(e: BaseException) -> str:
 
 
 def classify(e: BaseException) -> tuple[str, str]:
-    """``("missing"|"permanent"|"transient", detail)`` for any error fsspec or s3fs raises."""
+    """``("missing"|"permanent"|"transient", detail)`` for any error botocore, fsspec or a driver raises."""
     for exc in error_chain(e):
         response = getattr(exc, "response", None)
         if isinstance(response, dict) and "Error" in response:

@@ -4,7 +4,7 @@ The config file checks every value against this table when it is read, so a
 typo or a wrong value (``timeout: thirty``, ``timeout: -5``, an empty
 ``key_file``) is one line naming FILE:LINE:COLUMN, not an internal error or a
 setting that makes every call fail later. The backends read the same names
-(``sftp.SFTPBackend.from_url``, ``fsspec_backend.FsspecBackend.from_url``);
+(``sftp.SFTPBackend.from_url``, ``s3.S3Backend.from_url``, ``fsspec_backend.FsspecBackend.from_url``);
 tests/ops/test_backend_options.py checks that the two agree.
 """
 
@@ -18,13 +18,16 @@ SFTP_OPTIONS: dict[str, str] = {
     "known_hosts": "file", "accept_new_host_key": "bool", "timeout": "seconds", "max_channels": "count",
     "fsync": "bool", "request_size": "count",
 }
-FSSPEC_OPTIONS: dict[str, str] = {
+S3_OPTIONS: dict[str, str] = {
     "storage_options": "mapping", "endpoint_url": "text", "region": "text", "profile": "text",
     "verify_etag": "bool", "retries": "retries",
     # s3policy.py: storage class of data packs, and reading them back from an archive class
     "storage_class_data": "text", "cold_storage": "bool", "restore_days": "count", "restore_tier": "text",
     "cold_wait": "seconds",
 }
+#: Other fsspec URLs (gs://, az://, memory://, ...): their driver's keyword arguments.
+#: (``verify_etag`` and ``retries`` are read for S3 only; accepted here as they always were.)
+FSSPEC_OPTIONS: dict[str, str] = {"storage_options": "mapping", "verify_etag": "bool", "retries": "retries"}
 
 
 def option_kinds(location: str) -> tuple[str, dict[str, str]]:
@@ -34,7 +37,9 @@ def option_kinds(location: str) -> tuple[str, dict[str, str]]:
     scheme = location.split("://", 1)[0].lower()
     if scheme == "sftp":
         return "an sftp:// location", SFTP_OPTIONS
+    if scheme in ("s3", "s3a"):
+        return f"an {scheme}:// location", S3_OPTIONS
     return f"an {scheme}:// location", FSSPEC_OPTIONS
 
 
-__all__ = ["SFTP_OPTIONS", "FSSPEC_OPTIONS", "option_kinds"]
+__all__ = ["SFTP_OPTIONS", "S3_OPTIONS", "FSSPEC_OPTIONS", "option_kinds"]

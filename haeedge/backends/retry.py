@@ -62,7 +62,7 @@ def is_refused(e: BaseException) -> bool:
         seen.add(id(cur))
         if isinstance(cur, ConnectionRefusedError) or (isinstance(cur, OSError) and cur.errno == errno.ECONNREFUSED):
             return True
-        # paramiko's NoValidConnectionsError: one error per address tried; aiohttp's connector errors.
+        # paramiko's NoValidConnectionsError: one error per address tried; errors that keep theirs in os_error.
         per_address = getattr(cur, "errors", None)
         if isinstance(per_address, dict) and per_address and all(
                 isinstance(x, BaseException) and is_refused(x) for x in per_address.values()):

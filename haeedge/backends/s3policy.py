@@ -1,6 +1,6 @@
 """What an S3 location does to each object besides storing it: Object Lock retention and storage classes.
 
-Two settings, kept apart from the transfer code in ``fsspec_backend``:
+Two settings, kept apart from the transfer code in ``s3.py``:
 
 - **Object Lock** (ransomware protection): every object but a lock gets
   ``ObjectLockMode`` + ``ObjectLockRetainUntilDate`` (now + days) on its PUT, so
@@ -37,7 +37,7 @@ STORAGE_CLASSES = frozenset({"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGE
                              "DEEP_ARCHIVE", "GLACIER_IR", "REDUCED_REDUNDANCY", "EXPRESS_ONEZONE"})
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 RESTORE_TIERS = ("Standard", "Bulk", "Expedited")
-#: The backend options this module reads (checked by ``FsspecBackend.from_url`` and ``options.py``).
+#: The backend options this module reads (checked by ``S3Backend.from_url`` and ``options.py``).
 OPTION_NAMES = frozenset({"storage_class_data", "cold_storage", "restore_days", "restore_tier", "cold_wait"})
 #: Default time to wait for archived objects: a DEEP_ARCHIVE Standard restore takes up to 12 hours.
 DEFAULT_COLD_WAIT = 24 * 3600.0
@@ -149,7 +149,7 @@ def is_metadata_pack(name: str) -> bool:
 # ------------------------------------------------------------------ the S3 locations of a stack
 
 def s3_backends(backend: Any) -> list[Any]:
-    """Every S3 ``FsspecBackend`` in ``backend``'s stack: through wrappers and each replica of a set."""
+    """Every ``S3Backend`` in ``backend``'s stack: through wrappers and each replica of a set."""
     return [b for b in backend_stack(backend) if b.properties.s3 and b.unwrap() is None]
 
 
@@ -167,9 +167,9 @@ def check_object_lock_bucket(backend: Any) -> None:
         others = sorted(set(locations) - {b.location for b in found})
         raise UsageError(f"--object-lock-days needs s3:// locations; {', '.join(others)} cannot keep retention")
     for b in found:
-        bucket = b.fs.split_path(b.root)[0]
+        bucket = b.bucket
         try:
-            conf = b.fs.call_s3("get_object_lock_configuration", Bucket=bucket)
+            conf = b.call("get_object_lock_configuration", Bucket=bucket)
         except Exception as e:  # noqa: BLE001 - every driver error: say what is missing
             code = error_code(e)
             if code in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"):
@@ -192,26 +192,25 @@ def _leaf_locations(backend: Any) -> list[str]:
 
 # ------------------------------------------------------------------ deletes under retention
 
-def delete_versions(fsb: Any, name: str) -> None:
+def delete_versions(s3: Any, name: str) -> None:
     """Delete every version of ``name`` (and its delete markers); ``ObjectRetained`` if one is retained.
 
     In a versioned (Object Lock) bucket a plain DeleteObject only adds a
     delete marker and the bytes stay billed; removing the versions frees them
     at once where retention allows, and the server refuses where it does not.
     """
-    path = fsb._path(name)
-    bucket, key, _ = fsb.fs.split_path(path)
+    bucket, key = s3.bucket, s3.key(name)
     try:
-        listing = fsb.fs.call_s3("list_object_versions", Bucket=bucket, Prefix=key)
+        listing = s3.call("list_object_versions", Bucket=bucket, Prefix=key)
         versions = [v for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []) if v.get("Key") == key]
         retained: list[str] = []
         for v in versions:
             try:
-                fsb.fs.call_s3("delete_object", Bucket=bucket, Key=key, VersionId=v["VersionId"])
+                s3.call("delete_object", Bucket=bucket, Key=key, VersionId=v["VersionId"])
             except Exception as e:  # noqa: BLE001
                 if error_code(e) != "AccessDenied":
                     raise
-                until = _retained_until(fsb, bucket, key, v["VersionId"])
+                until = _retained_until(s3, bucket, key, v["VersionId"])
                 if until is None:
                     raise
                 retained.append(until)
@@ -220,18 +219,16 @@ def delete_versions(fsb: Any, name: str) -> None:
     except Exception as e:  # noqa: BLE001
         if classify(e)[0] == "missing":
             return
-        raise fsb._error(e, "delete", name) from e
-    finally:
-        fsb._invalidate(path)
+        raise s3._error(e, "delete", name) from e
     if retained:
-        raise ObjectRetained(f"{fsb.location}: {name} is under Object Lock retention until {max(retained)}",
+        raise ObjectRetained(f"{s3.location}: {name} is under Object Lock retention until {max(retained)}",
                              until=max(retained))
 
 
-def _retained_until(fsb: Any, bucket: str, key: str, version: str) -> str | None:
+def _retained_until(s3: Any, bucket: str, key: str, version: str) -> str | None:
     """When a version's retention ends (or "legal hold"), or None when it is not retained (a real denial)."""
     try:
-        head = fsb.fs.call_s3("head_object", Bucket=bucket, Key=key, VersionId=version)
+        head = s3.call("head_object", Bucket=bucket, Key=key, VersionId=version)
     except Exception:  # noqa: BLE001 - cannot tell: not a retention
         return None
     if head.get("ObjectLockLegalHoldStatus") == "ON":

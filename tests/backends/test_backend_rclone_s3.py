@@ -72,7 +72,7 @@ def test_conditional_writes_per_server(server, honoured, request):
     backend's create-only put keeps the first object wherever the server honours it."""
     import botocore.exceptions
 
-    from haeedge.backends.fsspec_backend import FsspecBackend
+    from haeedge.backends.s3 import S3Backend
 
     srv = request.getfixturevalue(server)
     client = srv.client()
@@ -87,7 +87,7 @@ def test_conditional_writes_per_server(server, honoured, request):
     body = client.get_object(Bucket=srv.bucket, Key=key)["Body"].read()
     assert body == (b"first" if honoured else b"second")
 
-    backend = FsspecBackend.from_url(srv.url_for(f"cond-{uuid.uuid4().hex[:12]}"), srv.options())
+    backend = S3Backend.from_url(srv.url_for(f"cond-{uuid.uuid4().hex[:12]}"), srv.options())
     name = "snapshots/" + "ab" * 32
     backend.put(name, b"one")
     backend.put(name, b"two")  # a second writer of the same name: no error either way

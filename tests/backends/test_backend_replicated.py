@@ -13,9 +13,9 @@ import pytest
 
 from haeedge.backends.base import data_name
 from haeedge.backends.faulty import FaultyBackend
-from haeedge.backends.fsspec_backend import FsspecBackend
 from haeedge.backends.local import LocalBackend
 from haeedge.backends.replicated import ReplicatedBackend, audit_replicas, content_addressed, sync_replicas
+from haeedge.backends.s3 import S3Backend
 from haeedge.backends.sftp import SFTPBackend
 from haeedge.errors import BackendError, IntegrityError, ObjectNotFound, UsageError
 from tests.support.servers import start_s3, start_sshd
@@ -264,7 +264,7 @@ def test_s3_server_killed_midway(tmp_path: Path) -> None:
     """Cloud storage disappears: every object still restores from the other replica."""
     srv = start_s3(tmp_path)
     try:
-        cloud = FsspecBackend.from_url(srv.url_for("rep"), srv.options(retries=1))
+        cloud = S3Backend.from_url(srv.url_for("rep"), srv.options(retries=1))
         disk = LocalBackend(str(tmp_path / "disk"))
         rep = ReplicatedBackend([cloud, disk], "all")
         rep.create()

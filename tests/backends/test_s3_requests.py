@@ -2,7 +2,7 @@
 local metadata cache (repo/cache.py) that keeps them down: hits, tampered entries, --no-cache.
 
 The counts come from the counting reverse proxy of ``bench/s3_requests.py`` (the same one that
-compares haeedge with restic), so a regression in any layer (repository, trust, s3fs) shows here.
+compares haeedge with restic), so a regression in any layer (repository, trust, the S3 client) shows here.
 The upper bounds are what this commit makes, each at or below what restic 0.14 makes on the bench.
 """
 

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from haeedge.backends.options import FSSPEC_OPTIONS, SFTP_OPTIONS
+from haeedge.backends.options import FSSPEC_OPTIONS, S3_OPTIONS, SFTP_OPTIONS
 from haeedge.errors import UsageError
 from tests.support.ops import write_config
 
@@ -84,14 +84,22 @@ SAMPLE = {"text": "x", "file": "/nonexistent/key", "bool": True, "port": 22, "se
 def test_the_table_names_exactly_what_the_backends_read():
     """Every documented option is accepted by its backend; a name the table lacks is refused by it."""
     from haeedge.backends.fsspec_backend import FsspecBackend
+    from haeedge.backends.s3 import S3Backend
     from haeedge.backends.sftp import SFTPBackend
 
     for name, kind in SFTP_OPTIONS.items():
         SFTPBackend.from_url(SFTP, {name: SAMPLE[kind]})
     valid = {"storage_class_data": "DEEP_ARCHIVE", "restore_tier": "Bulk"}  # text values from a fixed set
+    for name, kind in S3_OPTIONS.items():
+        S3Backend.from_url(S3, {name: valid.get(name, SAMPLE[kind])})
     for name, kind in FSSPEC_OPTIONS.items():
-        FsspecBackend.from_url(S3, {name: valid.get(name, SAMPLE[kind])})
+        FsspecBackend.from_url("memory://haeedge-options", {name: SAMPLE[kind]})
+    for name in set(S3_OPTIONS) - set(FSSPEC_OPTIONS):  # S3's own options: refused elsewhere
+        with pytest.raises(UsageError, match="s3:// locations only"):
+            FsspecBackend.from_url("memory://haeedge-options", {name: valid.get(name, SAMPLE[S3_OPTIONS[name]])})
     with pytest.raises(UsageError, match="unknown"):
         SFTPBackend.from_url(SFTP, {"not_in_the_table": 1})
     with pytest.raises(UsageError, match="unknown"):
-        FsspecBackend.from_url(S3, {"not_in_the_table": 1})
+        S3Backend.from_url(S3, {"not_in_the_table": 1})
+    with pytest.raises(UsageError, match="unknown"):
+        FsspecBackend.from_url("memory://haeedge-options", {"not_in_the_table": 1})

@@ -12,6 +12,7 @@ from haeedge.backends.base import Backend
 from haeedge.backends.fsspec_backend import FsspecBackend
 from haeedge.backends.local import LocalBackend
 from haeedge.backends.replicated import ReplicatedBackend
+from haeedge.backends.s3 import S3Backend
 from haeedge.backends.sftp import SFTPBackend
 from tests.support.servers import S3Server, SshdServer
 
@@ -54,7 +55,7 @@ class BackendFactory:
             b = FsspecBackend.from_url(self.location(tag), {})
         elif self.kind in ("s3", "rclone-s3"):
             srv: S3Server = self.request.getfixturevalue(self._s3_fixture)
-            b = FsspecBackend.from_url(self.location(tag), srv.options())
+            b = S3Backend.from_url(self.location(tag), srv.options())
         elif self.kind == "sftp":
             srv2: SshdServer = self.request.getfixturevalue("sshd")
             b = SFTPBackend.from_url(self.location(tag), srv2.options())
@@ -77,10 +78,14 @@ class BackendFactory:
                 root = self.tmp_path / f"{rep}-{tag}"
                 (root / directory).mkdir(parents=True, exist_ok=True)
                 (root / tmp_name).write_bytes(data)
-        else:
+        elif self.kind == "memory":
             b = self(tag)
             assert isinstance(b, FsspecBackend)
             b.fs.pipe_file(f"{b.root}/{tmp_name}", data)
+        else:
+            b = self(tag)
+            assert isinstance(b, S3Backend)
+            b.call("put_object", Bucket=b.bucket, Key=b.key(tmp_name), Body=data)
 
     def close(self) -> None:
         for b in self.opened:

@@ -15,8 +15,8 @@ Usage from any test::
         srv.stop()
 
 ``start_s3(tmp_path)`` likewise returns an ``S3Server`` with ``endpoint``,
-``bucket``, ``env`` (AWS_* variables that make boto/s3fs talk to it) and
-``options()`` for ``FsspecBackend``. Both start within a bounded time or raise
+``bucket``, ``env`` (AWS_* variables that make botocore talk to it) and
+``options()`` for ``S3Backend``. Both start within a bounded time or raise
 with the server's log, and ``stop()``/``kill()`` end every process they started
 (sshd's per-connection children included).
 """
@@ -222,7 +222,7 @@ def start_sshd(tmp_path: Path, *, host_key: str | None = None) -> SshdServer:
 
 @dataclass
 class S3Server:
-    """A running moto S3 server with one bucket; ``env`` points boto/s3fs at it."""
+    """A running moto S3 server with one bucket; ``env`` points botocore at it."""
 
     endpoint: str
     bucket: str
@@ -245,7 +245,7 @@ class S3Server:
         return f"s3://{self.bucket}/{prefix.strip('/')}"
 
     def options(self, **extra: object) -> dict:
-        """Explicit options (no environment needed) for FsspecBackend."""
+        """Explicit options (no environment needed) for S3Backend."""
         return {"endpoint_url": self.endpoint, "region": "us-east-1",
                 "storage_options": {"key": self.access_key, "secret": self.secret_key}, **extra}
 
