@@ -323,7 +323,7 @@ def _reset_known_state() -> None:
         monitoring._current.set(None)
     if (fsspec_spec := modules.get("fsspec.spec")) is not None:
         # fsspec keeps one file-system object per class and options for the life of the process
-        # (s3fs with its listings and HEAD results cached): a new process starts without them.
+        # (memory:// and other fsspec locations): a new process starts without them.
         classes = [fsspec_spec.AbstractFileSystem]
         while classes:
             cls = classes.pop()
