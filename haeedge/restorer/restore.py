@@ -57,6 +57,10 @@ from haeedge.restorer.verify import content_mismatch
 
 BATCH_BYTES = 128 << 20
 BATCH_FILES = 1_000
+#: From network storage a batch spans more files: a pack whose blobs fall into two batches is
+#: fetched once for each, and every fetch is a request (a 115 MiB restore from S3 made 12 data
+#: reads with batches of 1,000 files, 8 with 5,000, as many as restic).
+NETWORK_BATCH_FILES = 5_000
 
 
 @dataclass
@@ -234,6 +238,7 @@ class Restorer:
         self.progress.start("restore", bytes_total if isinstance(bytes_total, int) else None, files_total or None)
         batch: list[_FileJob] = []
         batch_bytes = 0
+        batch_files = BATCH_FILES if self.repo.backend.properties.local_paths else NETWORK_BATCH_FILES
         stopped: HaeedgeError | None = None
         reached = 0
         try:
@@ -267,7 +272,7 @@ class Restorer:
                 if job is not None:
                     batch.append(job)
                     batch_bytes += entry.size or 0
-                    if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_FILES:
+                    if batch_bytes >= BATCH_BYTES or len(batch) >= batch_files:
                         self._restore_batch(batch)
                         batch, batch_bytes = [], 0
             if batch:

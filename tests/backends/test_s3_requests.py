@@ -169,6 +169,23 @@ def test_requests_per_step_stay_at_or_below_restic(wire: Wire, tmp_path: Path, s
     assert steps["restore"]["locks"] == Counter({"put": 1, "list": 1, "delete": 1}), steps["restore"]
 
 
+def test_a_restore_of_many_files_from_s3_reads_each_pack_once(wire: Wire, tmp_path: Path, src: Path) -> None:
+    """More files than a local restore plans in one batch: a pack whose blobs fall into two batches
+    would be fetched twice (one request each), so from network storage a batch spans more files."""
+    rng = __import__("random").Random(16)
+    for i in range(2500):
+        p = src / f"d{i % 7}" / f"f{i}.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(rng.randbytes(rng.randint(200, 3000)))
+    wire("init", "init")
+    _r, backup, _total = wire("backup-initial", "backup", src)
+    target = tmp_path / "restored"
+    wire("restore", "restore", "latest", "--target", target)
+    assert same_tree(src, target / src.relative_to("/"))
+    reads = [q["key"] for q in wire.requests(wire.n) if q["kind"] in ("get", "get_range") and q["ns"] == "data"]
+    assert backup["data"]["put"] >= 1 and len(reads) == len(set(reads)) == backup["data"]["put"], (reads, backup)
+
+
 def test_no_cache_reads_everything_from_storage_and_writes_no_cache(wire: Wire, tmp_path: Path, src: Path) -> None:
     make_tree(src)
     wire("init", "--no-cache", "init")
