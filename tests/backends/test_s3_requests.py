@@ -183,7 +183,8 @@ def test_a_restore_of_many_files_from_s3_reads_each_pack_once(wire: Wire, tmp_pa
     wire("restore", "restore", "latest", "--target", target)
     assert same_tree(src, target / src.relative_to("/"))
     reads = [q["key"] for q in wire.requests(wire.n) if q["kind"] in ("get", "get_range") and q["ns"] == "data"]
-    assert backup["data"]["put"] >= 1 and len(reads) == len(set(reads)) == backup["data"]["put"], (reads, backup)
+    # the packs of file contents (the file lists' pack comes from the cache), each read once
+    assert 1 <= len(reads) == len(set(reads)) <= backup["data"]["put"], (reads, backup)
 
 
 def test_no_cache_reads_everything_from_storage_and_writes_no_cache(wire: Wire, tmp_path: Path, src: Path) -> None:
