@@ -1,6 +1,7 @@
 """Worker processes forked from the running command (backup, restore and verify use them).
 
-AES-CFB in ``cryptography`` holds the GIL, so the byte work of a command runs in
+The per-file and per-blob Python around the bytes holds the GIL (AES-CFB itself no
+longer does in ``cryptography`` 51), so the byte work of a command runs in
 processes, not threads. They are forked after the index and keys are loaded, so they
 share that memory copy-on-write; they never touch a network client.
 """

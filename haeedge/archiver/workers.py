@@ -1,7 +1,7 @@
 """The expensive half of backup, runnable in worker processes.
 
 Reading, chunking, HMAC, zstd and AES-CFB cost most of a backup's CPU, and
-AES-CFB in ``cryptography`` holds the GIL, so threads top out near one core.
+the Python around them holds the GIL, so threads top out near one core.
 Workers are forked after the index is loaded (they share it copy-on-write),
 read whole batches of files, skip chunks the repository already had, and
 return sealed blobs. The main process stays the only dedup authority: it

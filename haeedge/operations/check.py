@@ -333,7 +333,7 @@ class Checker:
         self.progress.finish()
 
     def _pack_executor(self):
-        """Processes for a local repository (decryption holds the GIL); threads otherwise.
+        """Processes for a local repository (the per-blob Python holds the GIL); threads otherwise.
 
         Workers are forked and read packs themselves; network clients are never forked.
         """

@@ -1,6 +1,6 @@
 """Restore's byte path: read a pack's ranges, open each blob, write it to every place it occurs.
 
-Decrypting (AES-256-CFB in ``cryptography`` holds the GIL), decompressing, checking keyed ids
+Decrypting, decompressing, checking keyed ids (and the per-blob Python around them, which holds the GIL)
 and creating the many small files cost most of a restore's CPU, so on a local repository this
 runs in worker processes forked after the index and keys are loaded (they share them
 copy-on-write; the garbage collector is frozen while they fork). A worker reads its pack
