@@ -62,7 +62,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from haeedge.backends.base import NAMESPACES, BackendProperties, ObjectInfo, StorageBackend, check_name
-from haeedge.backends.fsspec_errors import CREDENTIAL_CLASS_NAMES, classify
+from haeedge.backends.fsspec_errors import CREDENTIAL_CLASS_NAMES, classify, error_chain
 from haeedge.backends.s3policy import OPTION_NAMES as POLICY_OPTIONS
 from haeedge.backends.s3policy import S3Policy, delete_versions
 from haeedge.errors import BackendError, ObjectNotFound, UsageError
@@ -100,22 +100,13 @@ def _mtime(meta: dict) -> float | None:
 
 def _answer(e: BaseException) -> str:
     """The S3 error code of an error answer (or its HTTP status when the body named none), else ''."""
-    for exc in _chain(e):
+    for exc in error_chain(e):
         response = getattr(exc, "response", None)
         if isinstance(response, dict):
             code = str((response.get("Error") or {}).get("Code") or "")
             status = str((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
             return code or status
     return ""
-
-
-def _chain(e: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        yield cur
-        cur = cur.__cause__ or cur.__context__
 
 
 def _bool(value: Any) -> bool:

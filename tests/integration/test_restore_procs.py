@@ -41,17 +41,22 @@ def _restore(handle, snap_id, target) -> Restorer:
     return r
 
 
+def _two_workers_as(monkeypatch, mode: str) -> None:
+    """Two workers, run as processes or (HAEEDGE_THREADS=1) as threads."""
+    monkeypatch.setenv("HAEEDGE_WORKERS", "2")
+    if mode == "threads":
+        monkeypatch.setenv("HAEEDGE_THREADS", "1")
+    else:
+        monkeypatch.delenv("HAEEDGE_THREADS", raising=False)
+
+
 @pytest.mark.parametrize("mode", ["processes", "threads"])
 def test_both_paths_restore_the_same_tree(lib_repo, trees, tmp_path, monkeypatch, mode):
     """Bytes, modes, times, holes, hardlinks and long paths, through either path."""
     src = tmp_path / "src"
     info = trees.make_edge_tree(src, devices=False, deep_total=2000, sparse_mib=16)
     snap = _backup(lib_repo, src)
-    monkeypatch.setenv("HAEEDGE_WORKERS", "2")
-    if mode == "threads":
-        monkeypatch.setenv("HAEEDGE_THREADS", "1")
-    else:
-        monkeypatch.delenv("HAEEDGE_THREADS", raising=False)
+    _two_workers_as(monkeypatch, mode)
     target = tmp_path / "t"
     r = _restore(lib_repo, snap.id, target)
     assert not r.result.damaged and not r.result.skipped, r.result.warnings
@@ -98,11 +103,7 @@ def test_a_damaged_blob_is_reported_and_the_rest_restored(lib_repo, tmp_path, mo
         b = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([b[0] ^ 0x40]))
-    monkeypatch.setenv("HAEEDGE_WORKERS", "2")
-    if mode == "threads":
-        monkeypatch.setenv("HAEEDGE_THREADS", "1")
-    else:
-        monkeypatch.delenv("HAEEDGE_THREADS", raising=False)
+    _two_workers_as(monkeypatch, mode)
     target = tmp_path / "t"
     r = _restore(lib_repo, snap.id, target)
     assert (r.processes > 0) == (mode == "processes")
